@@ -1,0 +1,2 @@
+/** Runnable examples; see the README's demo command. */
+package dev.outbox.examples;

@@ -1,0 +1,98 @@
+package dev.outbox.r2dbc;
+
+import io.r2dbc.spi.Connection;
+import io.r2dbc.spi.ConnectionFactory;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Schedulers;
+
+/**
+ * The outbox DDL. The versioned SQL files under {@value #RESOURCE_DIR} are the source of truth
+ * (use them from Flyway or Liquibase in production); {@link #createIfMissing} applies them with a
+ * configured table name, for tests and demos.
+ *
+ * <pre>{@code
+ * OutboxSchema.createIfMissing(connectionFactory, OutboxTable.of("order_outbox")).block();
+ * }</pre>
+ *
+ * <p>Concurrent {@code createIfMissing} calls for the same new table may fail with a
+ * duplicate-object error from PostgreSQL; run it once, before the writers and relays start.
+ */
+public final class OutboxSchema {
+  /** Classpath folder of the versioned DDL files. */
+  public static final String RESOURCE_DIR = "dev/outbox/r2dbc/schema/";
+
+  private static final List<String> MIGRATIONS = List.of("V1__create_outbox.sql");
+  private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
+
+  private OutboxSchema() {}
+
+  /** Creates the outbox and dead-letter tables and their indexes when missing. */
+  public static Mono<Void> createIfMissing(ConnectionFactory connectionFactory, OutboxTable table) {
+    return Mono.usingWhen(
+        connectionFactory.create(), connection -> createIfMissing(connection, table),
+        Connection::close);
+  }
+
+  /** As {@link #createIfMissing(ConnectionFactory, OutboxTable)}, on a given connection. */
+  public static Mono<Void> createIfMissing(Connection connection, OutboxTable table) {
+    // Reading the DDL resource is file I/O: keep it off non-blocking threads.
+    return Mono.fromCallable(() -> statements(table))
+        .subscribeOn(Schedulers.boundedElastic())
+        .flatMapIterable(statements -> statements)
+        .concatMap(sql -> Flux.from(connection.createStatement(sql).execute())
+            .concatMap(result -> result.getRowsUpdated()))
+        .then();
+  }
+
+  /** The DDL statements for {@code table}, in order. */
+  public static List<String> statements(OutboxTable table) {
+    List<String> statements = new ArrayList<>();
+    for (String migration : MIGRATIONS) {
+      for (String sql : withoutComments(read(migration)).split(";")) {
+        if (!sql.isBlank()) {
+          statements.add(rename(sql.strip(), table));
+        }
+      }
+    }
+    return statements;
+  }
+
+  /** Table references become the (qualified) name; index and constraint names the simple one. */
+  private static String rename(String sql, OutboxTable table) {
+    Matcher m = NAME.matcher(sql);
+    StringBuilder out = new StringBuilder();
+    while (m.find()) {
+      String suffix = m.group(1);
+      boolean tableReference = suffix.isEmpty() || suffix.equals("_dead_letter");
+      m.appendReplacement(out, Matcher.quoteReplacement(
+          (tableReference ? table.qualifiedName() : table.name()) + suffix));
+    }
+    m.appendTail(out);
+    return out.toString();
+  }
+
+  private static String withoutComments(String sql) {
+    return sql.replaceAll("--[^\n]*", "");
+  }
+
+  private static String read(String migration) {
+    try (InputStream in = OutboxSchema.class.getClassLoader()
+        .getResourceAsStream(RESOURCE_DIR + migration)) {
+      if (in == null) {
+        throw new IllegalStateException("Missing schema resource " + RESOURCE_DIR + migration);
+      }
+      return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+}

@@ -1,0 +1,250 @@
+package dev.outbox.r2dbc;
+
+import io.r2dbc.spi.Connection;
+import io.r2dbc.spi.ConnectionFactory;
+import io.r2dbc.spi.Readable;
+import io.r2dbc.spi.Statement;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Comparator;
+import java.util.Objects;
+import java.util.UUID;
+import java.util.function.Function;
+import org.jspecify.annotations.Nullable;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * The relay's side of the outbox table: claim due batches under a lease, then settle each claim
+ * exactly once by deleting, retrying later, releasing or dead-lettering it.
+ *
+ * <pre>{@code
+ * OutboxStore store = OutboxStore.create(pool, OutboxTable.of("order_outbox"));
+ * store.claim(100, Duration.ofSeconds(30), "relay-1")
+ *      .concatMap(batch -> publish(batch)
+ *          .then(store.delete(batch))                       // false: lease lost, row kept
+ *          .onErrorResume(e -> store.retryLater(batch, e.toString(), Duration.ofSeconds(1))));
+ * }</pre>
+ *
+ * <p><b>Fencing.</b> Every claim gets a new lease token, and every settlement matches on it. Once
+ * a lease has expired and another relay has claimed the batch, the token has changed and the old
+ * holder's settlement affects nothing (it returns {@code false}). A holder whose lease expired
+ * but whose batch nobody has claimed yet may still settle it: that is safe, since the claim and
+ * the settlement both lock the row and whichever comes second sees the other's effect.
+ *
+ * <p>Each operation runs in its own auto-commit statement on a connection taken from the factory
+ * (use a pool). Times ({@code now()}) are the database's, so relays need no synchronized clocks.
+ * Immutable and thread-safe.
+ */
+public final class OutboxStore {
+  private static final int ERROR_TEXT_LIMIT = 255;
+
+  private final ConnectionFactory connections;
+  private final OutboxTable table;
+  private final String claimSql;
+  private final String deleteSql;
+  private final String retrySql;
+  private final String releaseSql;
+  private final String deadLetterSql;
+  private final String redriveSql;
+  private final String findSql;
+  private final String findDeadLetterSql;
+  private final String deadLettersSql;
+  private final String statsSql;
+
+  private OutboxStore(ConnectionFactory connections, OutboxTable table) {
+    this.connections = connections;
+    this.table = table;
+    String t = table.qualifiedName();
+    String dl = table.deadLetterQualifiedName();
+    claimSql = "WITH due AS (SELECT batch_id FROM " + t
+        + " WHERE next_attempt_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+        + " ORDER BY insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
+        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
+        + " FROM due WHERE o.batch_id = due.batch_id"
+        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
+        + " o.insert_time, o.lease_expires_at";
+    deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
+    String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+    retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"
+        + " last_write_error = left($3, " + ERROR_TEXT_LIMIT + "),"
+        + " next_attempt_at = now() + $4 * INTERVAL '1 millisecond'"
+        + " WHERE batch_id = $1 AND lease_token = $2";
+    releaseSql = "UPDATE " + t + " SET " + unlease + " WHERE batch_id = $1 AND lease_token = $2";
+    deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
+        + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time)"
+        + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data, insert_time)"
+        + " SELECT batch_id, message_count, write_retries + 1, $3, raw_data, insert_time FROM moved"
+        + " ON CONFLICT (batch_id) DO UPDATE SET message_count = EXCLUDED.message_count,"
+        + " write_retries = EXCLUDED.write_retries, reason = EXCLUDED.reason,"
+        + " raw_data = EXCLUDED.raw_data, dead_lettered_at = now()";
+    redriveSql = "WITH moved AS (DELETE FROM " + dl + " WHERE batch_id = $1"
+        + " RETURNING batch_id, message_count, raw_data, insert_time)"
+        + " INSERT INTO " + t + " (batch_id, message_count, raw_data, insert_time)"
+        + " SELECT batch_id, message_count, COALESCE($2, raw_data), insert_time FROM moved";
+    findSql = "SELECT batch_id, insert_seq, in_flight, message_count, write_retries,"
+        + " last_write_error, raw_data, insert_time, next_attempt_at, lease_owner, lease_token,"
+        + " lease_expires_at FROM " + t + " WHERE batch_id = $1";
+    String deadLetterColumns = "SELECT batch_id, message_count, write_retries, reason, raw_data,"
+        + " insert_time, dead_lettered_at FROM " + dl;
+    findDeadLetterSql = deadLetterColumns + " WHERE batch_id = $1";
+    deadLettersSql = deadLetterColumns + " ORDER BY dead_lettered_at, batch_id LIMIT $1";
+    statsSql = "SELECT (SELECT count(*) FROM " + t + ") AS rows,"
+        + " (SELECT min(insert_time) FROM " + t + ") AS oldest,"
+        + " (SELECT count(*) FROM " + dl + ") AS dead_letters";
+  }
+
+  /** A store over {@code table}, taking connections from {@code connections} (a pool). */
+  public static OutboxStore create(ConnectionFactory connections, OutboxTable table) {
+    return new OutboxStore(Objects.requireNonNull(connections, "connections"),
+        Objects.requireNonNull(table, "table"));
+  }
+
+  public OutboxTable table() {
+    return table;
+  }
+
+  /**
+   * Claims up to {@code limit} due batches (not leased, or with an expired lease, and past
+   * {@code next_attempt_at}) in insert order, skipping rows another relay has locked. All
+   * batches of one claim share one new lease token. Emitted in insert order.
+   */
+  public Flux<ClaimedBatch> claim(int limit, Duration lease, String owner) {
+    if (limit < 1) {
+      return Flux.error(new InvalidConfigurationException("claim limit must be >= 1, got " + limit));
+    }
+    if (lease.isNegative() || lease.isZero()) {
+      return Flux.error(new InvalidConfigurationException("lease must be positive, got " + lease));
+    }
+    return Flux.defer(() -> {
+      UUID token = Entropy.randomUuid();
+      return query(claimSql,
+          s -> s.bind(0, limit).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
+          row -> new ClaimedBatch(
+              row.get("batch_id", String.class),
+              row.get("insert_seq", Long.class),
+              row.get("message_count", Integer.class),
+              row.get("write_retries", Integer.class),
+              bytes(row, "raw_data"),
+              row.get("insert_time", Instant.class),
+              token,
+              row.get("lease_expires_at", Instant.class)))
+          // RETURNING does not keep the ORDER BY of the CTE.
+          .collectSortedList(Comparator.comparingLong(ClaimedBatch::insertSeq))
+          .flatMapIterable(batches -> batches);
+    });
+  }
+
+  /** Deletes a published batch; {@code false} when the lease was lost (row left alone). */
+  public Mono<Boolean> delete(ClaimedBatch batch) {
+    return update(deleteSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
+  }
+
+  /**
+   * Gives a claim back after a failed attempt: {@code write_retries + 1}, the error text
+   * (truncated to 255 characters) in {@code last_write_error}, and no new claim before {@code
+   * delay} has passed. {@code false} when the lease was lost.
+   */
+  public Mono<Boolean> retryLater(ClaimedBatch batch, String error, Duration delay) {
+    return update(retrySql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
+        .bind(2, error).bind(3, Math.max(0, delay.toMillis())));
+  }
+
+  /** Gives a claim back untouched (it was not attempted), e.g. on shutdown. */
+  public Mono<Boolean> release(ClaimedBatch batch) {
+    return update(releaseSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
+  }
+
+  /**
+   * Moves a claimed batch to the dead-letter table with {@code reason}, in one statement.
+   * {@code false} when the lease was lost.
+   */
+  public Mono<Boolean> deadLetter(ClaimedBatch batch, String reason) {
+    return update(deadLetterSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
+        .bind(2, reason));
+  }
+
+  /**
+   * Moves a dead-lettered batch back into the outbox, due at once, keeping its id; {@code false}
+   * when no such dead letter exists. It goes to the end of the insert order.
+   */
+  public Mono<Boolean> redrive(String batchId) {
+    return update(redriveSql, s -> s.bind(0, batchId).bindNull(1, byte[].class));
+  }
+
+  /**
+   * As {@link #redrive(String)}, replacing the stored batch with {@code replacement} (for a batch
+   * that was dead-lettered because of its content).
+   */
+  public Mono<Boolean> redrive(String batchId, byte[] replacement) {
+    return update(redriveSql, s -> s.bind(0, batchId).bind(1, replacement));
+  }
+
+  /** The outbox row of {@code batchId}; empty when there is none. */
+  public Mono<StoredBatch> find(String batchId) {
+    return query(findSql, s -> s.bind(0, batchId), row -> new StoredBatch(
+        row.get("batch_id", String.class),
+        row.get("insert_seq", Long.class),
+        row.get("in_flight", Boolean.class),
+        row.get("message_count", Integer.class),
+        row.get("write_retries", Integer.class),
+        row.get("last_write_error", String.class),
+        bytes(row, "raw_data"),
+        row.get("insert_time", Instant.class),
+        row.get("next_attempt_at", Instant.class),
+        row.get("lease_owner", String.class),
+        row.get("lease_token", UUID.class),
+        row.get("lease_expires_at", Instant.class))).next();
+  }
+
+  /** The dead letter of {@code batchId}; empty when there is none. */
+  public Mono<DeadLetter> findDeadLetter(String batchId) {
+    return query(findDeadLetterSql, s -> s.bind(0, batchId), OutboxStore::deadLetter).next();
+  }
+
+  /** Up to {@code limit} dead letters, oldest first. */
+  public Flux<DeadLetter> deadLetters(int limit) {
+    return query(deadLettersSql, s -> s.bind(0, limit), OutboxStore::deadLetter);
+  }
+
+  /** Backlog size, oldest row and dead-letter count. */
+  public Mono<BacklogStats> stats() {
+    return query(statsSql, s -> s, row -> new BacklogStats(
+        row.get("rows", Long.class),
+        row.get("oldest", Instant.class),
+        row.get("dead_letters", Long.class))).single();
+  }
+
+  private static DeadLetter deadLetter(Readable row) {
+    return new DeadLetter(
+        row.get("batch_id", String.class),
+        row.get("message_count", Integer.class),
+        row.get("write_retries", Integer.class),
+        row.get("reason", String.class),
+        bytes(row, "raw_data"),
+        row.get("insert_time", Instant.class),
+        row.get("dead_lettered_at", Instant.class));
+  }
+
+  private static byte[] bytes(Readable row, String column) {
+    return Objects.requireNonNull(row.get(column, byte[].class), column);
+  }
+
+  private Mono<Boolean> update(String sql, Function<Statement, Statement> binder) {
+    return Mono.usingWhen(connections.create(),
+        connection -> Flux.from(binder.apply(connection.createStatement(sql)).execute())
+            .concatMap(result -> result.getRowsUpdated())
+            .reduce(0L, Long::sum)
+            .map(rows -> rows > 0),
+        Connection::close);
+  }
+
+  private <T> Flux<T> query(String sql, Function<Statement, Statement> binder,
+      Function<Readable, @Nullable T> mapper) {
+    return Flux.usingWhen(connections.create(),
+        connection -> Flux.from(binder.apply(connection.createStatement(sql)).execute())
+            .concatMap(result -> result.map(row -> mapper.apply(row))),
+        Connection::close);
+  }
+}

@@ -1,0 +1,97 @@
+package dev.outbox.r2dbc;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+import org.jspecify.annotations.Nullable;
+import reactor.core.publisher.Mono;
+
+/**
+ * Appends a batch of messages to the outbox table inside the caller's transaction.
+ *
+ * <pre>{@code
+ * OutboxWriter writer = OutboxWriter.builder().table(OutboxTable.of("order_outbox")).build();
+ *
+ * Mono<Void> placeOrder(Order order) {
+ *   return OutboxTransactions.inTransaction(connectionFactory, connection ->
+ *       insertOrder(connection, order)
+ *           .then(writer.write(Message.builder().stream("orders").key(order.id())
+ *               .data(order.toJson()).build())));
+ * }
+ * }</pre>
+ *
+ * <p>Each {@code write} is lazy, reads the connection from the Reactor Context when subscribed,
+ * and inserts exactly one row (one batch, a fresh KSUID {@code batch_id}), so several writes in
+ * one transaction give several rows. Errors, all before anything is written: {@link
+ * InvalidMessageException} (null or empty batch, null element), {@link
+ * MissingConnectionException}, {@link NotInTransactionException}.
+ *
+ * <p>Instances are immutable and thread-safe.
+ */
+public interface OutboxWriter {
+
+  /** Writes {@code batch} as one outbox row; completes when the row is inserted (not committed). */
+  Mono<Void> write(List<Message> batch);
+
+  /** Convenience for {@link #write(List)}. */
+  default Mono<Void> write(Message... batch) {
+    return write(Arrays.asList(batch));
+  }
+
+  /** A writer with the defaults: table {@value OutboxTable#DEFAULT_NAME}, protobuf codec. */
+  static OutboxWriter create() {
+    return builder().build();
+  }
+
+  static Builder builder() {
+    return new Builder();
+  }
+
+  /** Options for {@link OutboxWriter}; {@link #build()} validates and applies defaults. */
+  final class Builder {
+    private OutboxTable table = OutboxTable.defaultTable();
+    private Codec codec = Codec.protobuf();
+    private @Nullable String notifyChannel;
+    private final List<ConnectionResolver> resolvers = new ArrayList<>();
+
+    private Builder() {}
+
+    /** Default {@value OutboxTable#DEFAULT_NAME}. */
+    public Builder table(OutboxTable table) {
+      this.table = Objects.requireNonNull(table, "table");
+      return this;
+    }
+
+    /** Default {@link Codec#protobuf()}. */
+    public Builder codec(Codec codec) {
+      this.codec = Objects.requireNonNull(codec, "codec");
+      return this;
+    }
+
+    /**
+     * Also runs {@code pg_notify(channel, batch_id)} in the same transaction, so relays
+     * listening on {@code channel} wake at commit (and never for a rolled-back write). Default:
+     * none. The notification is only a hint; relays still poll.
+     */
+    public Builder notifyChannel(@Nullable String channel) {
+      this.notifyChannel = channel;
+      return this;
+    }
+
+    /** Adds a resolver consulted when no connection is bound with {@link OutboxContext}. */
+    public Builder connectionResolver(ConnectionResolver resolver) {
+      resolvers.add(Objects.requireNonNull(resolver, "resolver"));
+      return this;
+    }
+
+    public OutboxWriter build() {
+      if (notifyChannel != null && (notifyChannel.isBlank() || notifyChannel.length() > 63)) {
+        throw new InvalidConfigurationException(
+            "notifyChannel must be 1 to 63 characters (a PostgreSQL channel name), got '"
+                + notifyChannel + "'");
+      }
+      return new R2dbcOutboxWriter(table, codec, notifyChannel, List.copyOf(resolvers));
+    }
+  }
+}

@@ -1,0 +1,82 @@
+package dev.outbox.r2dbc;
+
+import io.r2dbc.spi.Connection;
+import java.util.List;
+import org.jspecify.annotations.Nullable;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.util.context.ContextView;
+
+/** {@link OutboxWriter} over an R2DBC connection found in the Reactor Context. */
+final class R2dbcOutboxWriter implements OutboxWriter {
+  private final Codec codec;
+  private final @Nullable String notifyChannel;
+  private final List<ConnectionResolver> resolvers;
+  private final String insertSql;
+
+  R2dbcOutboxWriter(OutboxTable table, Codec codec, @Nullable String notifyChannel,
+      List<ConnectionResolver> resolvers) {
+    this.codec = codec;
+    this.notifyChannel = notifyChannel;
+    this.resolvers = resolvers;
+    this.insertSql = "INSERT INTO " + table.qualifiedName()
+        + " (batch_id, message_count, raw_data) VALUES ($1, $2, $3)";
+  }
+
+  @Override
+  public Mono<Void> write(@Nullable List<Message> batch) {
+    return Mono.deferContextual(context -> {
+      checkBatch(batch);
+      byte[] raw = codec.encode(batch);
+      String batchId = Ksuid.generate().toString();
+      return connection(context).flatMap(connection -> {
+        if (connection.isAutoCommit()) {
+          return Mono.error(new NotInTransactionException());
+        }
+        return insert(connection, batchId, batch.size(), raw);
+      });
+    });
+  }
+
+  private static void checkBatch(@Nullable List<Message> batch) {
+    if (batch == null) {
+      throw new InvalidMessageException("The batch must not be null");
+    }
+    if (batch.isEmpty()) {
+      throw new InvalidMessageException("The batch is empty: write at least one message");
+    }
+    for (int i = 0; i < batch.size(); i++) {
+      if (batch.get(i) == null) {
+        throw new InvalidMessageException("Message " + i + " of the batch is null");
+      }
+    }
+  }
+
+  private Mono<Connection> connection(ContextView context) {
+    return OutboxContext.boundConnection(context)
+        .map(Mono::just)
+        .orElseGet(() -> Flux.fromIterable(resolvers)
+            .concatMap(resolver -> resolver.resolve(context))
+            .next()
+            .switchIfEmpty(Mono.error(MissingConnectionException::new)));
+  }
+
+  private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw) {
+    Mono<Void> insert = Flux.from(connection.createStatement(insertSql)
+            .bind(0, batchId)
+            .bind(1, count)
+            .bind(2, raw)
+            .execute())
+        .concatMap(result -> result.getRowsUpdated())
+        .then();
+    if (notifyChannel == null) {
+      return insert;
+    }
+    return insert.then(Flux.from(connection.createStatement("SELECT pg_notify($1, $2)")
+            .bind(0, notifyChannel)
+            .bind(1, batchId)
+            .execute())
+        .concatMap(result -> result.map((row, meta) -> 1))
+        .then());
+  }
+}

@@ -1,0 +1,227 @@
+package dev.outbox.r2dbc;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.testing.PostgresExtension;
+import dev.outbox.testing.TestPostgres;
+import io.r2dbc.pool.ConnectionPool;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.test.StepVerifier;
+
+@ExtendWith(PostgresExtension.class)
+class OutboxStorePostgresTest {
+  private static final Duration LONG_LEASE = Duration.ofMinutes(5);
+
+  private final TestPostgres postgres;
+  private final OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("store"));
+  private final OutboxWriter writer = OutboxWriter.builder().table(table).build();
+  private ConnectionPool pool;
+  private OutboxStore store;
+
+  OutboxStorePostgresTest(TestPostgres postgres) {
+    this.postgres = postgres;
+  }
+
+  @BeforeEach
+  void setUp() {
+    pool = postgres.newPool(10);
+    OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(30));
+    store = OutboxStore.create(pool, table);
+  }
+
+  @AfterEach
+  void tearDown() {
+    pool.dispose();
+  }
+
+  private List<String> writeBatches(int count) {
+    Flux.range(0, count)
+        .concatMap(i -> OutboxTransactions.inTransaction(pool, c -> writer.write(
+            Message.builder().stream("s").key("k" + i).data(new byte[] {i.byteValue()}).build())))
+        .blockLast(Duration.ofSeconds(60));
+    List<String> ids = new ArrayList<>();
+    postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName() + " ORDER BY insert_seq")
+        .forEach(id -> ids.add((String) id));
+    return ids;
+  }
+
+  private ClaimedBatch claimOne(Duration lease, String owner) {
+    List<ClaimedBatch> claimed = store.claim(1, lease, owner).collectList().block();
+    assertThat(claimed).hasSize(1);
+    return claimed.get(0);
+  }
+
+  @Test
+  void claimReturnsDueBatchesInInsertOrderWithOneLease() {
+    List<String> ids = writeBatches(5);
+
+    List<ClaimedBatch> claimed = store.claim(3, LONG_LEASE, "relay-a").collectList().block();
+
+    assertThat(claimed).extracting(ClaimedBatch::batchId).containsExactlyElementsOf(ids.subList(0, 3));
+    assertThat(claimed).extracting(ClaimedBatch::leaseToken).containsOnly(claimed.get(0).leaseToken());
+    assertThat(claimed.get(0).leaseExpiresAt()).isAfter(Instant.now().plusSeconds(200));
+    StoredBatch row = store.find(ids.get(0)).block();
+    assertThat(row.inFlight()).isTrue();
+    assertThat(row.leaseOwner()).isEqualTo("relay-a");
+    assertThat(row.leaseToken()).isEqualTo(claimed.get(0).leaseToken());
+    // Leased rows are not claimable again; the rest are.
+    assertThat(store.claim(10, LONG_LEASE, "relay-b").map(ClaimedBatch::batchId).collectList().block())
+        .containsExactlyElementsOf(ids.subList(3, 5));
+  }
+
+  @Test
+  void concurrentClaimersNeverReceiveTheSameBatch() {
+    List<String> ids = writeBatches(300);
+    List<String> seen = Collections.synchronizedList(new ArrayList<>());
+
+    Flux.range(0, 6)
+        .flatMap(claimer -> store.claim(7, LONG_LEASE, "relay-" + claimer)
+            .map(ClaimedBatch::batchId)
+            .collectList()
+            .repeat()
+            .takeUntil(List::isEmpty)
+            .flatMapIterable(list -> list), 6)
+        .doOnNext(seen::add)
+        .blockLast(Duration.ofSeconds(60));
+
+    Set<String> unique = new HashSet<>(seen);
+    assertThat(seen).hasSameSizeAs(unique);
+    assertThat(unique).containsExactlyInAnyOrderElementsOf(ids);
+  }
+
+  @Test
+  void expiredLeaseIsClaimedAgainAndTheOldHoldersSettlementsAffectNothing() {
+    String id = writeBatches(1).get(0);
+    ClaimedBatch first = claimOne(Duration.ofMillis(200), "relay-slow");
+    assertThat(store.claim(1, LONG_LEASE, "relay-fast").collectList().block()).isEmpty();
+
+    ClaimedBatch second = Mono.delay(Duration.ofMillis(300))
+        .thenMany(store.claim(1, LONG_LEASE, "relay-fast")).single().block();
+
+    assertThat(second.batchId()).isEqualTo(id);
+    assertThat(second.leaseToken()).isNotEqualTo(first.leaseToken());
+    StepVerifier.create(store.delete(first)).expectNext(false).verifyComplete();
+    StepVerifier.create(store.retryLater(first, "late", Duration.ZERO)).expectNext(false).verifyComplete();
+    StepVerifier.create(store.deadLetter(first, "late")).expectNext(false).verifyComplete();
+    StepVerifier.create(store.release(first)).expectNext(false).verifyComplete();
+    assertThat(store.find(id).block().leaseOwner()).isEqualTo("relay-fast");
+    assertThat(store.findDeadLetter(id).blockOptional()).isEmpty();
+    StepVerifier.create(store.delete(second)).expectNext(true).verifyComplete();
+    assertThat(store.find(id).blockOptional()).isEmpty();
+  }
+
+  @Test
+  void retryLaterCountsTheAttemptKeepsTheErrorAndDefersTheNextClaim() {
+    String id = writeBatches(1).get(0);
+    ClaimedBatch claimed = claimOne(LONG_LEASE, "relay");
+    String longError = "x".repeat(300);
+
+    StepVerifier.create(store.retryLater(claimed, longError, Duration.ofMillis(400)))
+        .expectNext(true).verifyComplete();
+
+    StoredBatch row = store.find(id).block();
+    assertThat(row.writeRetries()).isEqualTo(1);
+    assertThat(row.lastWriteError()).hasSize(255);
+    assertThat(row.inFlight()).isFalse();
+    assertThat(row.leaseToken()).isNull();
+    assertThat(store.claim(1, LONG_LEASE, "relay").collectList().block()).isEmpty();
+    ClaimedBatch again = Mono.delay(Duration.ofMillis(500))
+        .thenMany(store.claim(1, LONG_LEASE, "relay")).single().block();
+    assertThat(again.writeRetries()).isEqualTo(1);
+  }
+
+  @Test
+  void releaseGivesTheBatchBackUntouched() {
+    String id = writeBatches(1).get(0);
+    ClaimedBatch claimed = claimOne(LONG_LEASE, "relay");
+
+    StepVerifier.create(store.release(claimed)).expectNext(true).verifyComplete();
+
+    StoredBatch row = store.find(id).block();
+    assertThat(row.writeRetries()).isZero();
+    assertThat(row.inFlight()).isFalse();
+    assertThat(claimOne(LONG_LEASE, "relay").batchId()).isEqualTo(id);
+  }
+
+  @Test
+  void deadLetterMovesTheBatchWithItsReasonAndRedriveBringsItBack() {
+    String id = writeBatches(1).get(0);
+    ClaimedBatch claimed = claimOne(LONG_LEASE, "relay");
+
+    StepVerifier.create(store.deadLetter(claimed, "topic does not exist")).expectNext(true)
+        .verifyComplete();
+
+    assertThat(store.find(id).blockOptional()).isEmpty();
+    DeadLetter dead = store.findDeadLetter(id).block();
+    assertThat(dead.reason()).isEqualTo("topic does not exist");
+    assertThat(dead.rawData()).isEqualTo(claimed.rawData());
+    assertThat(dead.insertTime()).isEqualTo(claimed.insertTime());
+    assertThat(store.deadLetters(10).map(DeadLetter::batchId).collectList().block()).containsExactly(id);
+    assertThat(store.stats().block()).isEqualTo(new BacklogStats(0, null, 1));
+
+    StepVerifier.create(store.redrive(id)).expectNext(true).verifyComplete();
+    StepVerifier.create(store.redrive(id)).expectNext(false).verifyComplete();
+
+    assertThat(store.findDeadLetter(id).blockOptional()).isEmpty();
+    ClaimedBatch again = claimOne(LONG_LEASE, "relay");
+    assertThat(again.batchId()).isEqualTo(id);
+    assertThat(again.rawData()).isEqualTo(claimed.rawData());
+    assertThat(again.writeRetries()).isZero();
+  }
+
+  @Test
+  void redriveCanReplaceTheBatchContent() {
+    String id = writeBatches(1).get(0);
+    store.deadLetter(claimOne(LONG_LEASE, "relay"), "bad content").block();
+    byte[] fixed = Codec.protobuf().encode(List.of(
+        Message.builder().stream("fixed").data(new byte[] {42}).build()));
+
+    StepVerifier.create(store.redrive(id, fixed)).expectNext(true).verifyComplete();
+
+    assertThat(Codec.protobuf().decode(claimOne(LONG_LEASE, "relay").rawData()).get(0).stream())
+        .isEqualTo("fixed");
+  }
+
+  @Test
+  void statsReportBacklogAndOldestRow() {
+    Instant before = Instant.now().minusSeconds(1);
+    writeBatches(3);
+    BacklogStats stats = store.stats().block();
+    assertThat(stats.rows()).isEqualTo(3);
+    assertThat(stats.oldestInsertTime()).isAfter(before);
+    assertThat(stats.deadLetters()).isZero();
+  }
+
+  @Test
+  void createIfMissingIsIdempotentAndSupportsASchema() {
+    OutboxTable qualified = OutboxTable.of(TestPostgres.uniqueName("app") + ".outbox");
+    postgres.execute("CREATE SCHEMA " + qualified.schema().orElseThrow());
+
+    OutboxSchema.createIfMissing(pool, qualified).block(Duration.ofSeconds(30));
+    OutboxSchema.createIfMissing(pool, qualified).block(Duration.ofSeconds(30));
+    OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(30));
+
+    assertThat(postgres.queryLong("SELECT count(*) FROM information_schema.tables WHERE table_schema = '"
+        + qualified.schema().orElseThrow() + "'")).isEqualTo(2);
+  }
+
+  @Test
+  void invalidClaimArgumentsAreNamedErrors() {
+    StepVerifier.create(store.claim(0, LONG_LEASE, "r")).expectError(InvalidConfigurationException.class)
+        .verify();
+    StepVerifier.create(store.claim(1, Duration.ZERO, "r")).expectError(InvalidConfigurationException.class)
+        .verify();
+  }
+}

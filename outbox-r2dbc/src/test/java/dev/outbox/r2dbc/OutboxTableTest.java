@@ -1,0 +1,49 @@
+package dev.outbox.r2dbc;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.api.Test;
+
+class OutboxTableTest {
+
+  @Test
+  void acceptsIdentifiersAndSchemaQualifiedNames() {
+    assertThat(OutboxTable.of("streams_egress").qualifiedName()).isEqualTo("streams_egress");
+    OutboxTable t = OutboxTable.of("App.Order_Outbox");
+    assertThat(t.qualifiedName()).isEqualTo("app.order_outbox");
+    assertThat(t.name()).isEqualTo("order_outbox");
+    assertThat(t.schema()).contains("app");
+    assertThat(t.deadLetterQualifiedName()).isEqualTo("app.order_outbox_dead_letter");
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"x; drop table y", "x;drop table y", "\"quoted\"", "a.b.c", "1abc", "",
+      " ", "a-b", "a b", "a.", ".a", "x'--", "x/*y*/", "t\u0000", "tåble",
+      "a_name_that_is_far_too_long_for_postgresql_to_keep_as_it_is"})
+  void rejectsAnythingElse(String name) {
+    assertThatThrownBy(() -> OutboxTable.of(name))
+        .isInstanceOf(InvalidTableNameException.class)
+        .isInstanceOf(InvalidConfigurationException.class)
+        .hasMessageContaining("identifier");
+  }
+
+  @Test
+  void rejectsNull() {
+    assertThatThrownBy(() -> OutboxTable.of(null)).isInstanceOf(InvalidTableNameException.class);
+  }
+
+  @Test
+  void schemaStatementsUseTheConfiguredName() {
+    var statements = OutboxSchema.statements(OutboxTable.of("app.orders_outbox"));
+    assertThat(statements).hasSize(4);
+    assertThat(String.join("\n", statements))
+        .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox (")
+        .contains("CONSTRAINT orders_outbox_pkey PRIMARY KEY")
+        .contains("CREATE UNIQUE INDEX IF NOT EXISTS orders_outbox_insert_seq_idx ON app.orders_outbox")
+        .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox_dead_letter (")
+        .doesNotContain("streams_egress");
+  }
+}

@@ -1,0 +1,18 @@
+package dev.outbox.testing;
+
+import reactor.blockhound.BlockHound;
+import reactor.blockhound.integration.BlockHoundIntegration;
+
+/**
+ * BlockHound allowances for third-party code in the test stack, applied when
+ * blockhound-junit-platform installs BlockHound for the whole suite.
+ */
+public final class TestBlockHoundIntegration implements BlockHoundIntegration {
+  @Override
+  public void applyTo(BlockHound.Builder builder) {
+    // r2dbc-postgresql's SCRAM login draws a nonce from the platform SecureRandom, which reads
+    // /dev/urandom on the event loop. Only reached with a password (OUTBOX_TEST_POSTGRES_URL);
+    // the embedded server trusts local logins.
+    builder.allowBlockingCallsInside("com.ongres.scram.common.ScramFunctions", "nonce");
+  }
+}
