@@ -1,2 +1,2 @@
-/** Runnable examples; see the README's demo command. */
+/** Runnable examples; see the README. */
 package dev.outbox.examples;

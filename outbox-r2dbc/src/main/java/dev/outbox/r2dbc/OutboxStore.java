@@ -45,6 +45,7 @@ public final class OutboxStore {
   private final String deleteSql;
   private final String retrySql;
   private final String releaseSql;
+  private final String releaseAllSql;
   private final String deadLetterSql;
   private final String redriveSql;
   private final String findSql;
@@ -57,12 +58,18 @@ public final class OutboxStore {
     this.table = table;
     String t = table.qualifiedName();
     String dl = table.deadLetterQualifiedName();
-    claimSql = "WITH due AS (SELECT batch_id FROM " + t
-        + " WHERE next_attempt_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
-        + " ORDER BY insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    // Candidates are locked in insert order; the running message total then decides which of
+    // them this claim takes. Locked but untaken rows are unlocked when the statement commits.
+    claimSql = "WITH candidates AS (SELECT batch_id, insert_seq, message_count FROM " + t
+        + " WHERE next_attempt_at <= now()"
+        + " AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+        + " ORDER BY insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED),"
+        + " sized AS (SELECT batch_id, sum(message_count) OVER (ORDER BY insert_seq) AS running,"
+        + " row_number() OVER (ORDER BY insert_seq) AS position FROM candidates)"
         + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " FROM due WHERE o.batch_id = due.batch_id"
+        + " FROM sized WHERE o.batch_id = sized.batch_id"
+        + " AND (sized.running <= $5 OR (sized.position = 1 AND $6))"
         + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
         + " o.insert_time, o.lease_expires_at";
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
@@ -72,6 +79,7 @@ public final class OutboxStore {
         + " next_attempt_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND lease_token = $2";
     releaseSql = "UPDATE " + t + " SET " + unlease + " WHERE batch_id = $1 AND lease_token = $2";
+    releaseAllSql = "UPDATE " + t + " SET " + unlease + " WHERE lease_owner = $1";
     deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
         + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time)"
         + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data, insert_time)"
@@ -111,16 +119,17 @@ public final class OutboxStore {
    * batches of one claim share one new lease token. Emitted in insert order.
    */
   public Flux<ClaimedBatch> claim(int limit, Duration lease, String owner) {
-    if (limit < 1) {
-      return Flux.error(new InvalidConfigurationException("claim limit must be >= 1, got " + limit));
-    }
-    if (lease.isNegative() || lease.isZero()) {
-      return Flux.error(new InvalidConfigurationException("lease must be positive, got " + lease));
-    }
+    return Flux.defer(() -> claim(ClaimRequest.of(limit, lease, owner)));
+  }
+
+  /** Claims as {@link ClaimRequest} describes; see {@link #claim(int, Duration, String)}. */
+  public Flux<ClaimedBatch> claim(ClaimRequest request) {
     return Flux.defer(() -> {
       UUID token = Entropy.randomUuid();
       return query(claimSql,
-          s -> s.bind(0, limit).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
+          s -> s.bind(0, request.maxBatches()).bind(1, request.owner()).bind(2, token)
+              .bind(3, request.lease().toMillis()).bind(4, (long) request.maxMessages())
+              .bind(5, request.admitOversizedFirst()),
           row -> new ClaimedBatch(
               row.get("batch_id", String.class),
               row.get("insert_seq", Long.class),
@@ -154,6 +163,14 @@ public final class OutboxStore {
   /** Gives a claim back untouched (it was not attempted), e.g. on shutdown. */
   public Mono<Boolean> release(ClaimedBatch batch) {
     return update(releaseSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
+  }
+
+  /**
+   * Gives back every batch {@code owner} still holds (a batch reclaimed by another relay has
+   * another owner and is untouched), e.g. when a relay stops. Returns how many were released.
+   */
+  public Mono<Long> releaseAll(String owner) {
+    return rowsUpdated(releaseAllSql, s -> s.bind(0, owner));
   }
 
   /**
@@ -232,11 +249,14 @@ public final class OutboxStore {
   }
 
   private Mono<Boolean> update(String sql, Function<Statement, Statement> binder) {
+    return rowsUpdated(sql, binder).map(rows -> rows > 0);
+  }
+
+  private Mono<Long> rowsUpdated(String sql, Function<Statement, Statement> binder) {
     return Mono.usingWhen(connections.create(),
         connection -> Flux.from(binder.apply(connection.createStatement(sql)).execute())
             .concatMap(result -> result.getRowsUpdated())
-            .reduce(0L, Long::sum)
-            .map(rows -> rows > 0),
+            .reduce(0L, Long::sum),
         Connection::close);
   }
 

@@ -1,0 +1,44 @@
+package dev.outbox.r2dbc;
+
+import java.time.Duration;
+
+/**
+ * What {@link OutboxStore#claim(ClaimRequest)} may take: at most {@code maxBatches} due batches,
+ * in insert order, whose messages add up to at most {@code maxMessages}. When {@code
+ * admitOversizedFirst} is set, the first batch is taken even if it alone exceeds {@code
+ * maxMessages}, so that a batch larger than the budget can still make progress (the relay sets
+ * it only when nothing else is in flight).
+ *
+ * <pre>{@code
+ * ClaimRequest.of(100, Duration.ofSeconds(30), "relay-1").withMessageBudget(1_000, false)
+ * }</pre>
+ */
+public record ClaimRequest(
+    int maxBatches, int maxMessages, boolean admitOversizedFirst, Duration lease, String owner) {
+
+  public ClaimRequest {
+    if (maxBatches < 1) {
+      throw new InvalidConfigurationException("claim maxBatches must be >= 1, got " + maxBatches);
+    }
+    if (maxMessages < 1) {
+      throw new InvalidConfigurationException("claim maxMessages must be >= 1, got " + maxMessages);
+    }
+    if (lease.isNegative() || lease.isZero()) {
+      throw new InvalidConfigurationException("claim lease must be positive, got " + lease);
+    }
+    if (owner.isBlank() || owner.length() > 255) {
+      throw new InvalidConfigurationException("claim owner must be 1 to 255 characters, got '"
+          + owner + "'");
+    }
+  }
+
+  /** Up to {@code maxBatches} batches, however many messages they hold. */
+  public static ClaimRequest of(int maxBatches, Duration lease, String owner) {
+    return new ClaimRequest(maxBatches, Integer.MAX_VALUE, true, lease, owner);
+  }
+
+  /** This request, also bounded to {@code maxMessages} messages in total. */
+  public ClaimRequest withMessageBudget(int maxMessages, boolean admitOversizedFirst) {
+    return new ClaimRequest(maxBatches, maxMessages, admitOversizedFirst, lease, owner);
+  }
+}

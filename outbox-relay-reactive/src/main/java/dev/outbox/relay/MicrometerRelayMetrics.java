@@ -1,0 +1,104 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.BacklogStats;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Tags;
+import io.micrometer.core.instrument.Timer;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * {@link RelayMetrics} as Micrometer meters, tagged with the outbox table:
+ *
+ * <table>
+ *   <caption>Meters</caption>
+ *   <tr><td>{@code outbox.relay.backlog.rows}</td><td>gauge: rows not yet published</td></tr>
+ *   <tr><td>{@code outbox.relay.backlog.oldest.age}</td><td>gauge, seconds: age of the oldest row</td></tr>
+ *   <tr><td>{@code outbox.relay.dead.letters}</td><td>gauge: rows in the dead-letter table</td></tr>
+ *   <tr><td>{@code outbox.relay.in.flight}</td><td>gauge: records claimed, not yet settled</td></tr>
+ *   <tr><td>{@code outbox.relay.records.published}</td><td>counter</td></tr>
+ *   <tr><td>{@code outbox.relay.records.failed}</td><td>counter, tag {@code fatal}</td></tr>
+ *   <tr><td>{@code outbox.relay.records.dead.lettered}</td><td>counter</td></tr>
+ *   <tr><td>{@code outbox.relay.publish.latency}</td><td>timer: hand-off to acknowledgement</td></tr>
+ *   <tr><td>{@code outbox.relay.claim.latency}</td><td>timer: one claim statement</td></tr>
+ * </table>
+ *
+ * <pre>{@code
+ * RelayOptions.builder()...metrics(MicrometerRelayMetrics.create(registry, table)).build();
+ * }</pre>
+ */
+public final class MicrometerRelayMetrics implements RelayMetrics {
+  private final AtomicLong backlogRows = new AtomicLong();
+  private final AtomicLong oldestEpochMillis = new AtomicLong();
+  private final AtomicLong deadLetters = new AtomicLong();
+  private final AtomicLong inFlight = new AtomicLong();
+  private final Counter published;
+  private final Counter failedRetriable;
+  private final Counter failedFatal;
+  private final Counter deadLettered;
+  private final Timer publishLatency;
+  private final Timer claimLatency;
+
+  private MicrometerRelayMetrics(MeterRegistry registry, String table) {
+    Tags tags = Tags.of("table", table);
+    Gauge.builder("outbox.relay.backlog.rows", backlogRows, AtomicLong::get).tags(tags)
+        .register(registry);
+    Gauge.builder("outbox.relay.backlog.oldest.age", oldestEpochMillis, oldest -> oldest.get() == 0
+            ? 0 : (System.currentTimeMillis() - oldest.get()) / 1000.0)
+        .baseUnit("seconds").tags(tags).register(registry);
+    Gauge.builder("outbox.relay.dead.letters", deadLetters, AtomicLong::get).tags(tags)
+        .register(registry);
+    Gauge.builder("outbox.relay.in.flight", inFlight, AtomicLong::get).tags(tags)
+        .register(registry);
+    published = Counter.builder("outbox.relay.records.published").tags(tags).register(registry);
+    failedRetriable = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "false")
+        .register(registry);
+    failedFatal = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "true")
+        .register(registry);
+    deadLettered = Counter.builder("outbox.relay.records.dead.lettered").tags(tags)
+        .register(registry);
+    publishLatency = Timer.builder("outbox.relay.publish.latency").tags(tags).register(registry);
+    claimLatency = Timer.builder("outbox.relay.claim.latency").tags(tags).register(registry);
+  }
+
+  public static MicrometerRelayMetrics create(MeterRegistry registry, String table) {
+    return new MicrometerRelayMetrics(registry, table);
+  }
+
+  @Override
+  public void claimed(int batches, int records, Duration latency) {
+    claimLatency.record(latency);
+  }
+
+  @Override
+  public void inFlight(long records) {
+    inFlight.set(records);
+  }
+
+  @Override
+  public void published(Duration latency) {
+    published.increment();
+    publishLatency.record(latency);
+  }
+
+  @Override
+  public void failed(boolean fatal) {
+    (fatal ? failedFatal : failedRetriable).increment();
+  }
+
+  @Override
+  public void deadLettered(int records) {
+    deadLettered.increment(records);
+  }
+
+  @Override
+  public void backlog(BacklogStats stats) {
+    backlogRows.set(stats.rows());
+    deadLetters.set(stats.deadLetters());
+    Instant oldest = stats.oldestInsertTime();
+    oldestEpochMillis.set(oldest == null ? 0 : oldest.toEpochMilli());
+  }
+}

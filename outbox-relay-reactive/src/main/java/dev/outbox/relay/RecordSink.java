@@ -1,0 +1,35 @@
+package dev.outbox.relay;
+
+import org.reactivestreams.Publisher;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * Where the relay sends records: a small seam over the Kafka client so that more than one
+ * implementation can stand behind the relay. Two ship with the library and pass the same
+ * contract tests: {@link ReactorKafkaSink} (reactor-kafka, the default) and {@link
+ * KafkaProducerSink} (the plain {@code KafkaProducer}, for when reactor-kafka, discontinued
+ * upstream, is not wanted).
+ *
+ * <p>Contract:
+ *
+ * <ul>
+ *   <li>{@link #send} emits exactly one {@link SendResult} per record it received, success or
+ *       failure; a failed record never terminates the returned Flux;
+ *   <li>it requests records from upstream only while fewer than its in-flight limit are waiting
+ *       for the broker (backpressure);
+ *   <li>records with the same topic and key are sent in upstream order;
+ *   <li>it never blocks the subscribing thread;
+ *   <li>the returned Flux completes after upstream completes and every result was emitted.
+ * </ul>
+ *
+ * Implementations are thread-safe; {@link #send} may be called again after a previous call
+ * ended.
+ */
+public interface RecordSink {
+
+  <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records);
+
+  /** Releases the client (producer); waits for nothing that was not already acknowledged. */
+  Mono<Void> close();
+}

@@ -1,0 +1,36 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.BacklogStats;
+import java.time.Duration;
+
+/**
+ * Receives the relay's measurements. {@link #none()} discards them; {@link
+ * MicrometerRelayMetrics} records them as Micrometer meters (Micrometer is an optional
+ * dependency: only that class needs it). Implementations must be thread-safe and must not
+ * block.
+ */
+public interface RelayMetrics {
+
+  /** A claim returned {@code batches} batches holding {@code records} records. */
+  default void claimed(int batches, int records, Duration latency) {}
+
+  /** Records claimed and not yet settled, now. */
+  default void inFlight(long records) {}
+
+  /** One record was acknowledged {@code latency} after it was handed to the sink. */
+  default void published(Duration latency) {}
+
+  /** One record failed. */
+  default void failed(boolean fatal) {}
+
+  /** A batch of {@code records} records was dead-lettered. */
+  default void deadLettered(int records) {}
+
+  /** A periodic reading of the table. */
+  default void backlog(BacklogStats stats) {}
+
+  /** Discards everything. */
+  static RelayMetrics none() {
+    return new RelayMetrics() {};
+  }
+}

@@ -1,0 +1,302 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.ClaimRequest;
+import dev.outbox.r2dbc.ClaimedBatch;
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.relay.BatchInFlight.RecordRef;
+import dev.outbox.relay.RelayOutcome.Kind;
+import io.r2dbc.spi.ConnectionFactory;
+import java.time.Duration;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
+import reactor.core.Disposables;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
+import reactor.util.retry.Retry;
+
+/**
+ * One running relay. The pipeline, as one Flux:
+ *
+ * <pre>
+ * ticks (poll interval ∪ wake-ups, latest only)
+ *   → claim within the record budget → decode (undecodable: dead-letter)
+ *   → records → sink.send → per-record result → last record of a batch → settle → outcome
+ * </pre>
+ *
+ * <p>The record budget ({@code maxInFlight} minus records claimed and not yet settled) is what
+ * bounds memory and claims: nothing is claimed while less than half of it is free, and each
+ * settlement wakes the claim loop. Stopping completes the ticks, so the pipeline drains and
+ * completes by itself; a drain that takes too long is cancelled and the leases released.
+ */
+final class RelayRunner implements RelayHandle {
+  private static final Logger log = LoggerFactory.getLogger(OutboxRelay.class);
+  private static final Sinks.EmitFailureHandler RETRY_CONTENDED =
+      Sinks.EmitFailureHandler.busyLooping(Duration.ofMillis(100));
+
+  private final RelayOptions options;
+  private final OutboxStore store;
+  private final RelayMetrics metrics;
+  private final AtomicLong inFlight = new AtomicLong();
+  private final Set<BatchInFlight> unsettled = ConcurrentHashMap.newKeySet();
+  private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
+  private final Sinks.Many<RelayOutcome> outcomes;
+  private final Sinks.One<Boolean> stopClaiming = Sinks.one();
+  private final Sinks.Empty<Void> terminated = Sinks.empty();
+  private final Disposable.Swap pipeline = Disposables.swap();
+  private final Disposable.Swap stats = Disposables.swap();
+  private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
+
+  RelayRunner(ConnectionFactory connections, RelayOptions options,
+      Sinks.Many<RelayOutcome> outcomes) {
+    this.options = options;
+    this.outcomes = outcomes;
+    this.store = OutboxStore.create(connections, options.table());
+    this.metrics = options.metrics();
+  }
+
+  void start() {
+    log.info("Outbox relay {} starting on {} (mode {}, maxInFlight {}, claimSize {}, lease {})",
+        options.instanceId(), options.table(), options.mode(), options.maxInFlight(),
+        options.claimSize(), options.leaseDuration());
+    pipeline.update(run().subscribe(
+        done -> {},
+        error -> {
+          log.error("Outbox relay {} stopped on an unexpected error", options.instanceId(), error);
+          terminated.tryEmitEmpty();
+        },
+        terminated::tryEmitEmpty));
+    stats.update(Flux.interval(Duration.ZERO, options.statsInterval())
+        .onBackpressureDrop()
+        .concatMap(tick -> store.stats()
+            .doOnNext(metrics::backlog)
+            .onErrorResume(e -> {
+              log.debug("Could not read outbox backlog stats", e);
+              return Mono.empty();
+            }))
+        .subscribe());
+  }
+
+  /** The whole pipeline; restarted with backoff if the sink fails as a whole. */
+  private Mono<Void> run() {
+    return Mono.defer(() -> options.sink().send(records())
+            .flatMap(this::answered, options.settleConcurrency())
+            .doOnNext(this::emit)
+            .then())
+        .onErrorResume(error -> abandonUnsettled().then(Mono.error(error)))
+        .retryWhen(Retry.backoff(Long.MAX_VALUE, Duration.ofSeconds(1))
+            .maxBackoff(Duration.ofSeconds(30))
+            .filter(error -> stopping.get() == null)
+            .doBeforeRetry(signal -> log.warn("Outbox relay {} restarting its pipeline after: {}",
+                options.instanceId(), signal.failure().toString())));
+  }
+
+  private Flux<OutboundRecord<RecordRef>> records() {
+    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux())
+        .onBackpressureLatest()
+        .takeUntilOther(stopClaiming.asMono())
+        // Claims run one at a time, off the thread that woke them.
+        .publishOn(Schedulers.parallel(), 1)
+        .concatMap(tick -> claim(), 1)
+        .concatMapIterable(BatchInFlight::records);
+  }
+
+  /** One claim within the free record budget; emits the decoded batches. */
+  private Flux<BatchInFlight> claim() {
+    return Flux.defer(() -> {
+      long held = inFlight.get();
+      long free = options.maxInFlight() - held;
+      if (held > 0 && free < Math.max(1, options.maxInFlight() / 2)) {
+        return Flux.empty(); // a settlement will wake us when enough is free
+      }
+      ClaimRequest request = ClaimRequest
+          .of(options.claimSize(), options.leaseDuration(), options.instanceId())
+          .withMessageBudget((int) Math.max(1, free), held == 0);
+      long started = System.nanoTime();
+      return store.claim(request)
+          .collectList()
+          .flatMapIterable(claimed -> {
+            int records = claimed.stream().mapToInt(ClaimedBatch::messageCount).sum();
+            metrics.inFlight(inFlight.addAndGet(records));
+            metrics.claimed(claimed.size(), records, Duration.ofNanos(System.nanoTime() - started));
+            if (claimed.size() == options.claimSize()) {
+              wake(); // a full claim: there is probably more
+            }
+            return claimed;
+          })
+          .concatMap(this::decode)
+          .onErrorResume(error -> {
+            log.warn("Outbox relay {} could not claim; trying again at the next poll: {}",
+                options.instanceId(), error.toString());
+            return Flux.empty();
+          });
+    });
+  }
+
+  private Mono<BatchInFlight> decode(ClaimedBatch claimed) {
+    List<Message> messages;
+    try {
+      messages = options.codec().decode(claimed.rawData());
+    } catch (RuntimeException error) {
+      return deadLetter(claimed, "undecodable raw_data: " + describe(error), claimed.writeRetries() + 1)
+          .doOnNext(this::emit)
+          .then(Mono.empty());
+    }
+    BatchInFlight batch = new BatchInFlight(claimed, messages);
+    unsettled.add(batch);
+    return Mono.just(batch);
+  }
+
+  /** Accounts one record's answer; settles its batch on the last one. */
+  private Mono<RelayOutcome> answered(SendResult<RecordRef> result) {
+    BatchInFlight batch = result.correlation().batch();
+    Throwable error = result.error();
+    if (error == null) {
+      metrics.published(Duration.ofNanos(System.nanoTime() - result.correlation().handedOffNanos()));
+    } else {
+      boolean fatal = options.failureClassifier().isFatal(error);
+      metrics.failed(fatal);
+      batch.failed(error, fatal);
+    }
+    return batch.answered() ? settle(batch) : Mono.empty();
+  }
+
+  private Mono<RelayOutcome> settle(BatchInFlight batch) {
+    ClaimedBatch claimed = batch.claim;
+    Throwable fatal = batch.fatal();
+    Throwable retriable = batch.retriable();
+    int failedAttempts = claimed.writeRetries() + 1;
+    Mono<RelayOutcome> settlement;
+    if (fatal != null) {
+      settlement = deadLetter(claimed, describe(fatal), failedAttempts);
+    } else if (retriable == null) {
+      settlement = store.delete(claimed)
+          .map(deleted -> outcome(deleted ? Kind.PUBLISHED : Kind.LEASE_LOST, claimed, 0, null, null));
+    } else if (options.retryPolicy().allowsAnotherAttempt(failedAttempts)) {
+      Duration wait = options.retryPolicy().backoff(failedAttempts);
+      String reason = describe(retriable);
+      settlement = store.retryLater(claimed, reason, wait).map(kept -> kept
+          ? outcome(Kind.RETRY_SCHEDULED, claimed, failedAttempts, reason, wait)
+          : outcome(Kind.LEASE_LOST, claimed, failedAttempts, reason, null));
+    } else {
+      settlement = deadLetter(claimed, "retries exhausted after " + failedAttempts
+          + " attempts; last error: " + describe(retriable), failedAttempts);
+    }
+    return settlement
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not settle batch {}; it will be published again when"
+              + " its lease expires: {}", options.instanceId(), claimed.batchId(), error.toString());
+          return Mono.empty();
+        })
+        .doFinally(signal -> {
+          unsettled.remove(batch);
+          metrics.inFlight(inFlight.addAndGet(-claimed.messageCount()));
+          wake();
+        });
+  }
+
+  private Mono<RelayOutcome> deadLetter(ClaimedBatch claimed, String reason, int failedAttempts) {
+    return store.deadLetter(claimed, reason).map(moved -> {
+      if (!moved) {
+        return outcome(Kind.LEASE_LOST, claimed, failedAttempts, reason, null);
+      }
+      metrics.deadLettered(claimed.messageCount());
+      log.warn("Outbox relay {} dead-lettered batch {}: {}", options.instanceId(),
+          claimed.batchId(), reason);
+      return outcome(Kind.DEAD_LETTERED, claimed, failedAttempts, reason, null);
+    });
+  }
+
+  private static RelayOutcome outcome(Kind kind, ClaimedBatch claimed, int failedAttempts,
+      @Nullable String reason, @Nullable Duration retryIn) {
+    return new RelayOutcome(kind, claimed.batchId(), claimed.messageCount(), failedAttempts,
+        reason, retryIn);
+  }
+
+  private static String describe(Throwable error) {
+    return error.getClass().getSimpleName() + ": " + error.getMessage();
+  }
+
+  /** After the pipeline failed or was cancelled: give every unsettled lease back. */
+  private Mono<Void> abandonUnsettled() {
+    return store.releaseAll(options.instanceId())
+        .doOnNext(released -> {
+          if (released > 0) {
+            log.info("Outbox relay {} released {} unsettled batches", options.instanceId(), released);
+          }
+        })
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not release its leases; they expire in {}: {}",
+              options.instanceId(), options.leaseDuration(), error.toString());
+          return Mono.empty();
+        })
+        .doFinally(signal -> {
+          for (BatchInFlight batch : unsettled) {
+            if (unsettled.remove(batch)) {
+              emit(outcome(Kind.RELEASED, batch.claim, 0, null, null));
+              metrics.inFlight(inFlight.addAndGet(-batch.claim.messageCount()));
+            }
+          }
+        })
+        .then();
+  }
+
+  private void wake() {
+    wakeups.emitNext(System.nanoTime(), RETRY_CONTENDED);
+  }
+
+  private void emit(RelayOutcome outcome) {
+    outcomes.emitNext(outcome, RETRY_CONTENDED);
+  }
+
+  @Override
+  public Flux<RelayOutcome> outcomes() {
+    return outcomes.asFlux();
+  }
+
+  @Override
+  public long inFlightRecords() {
+    return inFlight.get();
+  }
+
+  @Override
+  public Mono<Void> stop(Duration drain) {
+    Mono<Void> stop = stopping(drain).cache();
+    return stopping.compareAndSet(null, stop) ? stop : stopping.get();
+  }
+
+  private Mono<Void> stopping(Duration drain) {
+    // Keep a little of the drain time for releasing leases and closing the sink.
+    Duration reserve = drain.dividedBy(4).compareTo(Duration.ofSeconds(2)) < 0
+        ? drain.dividedBy(4) : Duration.ofSeconds(2);
+    Duration waitForDrain = drain.minus(reserve);
+    return Mono.defer(() -> {
+      log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
+      stopClaiming.tryEmitValue(true);
+      return terminated.asMono()
+          .timeout(waitForDrain, Mono.defer(() -> {
+            log.warn("Outbox relay {} did not drain within {}; abandoning {} records in flight",
+                options.instanceId(), waitForDrain, inFlight.get());
+            pipeline.dispose();
+            return Mono.empty();
+          }))
+          .then(abandonUnsettled())
+          .then(Mono.fromRunnable(stats::dispose))
+          .then(options.closeSinkOnStop() ? options.sink().close() : Mono.empty())
+          .timeout(drain.plus(Duration.ofSeconds(1)), Mono.empty())
+          .doFinally(signal -> {
+            outcomes.emitComplete(RETRY_CONTENDED);
+            log.info("Outbox relay {} stopped", options.instanceId());
+          });
+    });
+  }
+}

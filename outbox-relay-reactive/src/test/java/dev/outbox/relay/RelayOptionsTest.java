@@ -1,0 +1,55 @@
+package dev.outbox.relay;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import dev.outbox.r2dbc.InvalidConfigurationException;
+import java.time.Duration;
+import org.junit.jupiter.api.Test;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+class RelayOptionsTest {
+  private static final RecordSink NOWHERE = new RecordSink() {
+    @Override
+    public <T> Flux<SendResult<T>> send(org.reactivestreams.Publisher<OutboundRecord<T>> records) {
+      return Flux.from(records).map(r -> new SendResult<>(r.correlation(), null));
+    }
+
+    @Override
+    public Mono<Void> close() {
+      return Mono.empty();
+    }
+  };
+
+  @Test
+  void defaultsAreApplied() {
+    RelayOptions options = RelayOptions.builder().sink(NOWHERE).build();
+    assertThat(options.table().qualifiedName()).isEqualTo("streams_egress");
+    assertThat(options.claimSize()).isEqualTo(100);
+    assertThat(options.maxInFlight()).isEqualTo(1000);
+    assertThat(options.leaseDuration()).isEqualTo(Duration.ofSeconds(30));
+    assertThat(options.pollInterval()).isEqualTo(Duration.ofSeconds(1));
+    assertThat(options.mode()).isEqualTo(RelayMode.PARALLEL);
+    assertThat(options.retryPolicy()).isEqualTo(RetryPolicy.DEFAULT);
+    assertThat(options.closeSinkOnStop()).isFalse();
+    assertThat(options.instanceId()).startsWith("relay-");
+    assertThat(RelayOptions.builder().sink(NOWHERE).build().instanceId())
+        .isNotEqualTo(options.instanceId());
+  }
+
+  @Test
+  void invalidOptionsAreNamed() {
+    assertThatThrownBy(() -> RelayOptions.builder().build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("kafka(");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).maxInFlight(0).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("maxInFlight");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).claimSize(-1).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("claimSize");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).pollInterval(Duration.ZERO).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("pollInterval");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE)
+            .leaseDuration(Duration.ofMillis(10)).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("leaseDuration");
+  }
+}
