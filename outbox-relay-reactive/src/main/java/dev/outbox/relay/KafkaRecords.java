@@ -18,7 +18,9 @@ final class KafkaRecords {
 
   /**
    * The given producer properties over the relay's defaults: String keys, byte[] values,
-   * idempotence on, acks=all.
+   * idempotence on, acks=all, linger.ms=5, max.block.ms=10000 ({@code send} waits that long at
+   * most for a topic's metadata: a missing topic stalls the send thread for this long per
+   * attempt, not the client default of 60 s).
    */
   static Map<String, Object> producerProperties(Map<String, Object> given) {
     Map<String, Object> props = new HashMap<>();
@@ -27,8 +29,33 @@ final class KafkaRecords {
     props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, true);
     props.put(ProducerConfig.ACKS_CONFIG, "all");
     props.put(ProducerConfig.LINGER_MS_CONFIG, 5);
+    props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10_000);
     props.putAll(given);
     return props;
+  }
+
+  private static final java.util.regex.Pattern LEGAL_TOPIC =
+      java.util.regex.Pattern.compile("[a-zA-Z0-9._-]{1,249}");
+
+  /** Kafka's own rule for topic names; {@code null} when legal, else why not. */
+  static @org.jspecify.annotations.Nullable String illegalTopic(String topic) {
+    if (topic.equals(".") || topic.equals("..") || !LEGAL_TOPIC.matcher(topic).matches()) {
+      return "Invalid topic name '" + topic + "': Kafka topics are 1 to 249 characters of"
+          + " [a-zA-Z0-9._-], and not '.' or '..'";
+    }
+    return null;
+  }
+
+  /**
+   * The upper bound of the record's size as the producer checks it against {@code
+   * max.request.size} before sending (no compression).
+   */
+  static int estimatedSize(OutboundRecord<?> r) {
+    org.apache.kafka.common.header.Header[] headers = toProducerRecord(r).headers().toArray();
+    byte[] key = r.key() == null ? null : r.key().getBytes(StandardCharsets.UTF_8);
+    return org.apache.kafka.common.record.AbstractRecords.estimateSizeInBytesUpperBound(
+        org.apache.kafka.common.record.RecordBatch.CURRENT_MAGIC_VALUE,
+        org.apache.kafka.common.record.CompressionType.NONE, key, r.value(), headers);
   }
 
   static ProducerRecord<String, byte[]> toProducerRecord(OutboundRecord<?> r) {

@@ -1,9 +1,14 @@
 package dev.outbox.relay;
 
 import java.util.Map;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.errors.InvalidTopicException;
+import org.apache.kafka.common.errors.RecordTooLargeException;
+import org.jspecify.annotations.Nullable;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
 import reactor.core.scheduler.Schedulers;
 import reactor.kafka.sender.KafkaSender;
 import reactor.kafka.sender.SenderOptions;
@@ -22,9 +27,11 @@ import reactor.kafka.sender.SenderRecord;
  */
 public final class ReactorKafkaSink implements RecordSink {
   private final KafkaSender<String, byte[]> sender;
+  private final int maxRequestSize;
 
-  private ReactorKafkaSink(KafkaSender<String, byte[]> sender) {
+  private ReactorKafkaSink(KafkaSender<String, byte[]> sender, int maxRequestSize) {
     this.sender = sender;
+    this.maxRequestSize = maxRequestSize;
   }
 
   /**
@@ -36,19 +43,56 @@ public final class ReactorKafkaSink implements RecordSink {
       throw new dev.outbox.r2dbc.InvalidConfigurationException(
           "maxInFlight must be >= 1, got " + maxInFlight);
     }
-    SenderOptions<String, byte[]> options = SenderOptions
-        .<String, byte[]>create(KafkaRecords.producerProperties(producerProperties))
+    Map<String, Object> props = KafkaRecords.producerProperties(producerProperties);
+    int maxRequestSize = Integer.parseInt(String.valueOf(
+        props.getOrDefault(ProducerConfig.MAX_REQUEST_SIZE_CONFIG, 1_048_576)));
+    SenderOptions<String, byte[]> options = SenderOptions.<String, byte[]>create(props)
         .maxInFlight(maxInFlight)
-        .stopOnError(false);
-    return new ReactorKafkaSink(KafkaSender.create(options));
+        .stopOnError(false)
+        .closeTimeout(java.time.Duration.ofSeconds(10));
+    return new ReactorKafkaSink(KafkaSender.create(options), maxRequestSize);
   }
 
+  /**
+   * reactor-kafka ends the whole send Flux when {@code KafkaProducer.send} rejects a record
+   * before sending it, instead of failing that record alone. The two such rejections the relay
+   * can meet, an illegal topic name and a record over {@code max.request.size}, are therefore
+   * checked here first and answered with the same exceptions the producer would raise; those
+   * records never reach the producer.
+   */
   @Override
   public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
-    return sender
-        .send(Flux.from(records)
-            .map(r -> SenderRecord.create(KafkaRecords.toProducerRecord(r), r.correlation())))
-        .map(result -> new SendResult<>(result.correlationMetadata(), result.exception()));
+    return Flux.defer(() -> {
+      Sinks.Many<SendResult<T>> rejected = Sinks.many().unicast().onBackpressureBuffer();
+      Flux<SenderRecord<String, byte[], T>> legal = Flux.from(records)
+          .filter(r -> {
+            RuntimeException rejection = rejectedLocally(r);
+            if (rejection != null) {
+              rejected.tryEmitNext(new SendResult<>(r.correlation(), rejection));
+            }
+            return rejection == null;
+          })
+          .doFinally(signal -> rejected.tryEmitComplete())
+          .map(r -> SenderRecord.create(KafkaRecords.toProducerRecord(r), r.correlation()));
+      return Flux.merge(
+          sender.send(legal)
+              .map(result -> new SendResult<>(result.correlationMetadata(), result.exception())),
+          rejected.asFlux());
+    });
+  }
+
+  private @Nullable RuntimeException rejectedLocally(OutboundRecord<?> record) {
+    String illegal = KafkaRecords.illegalTopic(record.topic());
+    if (illegal != null) {
+      return new InvalidTopicException(illegal);
+    }
+    int size = KafkaRecords.estimatedSize(record);
+    if (size > maxRequestSize) {
+      return new RecordTooLargeException("The message is " + size + " bytes when serialized"
+          + " which is larger than " + maxRequestSize + ", which is the value of the "
+          + ProducerConfig.MAX_REQUEST_SIZE_CONFIG + " configuration.");
+    }
+    return null;
   }
 
   @Override

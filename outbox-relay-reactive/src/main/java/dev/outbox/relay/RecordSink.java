@@ -16,8 +16,9 @@ import reactor.core.publisher.Mono;
  * <ul>
  *   <li>{@link #send} emits exactly one {@link SendResult} per record it received, success or
  *       failure; a failed record never terminates the returned Flux;
- *   <li>it requests records from upstream only while fewer than its in-flight limit are waiting
- *       for the broker (backpressure);
+ *   <li>at most its in-flight limit of records are waiting for the broker, and it requests
+ *       records from upstream only as answers come back (backpressure); {@link ReactorKafkaSink}
+ *       additionally queues up to 256 records ahead (reactor-kafka's internal prefetch);
  *   <li>records with the same topic and key are sent in upstream order;
  *   <li>it never blocks the subscribing thread;
  *   <li>the returned Flux completes after upstream completes and every result was emitted.

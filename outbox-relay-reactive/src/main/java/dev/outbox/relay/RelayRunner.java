@@ -40,8 +40,6 @@ import reactor.util.retry.Retry;
  */
 final class RelayRunner implements RelayHandle {
   private static final Logger log = LoggerFactory.getLogger(OutboxRelay.class);
-  private static final Sinks.EmitFailureHandler RETRY_CONTENDED =
-      Sinks.EmitFailureHandler.busyLooping(Duration.ofMillis(100));
 
   private final RelayOptions options;
   private final OutboxStore store;
@@ -250,12 +248,25 @@ final class RelayRunner implements RelayHandle {
         .then();
   }
 
+  /**
+   * Asks for a claim cycle. A wake that fails because another thread is emitting at that moment
+   * is not needed: that concurrent wake's cycle runs later and sees the same budget. Polling is
+   * the fallback for anything else.
+   */
   private void wake() {
-    wakeups.emitNext(System.nanoTime(), RETRY_CONTENDED);
+    synchronized (wakeups) {
+      wakeups.tryEmitNext(System.nanoTime());
+    }
   }
 
+  /** Outcomes come from settlement, decode and shutdown paths: serialize them. */
   private void emit(RelayOutcome outcome) {
-    outcomes.emitNext(outcome, RETRY_CONTENDED);
+    synchronized (outcomes) {
+      Sinks.EmitResult result = outcomes.tryEmitNext(outcome);
+      if (result.isFailure() && result != Sinks.EmitResult.FAIL_ZERO_SUBSCRIBER) {
+        log.debug("Outcome not delivered ({}): {}", result, outcome);
+      }
+    }
   }
 
   @Override
@@ -294,7 +305,9 @@ final class RelayRunner implements RelayHandle {
           .then(options.closeSinkOnStop() ? options.sink().close() : Mono.empty())
           .timeout(drain.plus(Duration.ofSeconds(1)), Mono.empty())
           .doFinally(signal -> {
-            outcomes.emitComplete(RETRY_CONTENDED);
+            synchronized (outcomes) {
+              outcomes.tryEmitComplete();
+            }
             log.info("Outbox relay {} stopped", options.instanceId());
           });
     });

@@ -14,7 +14,7 @@ import java.util.concurrent.ThreadLocalRandom;
  * holds for every relay instance, which Reactor's in-memory {@code Retry.backoff} could not do.
  *
  * <pre>{@code
- * RetryPolicy policy = RetryPolicy.of(10, Duration.ofMillis(500));       // 2x backoff, 30 s cap
+ * RetryPolicy policy = RetryPolicy.of(10, Duration.ofMillis(500));       // 2x backoff, 60 s cap
  * RetryPolicy custom = RetryPolicy.builder().maxAttempts(20).maxBackoff(Duration.ofMinutes(5)).build();
  * }</pre>
  *
@@ -28,9 +28,12 @@ import java.util.concurrent.ThreadLocalRandom;
 public record RetryPolicy(int maxAttempts, Duration initialBackoff, Duration maxBackoff,
     double jitter) {
 
-  /** 10 attempts, 500 ms doubling up to 30 s, 20 % jitter. */
+  /**
+   * 20 attempts, 500 ms doubling up to 60 s, 20 % jitter: about 15 minutes of failures (a broker
+   * outage, a missing topic) before a batch is dead-lettered.
+   */
   public static final RetryPolicy DEFAULT =
-      new RetryPolicy(10, Duration.ofMillis(500), Duration.ofSeconds(30), 0.2);
+      new RetryPolicy(20, Duration.ofMillis(500), Duration.ofSeconds(60), 0.2);
 
   public RetryPolicy {
     if (maxAttempts < 1) {
@@ -49,7 +52,7 @@ public record RetryPolicy(int maxAttempts, Duration initialBackoff, Duration max
     }
   }
 
-  /** {@code maxAttempts} attempts, doubling from {@code initialBackoff}, 30 s cap, 20 % jitter. */
+  /** {@code maxAttempts} attempts, doubling from {@code initialBackoff}, 60 s cap, 20 % jitter. */
   public static RetryPolicy of(int maxAttempts, Duration initialBackoff) {
     Duration cap = initialBackoff.compareTo(DEFAULT.maxBackoff) > 0 ? initialBackoff : DEFAULT.maxBackoff;
     return new RetryPolicy(maxAttempts, initialBackoff, cap, DEFAULT.jitter);

@@ -1,0 +1,239 @@
+package dev.outbox.testing;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
+import kafka.server.BrokerServer;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.test.KafkaClusterTestKit;
+import org.apache.kafka.common.test.TestKitNodes;
+import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One Kafka broker per test JVM: a single-node KRaft cluster in this JVM (KafkaClusterTestKit,
+ * topics are not auto-created), or the broker named by {@code OUTBOX_TEST_KAFKA_BOOTSTRAP}.
+ *
+ * <p>Started lazily, closed by a JVM shutdown hook. All methods block: test threads only.
+ */
+public final class TestKafka {
+  /** Environment variable naming an external broker instead of the embedded one. */
+  public static final String BOOTSTRAP_ENV = "OUTBOX_TEST_KAFKA_BOOTSTRAP";
+
+  private static final Logger log = LoggerFactory.getLogger(TestKafka.class);
+  private static final int NODE_ID = 0;
+  private static @Nullable TestKafka instance;
+
+  private final @Nullable KafkaClusterTestKit cluster;
+  private final String bootstrapServers;
+
+  private TestKafka(@Nullable KafkaClusterTestKit cluster, String bootstrapServers) {
+    this.cluster = cluster;
+    this.bootstrapServers = bootstrapServers;
+  }
+
+  /** The broker of this JVM, started on first call. */
+  public static synchronized TestKafka get() {
+    if (instance == null) {
+      String external = System.getenv(BOOTSTRAP_ENV);
+      instance = external != null && !external.isBlank()
+          ? new TestKafka(null, external.trim()) : startEmbedded();
+    }
+    return instance;
+  }
+
+  private static TestKafka startEmbedded() {
+    long started = System.nanoTime();
+    KafkaClusterTestKit kit = null;
+    try {
+      TestKitNodes nodes = new TestKitNodes.Builder()
+          .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build();
+      kit = new KafkaClusterTestKit.Builder(nodes)
+          .setConfigProp("offsets.topic.replication.factor", "1")
+          .setConfigProp("offsets.topic.num.partitions", "1")
+          .setConfigProp("transaction.state.log.replication.factor", "1")
+          .setConfigProp("transaction.state.log.min.isr", "1")
+          .setConfigProp("transaction.state.log.num.partitions", "1")
+          .setConfigProp("share.coordinator.state.topic.replication.factor", "1")
+          .setConfigProp("share.coordinator.state.topic.min.isr", "1")
+          .setConfigProp("group.initial.rebalance.delay.ms", "0")
+          .setConfigProp("auto.create.topics.enable", "false")
+          .setConfigProp("num.partitions", "1")
+          // A restarted broker re-registers quickly only with a short session.
+          .setConfigProp("broker.session.timeout.ms", "3000")
+          .setConfigProp("broker.heartbeat.interval.ms", "500")
+          .build();
+      kit.format();
+      kit.startup();
+      kit.waitForReadyBrokers();
+      KafkaClusterTestKit running = kit;
+      Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+        try {
+          running.close();
+        } catch (Exception e) {
+          log.warn("Embedded Kafka did not stop cleanly", e);
+        }
+      }, "embedded-kafka-stop"));
+      log.info("Embedded Kafka started at {} in {} ms", kit.bootstrapServers(),
+          TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started));
+      return new TestKafka(kit, kit.bootstrapServers());
+    } catch (Exception e) {
+      if (kit != null) {
+        try {
+          kit.close();
+        } catch (Exception suppressed) {
+          e.addSuppressed(suppressed);
+        }
+      }
+      throw new IllegalStateException("Could not start embedded Kafka", e);
+    }
+  }
+
+  public String bootstrapServers() {
+    return bootstrapServers;
+  }
+
+  /** Whether the broker runs in this JVM (and so can be stopped and restarted). */
+  public boolean isEmbedded() {
+    return cluster != null;
+  }
+
+  /** Producer properties for this broker, for the relay's sinks. */
+  public Map<String, Object> producerProperties() {
+    Map<String, Object> props = new HashMap<>();
+    props.put("bootstrap.servers", bootstrapServers);
+    props.put("max.block.ms", 5_000);
+    props.put("reconnect.backoff.max.ms", 500);
+    return props;
+  }
+
+  public Admin newAdmin() {
+    return Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
+        AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30_000));
+  }
+
+  /** Creates a topic (replication 1) and waits until every partition has a leader. */
+  public void createTopic(String name, int partitions) {
+    try (Admin admin = newAdmin()) {
+      try {
+        admin.createTopics(List.of(new NewTopic(name, partitions, (short) 1))).all()
+            .get(30, TimeUnit.SECONDS);
+      } catch (ExecutionException e) {
+        if (!(e.getCause() instanceof TopicExistsException)) {
+          throw e;
+        }
+      }
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+      while (true) {
+        TopicDescription d = admin.describeTopics(Set.of(name)).allTopicNames()
+            .get(30, TimeUnit.SECONDS).get(name);
+        if (d != null && d.partitions().size() == partitions
+            && d.partitions().stream().allMatch(p -> p.leader() != null && !p.leader().isEmpty())) {
+          return;
+        }
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException("Topic " + name + " has no leaders: " + d);
+        }
+        LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(50));
+      }
+    } catch (Exception e) {
+      throw new IllegalStateException("Could not create topic " + name, e);
+    }
+  }
+
+  private BrokerServer broker() {
+    if (cluster == null) {
+      throw new UnsupportedOperationException(
+          "Stopping the broker needs the embedded one (" + BOOTSTRAP_ENV + " is set)");
+    }
+    return Objects.requireNonNull(cluster.brokers().get(NODE_ID), "broker " + NODE_ID);
+  }
+
+  /** Stops the broker (clients see connection refused); data and controller stay. */
+  public synchronized void stopBroker() {
+    BrokerServer broker = broker();
+    broker.shutdown();
+    broker.awaitShutdown();
+  }
+
+  /** Starts the stopped broker again on the same port with the same data. */
+  public synchronized void startBroker() {
+    BrokerServer broker = broker();
+    try {
+      broker.startup();
+      Objects.requireNonNull(cluster).waitForReadyBrokers();
+    } catch (Exception e) {
+      throw new IllegalStateException("Could not restart the embedded broker", e);
+    }
+    if (!bootstrapServers.equals(cluster.bootstrapServers())) {
+      throw new IllegalStateException("The broker came back on " + cluster.bootstrapServers()
+          + " instead of " + bootstrapServers);
+    }
+  }
+
+  /** How many records {@code topic} holds, summed over partitions (end offsets). */
+  public long recordCount(String topic) {
+    Map<String, Object> props = Map.of(
+        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
+        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
+        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class);
+    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
+      List<TopicPartition> partitions = new ArrayList<>();
+      consumer.partitionsFor(topic, Duration.ofSeconds(30))
+          .forEach(p -> partitions.add(new TopicPartition(p.topic(), p.partition())));
+      return consumer.endOffsets(partitions, Duration.ofSeconds(30)).values().stream()
+          .mapToLong(Long::longValue).sum();
+    }
+  }
+
+  /**
+   * Reads {@code topics} from the beginning until {@code expected} records arrived or the
+   * deadline passed, then reads for {@code settle} longer to catch duplicates and strays.
+   */
+  public List<ConsumerRecord<String, byte[]>> consume(List<String> topics, int expected,
+      Duration deadline, Duration settle) {
+    Map<String, Object> props = Map.of(
+        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
+        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
+        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
+        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+        ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 5_000);
+    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
+      List<TopicPartition> partitions = new ArrayList<>();
+      for (String topic : topics) {
+        consumer.partitionsFor(topic, Duration.ofSeconds(30))
+            .forEach(p -> partitions.add(new TopicPartition(p.topic(), p.partition())));
+      }
+      consumer.assign(partitions);
+      consumer.seekToBeginning(partitions);
+      List<ConsumerRecord<String, byte[]>> records = new ArrayList<>();
+      long end = System.nanoTime() + deadline.toNanos();
+      while (records.size() < expected && System.nanoTime() < end) {
+        consumer.poll(Duration.ofMillis(200)).forEach(records::add);
+      }
+      long settleEnd = System.nanoTime() + settle.toNanos();
+      while (System.nanoTime() < settleEnd) {
+        consumer.poll(Duration.ofMillis(100)).forEach(records::add);
+      }
+      return records;
+    }
+  }
+}
