@@ -10,9 +10,11 @@ public final class Benchmarks {
     String which = args.length == 0 ? "writer" : args[0];
     switch (which) {
       case "writer" -> WriterBenchmark.main(Arrays.copyOfRange(args, 1, args.length));
+      case "relay" -> RelayBenchmark.main(Arrays.copyOfRange(args, 1, args.length));
       default -> throw new IllegalArgumentException("Unknown benchmark '" + which
-          + "'; expected one of: writer");
+          + "'; expected one of: writer, relay");
     }
+    dev.outbox.testing.TestKafka.closeIfStarted();
     System.exit(0);
   }
 }

@@ -7,6 +7,7 @@ import io.r2dbc.spi.Statement;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.Comparator;
+import java.util.List;
 import java.util.Objects;
 import java.util.UUID;
 import java.util.function.Function;
@@ -43,6 +44,7 @@ public final class OutboxStore {
   private final OutboxTable table;
   private final String claimSql;
   private final String deleteSql;
+  private final String deleteAllSql;
   private final String retrySql;
   private final String releaseSql;
   private final String releaseAllSql;
@@ -73,6 +75,10 @@ public final class OutboxStore {
         + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
         + " o.insert_time, o.lease_expires_at";
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
+    deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::text[], $2::uuid[])"
+        + " AS settled(batch_id, lease_token)"
+        + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
+        + " RETURNING o.batch_id";
     String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
     retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"
         + " last_write_error = left($3, " + ERROR_TEXT_LIMIT + "),"
@@ -148,6 +154,20 @@ public final class OutboxStore {
   /** Deletes a published batch; {@code false} when the lease was lost (row left alone). */
   public Mono<Boolean> delete(ClaimedBatch batch) {
     return update(deleteSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
+  }
+
+  /**
+   * Deletes many published batches in one statement, each fenced by its own lease token as in
+   * {@link #delete}. Emits the ids that were deleted; a missing id means that lease was lost.
+   */
+  public Flux<String> deleteAll(List<ClaimedBatch> batches) {
+    if (batches.isEmpty()) {
+      return Flux.empty();
+    }
+    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
+    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
+    return query(deleteAllSql, s -> s.bind(0, ids).bind(1, tokens),
+        row -> row.get("batch_id", String.class));
   }
 
   /**

@@ -21,6 +21,7 @@ import reactor.core.Disposables;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
+import reactor.core.publisher.SynchronousSink;
 import reactor.core.scheduler.Schedulers;
 import reactor.util.retry.Retry;
 
@@ -30,7 +31,8 @@ import reactor.util.retry.Retry;
  * <pre>
  * ticks (poll interval ∪ wake-ups, latest only)
  *   → claim within the record budget → decode (undecodable: dead-letter)
- *   → records → sink.send → per-record result → last record of a batch → settle → outcome
+ *   → records → sink.send → per-record result → last record of a batch
+ *   → groups of answered batches → settle (one DELETE per group) → outcomes
  * </pre>
  *
  * <p>The record budget ({@code maxInFlight} minus records claimed and not yet settled) is what
@@ -40,6 +42,10 @@ import reactor.util.retry.Retry;
  */
 final class RelayRunner implements RelayHandle {
   private static final Logger log = LoggerFactory.getLogger(OutboxRelay.class);
+
+  /** Most batches settled by one statement, and how long to wait to fill a group. */
+  private static final int SETTLE_GROUP = 100;
+  private static final Duration SETTLE_WINDOW = Duration.ofMillis(5);
 
   private final RelayOptions options;
   private final OutboxStore store;
@@ -69,7 +75,12 @@ final class RelayRunner implements RelayHandle {
     pipeline.update(run().subscribe(
         done -> {},
         error -> {
-          log.error("Outbox relay {} stopped on an unexpected error", options.instanceId(), error);
+          if (stopping.get() == null) {
+            log.error("Outbox relay {} stopped on an unexpected error", options.instanceId(), error);
+          } else {
+            log.warn("Outbox relay {} pipeline ended with an error while stopping: {}",
+                options.instanceId(), error.toString());
+          }
           terminated.tryEmitEmpty();
         },
         terminated::tryEmitEmpty));
@@ -87,7 +98,10 @@ final class RelayRunner implements RelayHandle {
   /** The whole pipeline; restarted with backoff if the sink fails as a whole. */
   private Mono<Void> run() {
     return Mono.defer(() -> options.sink().send(records())
-            .flatMap(this::answered, options.settleConcurrency())
+            .handle(this::answered)
+            // Settle in groups: one DELETE for many published batches, not one per batch.
+            .bufferTimeout(SETTLE_GROUP, SETTLE_WINDOW, true)
+            .flatMap(this::settle, options.settleConcurrency())
             .doOnNext(this::emit)
             .then())
         .onErrorResume(error -> abandonUnsettled().then(Mono.error(error)))
@@ -154,8 +168,8 @@ final class RelayRunner implements RelayHandle {
     return Mono.just(batch);
   }
 
-  /** Accounts one record's answer; settles its batch on the last one. */
-  private Mono<RelayOutcome> answered(SendResult<RecordRef> result) {
+  /** Accounts one record's answer; emits its batch when this was the batch's last record. */
+  private void answered(SendResult<RecordRef> result, SynchronousSink<BatchInFlight> done) {
     BatchInFlight batch = result.correlation().batch();
     Throwable error = result.error();
     if (error == null) {
@@ -165,10 +179,42 @@ final class RelayRunner implements RelayHandle {
       metrics.failed(fatal);
       batch.failed(error, fatal);
     }
-    return batch.answered() ? settle(batch) : Mono.empty();
+    if (batch.answered()) {
+      done.next(batch);
+    }
   }
 
-  private Mono<RelayOutcome> settle(BatchInFlight batch) {
+  /** Settles a group of answered batches: fully published ones with one fenced DELETE. */
+  private Flux<RelayOutcome> settle(List<BatchInFlight> group) {
+    List<BatchInFlight> published = group.stream()
+        .filter(b -> b.fatal() == null && b.retriable() == null).toList();
+    Flux<RelayOutcome> deletions = published.isEmpty() ? Flux.empty()
+        : store.deleteAll(published.stream().map(b -> b.claim).toList())
+            .collect(java.util.stream.Collectors.toSet())
+            .flatMapIterable(deleted -> published.stream()
+                .map(b -> outcome(deleted.contains(b.claim.batchId()) ? Kind.PUBLISHED : Kind.LEASE_LOST,
+                    b.claim, 0, null, null))
+                .toList())
+            .onErrorResume(error -> {
+              log.warn("Outbox relay {} could not delete {} published batches; they will be"
+                  + " published again when their leases expire: {}", options.instanceId(),
+                  published.size(), error.toString());
+              return Flux.empty();
+            })
+            .doFinally(signal -> published.forEach(this::settled));
+    Flux<RelayOutcome> failures = Flux.fromIterable(group)
+        .filter(b -> b.fatal() != null || b.retriable() != null)
+        .flatMap(this::settleFailure);
+    return Flux.merge(deletions, failures);
+  }
+
+  private void settled(BatchInFlight batch) {
+    unsettled.remove(batch);
+    metrics.inFlight(inFlight.addAndGet(-batch.claim.messageCount()));
+    wake();
+  }
+
+  private Mono<RelayOutcome> settleFailure(BatchInFlight batch) {
     ClaimedBatch claimed = batch.claim;
     Throwable fatal = batch.fatal();
     Throwable retriable = batch.retriable();
@@ -177,8 +223,7 @@ final class RelayRunner implements RelayHandle {
     if (fatal != null) {
       settlement = deadLetter(claimed, describe(fatal), failedAttempts);
     } else if (retriable == null) {
-      settlement = store.delete(claimed)
-          .map(deleted -> outcome(deleted ? Kind.PUBLISHED : Kind.LEASE_LOST, claimed, 0, null, null));
+      throw new IllegalStateException("batch " + claimed.batchId() + " did not fail");
     } else if (options.retryPolicy().allowsAnotherAttempt(failedAttempts)) {
       Duration wait = options.retryPolicy().backoff(failedAttempts);
       String reason = describe(retriable);
@@ -195,11 +240,7 @@ final class RelayRunner implements RelayHandle {
               + " its lease expires: {}", options.instanceId(), claimed.batchId(), error.toString());
           return Mono.empty();
         })
-        .doFinally(signal -> {
-          unsettled.remove(batch);
-          metrics.inFlight(inFlight.addAndGet(-claimed.messageCount()));
-          wake();
-        });
+        .doFinally(signal -> settled(batch));
   }
 
   private Mono<RelayOutcome> deadLetter(ClaimedBatch claimed, String reason, int failedAttempts) {

@@ -20,6 +20,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.test.KafkaClusterTestKit;
@@ -44,6 +45,7 @@ public final class TestKafka {
 
   private final @Nullable KafkaClusterTestKit cluster;
   private final String bootstrapServers;
+  private boolean closed;
 
   private TestKafka(@Nullable KafkaClusterTestKit cluster, String bootstrapServers) {
     this.cluster = cluster;
@@ -84,17 +86,11 @@ public final class TestKafka {
       kit.format();
       kit.startup();
       kit.waitForReadyBrokers();
-      KafkaClusterTestKit running = kit;
-      Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-        try {
-          running.close();
-        } catch (Exception e) {
-          log.warn("Embedded Kafka did not stop cleanly", e);
-        }
-      }, "embedded-kafka-stop"));
+      TestKafka embedded = new TestKafka(kit, kit.bootstrapServers());
+      Runtime.getRuntime().addShutdownHook(new Thread(embedded::close, "embedded-kafka-stop"));
       log.info("Embedded Kafka started at {} in {} ms", kit.bootstrapServers(),
           TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started));
-      return new TestKafka(kit, kit.bootstrapServers());
+      return embedded;
     } catch (Exception e) {
       if (kit != null) {
         try {
@@ -104,6 +100,29 @@ public final class TestKafka {
         }
       }
       throw new IllegalStateException("Could not start embedded Kafka", e);
+    }
+  }
+
+  /** Closes the broker of this JVM if one was started; see {@link #close()}. */
+  public static synchronized void closeIfStarted() {
+    if (instance != null) {
+      instance.close();
+    }
+  }
+
+  /**
+   * Stops the embedded broker and deletes its data; idempotent. Programs that end with {@code
+   * System.exit} call this first: a broker still running while the JVM's shutdown hooks delete
+   * its directory halts the JVM with status 1.
+   */
+  public synchronized void close() {
+    if (cluster != null && !closed) {
+      closed = true;
+      try {
+        cluster.close();
+      } catch (Exception e) {
+        log.warn("Embedded Kafka did not stop cleanly", e);
+      }
     }
   }
 
@@ -143,8 +162,15 @@ public final class TestKafka {
       }
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
       while (true) {
-        TopicDescription d = admin.describeTopics(Set.of(name)).allTopicNames()
-            .get(30, TimeUnit.SECONDS).get(name);
+        TopicDescription d;
+        try {
+          d = admin.describeTopics(Set.of(name)).allTopicNames().get(30, TimeUnit.SECONDS).get(name);
+        } catch (ExecutionException e) {
+          if (!(e.getCause() instanceof UnknownTopicOrPartitionException)) {
+            throw e;
+          }
+          d = null; // created, but not yet in the metadata this admin sees
+        }
         if (d != null && d.partitions().size() == partitions
             && d.partitions().stream().allMatch(p -> p.leader() != null && !p.leader().isEmpty())) {
           return;

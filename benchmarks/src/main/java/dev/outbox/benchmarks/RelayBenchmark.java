@@ -1,0 +1,143 @@
+package dev.outbox.benchmarks;
+
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxSchema;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.r2dbc.OutboxTransactions;
+import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.testing.TestKafka;
+import dev.outbox.testing.TestPostgres;
+import io.r2dbc.pool.ConnectionPool;
+import java.lang.management.ManagementFactory;
+import java.lang.management.MemoryPoolMXBean;
+import java.lang.management.MemoryType;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.stream.IntStream;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+import reactor.core.publisher.Flux;
+import reactor.kafka.sender.KafkaSender;
+import reactor.kafka.sender.SenderOptions;
+import reactor.kafka.sender.SenderRecord;
+
+/**
+ * Drain throughput: the relay emptying a backlog of 200,000 messages (batches of 10, 200-byte
+ * payloads) into Kafka, against plain reactor-kafka {@link KafkaSender} sending the same
+ * 200,000 records to the same broker in the same run. Also the heap high-water mark while
+ * draining.
+ */
+final class RelayBenchmark {
+  private static final int MESSAGES = Integer.getInteger("bench.messages", 200_000);
+  private static final int BATCH = 10;
+  private static final int PAYLOAD = 200;
+
+  private RelayBenchmark() {}
+
+  public static void main(String[] args) {
+    TestPostgres postgres = TestPostgres.get();
+    TestKafka kafka = TestKafka.get();
+    ConnectionPool pool = postgres.newPool(12);
+    byte[] payload = new byte[PAYLOAD];
+    ThreadLocalRandom.current().nextBytes(payload);
+
+    String baselineTopic = "bench-baseline-" + System.nanoTime();
+    String relayTopic = "bench-relay-" + System.nanoTime();
+    kafka.createTopic(baselineTopic, 6);
+    kafka.createTopic(relayTopic, 6);
+    Map<String, Object> producer = new HashMap<>(kafka.producerProperties());
+
+    // Baseline: the same records straight through KafkaSender (same defaults as the relay's sink).
+    Map<String, Object> plain = new HashMap<>(producer);
+    plain.put("key.serializer", StringSerializer.class);
+    plain.put("value.serializer", ByteArraySerializer.class);
+    plain.put("enable.idempotence", true);
+    plain.put("acks", "all");
+    plain.put("linger.ms", 5);
+    KafkaSender<String, byte[]> sender = KafkaSender.create(
+        SenderOptions.<String, byte[]>create(plain).maxInFlight(1_000));
+    sendPlain(sender, baselineTopic, 20_000, payload); // warm-up
+    long t0 = System.nanoTime();
+    sendPlain(sender, baselineTopic, MESSAGES, payload);
+    double baselineSeconds = (System.nanoTime() - t0) / 1e9;
+    sender.close();
+
+    OutboxTable table = OutboxTable.of("bench_relay");
+    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter");
+    OutboxSchema.createIfMissing(pool, table).block();
+    OutboxWriter writer = OutboxWriter.builder().table(table).build();
+    fill(pool, writer, relayTopic, payload);
+
+    List<MemoryPoolMXBean> heap = ManagementFactory.getMemoryPoolMXBeans().stream()
+        .filter(p -> p.getType() == MemoryType.HEAP).toList();
+    System.gc();
+    heap.forEach(MemoryPoolMXBean::resetPeakUsage);
+    long heapBefore = heap.stream().mapToLong(p -> p.getUsage().getUsed()).sum();
+
+    t0 = System.nanoTime();
+    RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
+        .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
+        .claimSize(Integer.getInteger("bench.claimSize", 200))
+        .pollInterval(Duration.ofMillis(100)).build()).start();
+    long remaining;
+    do {
+      sleep(50);
+      remaining = postgres.queryLong("SELECT count(*) FROM bench_relay");
+    } while (remaining > 0);
+    double relaySeconds = (System.nanoTime() - t0) / 1e9;
+    long heapPeak = heap.stream().mapToLong(p -> p.getPeakUsage().getUsed()).sum();
+    relay.stop(Duration.ofSeconds(10)).block();
+
+    double baselineRate = MESSAGES / baselineSeconds;
+    double relayRate = MESSAGES / relaySeconds;
+    System.out.println();
+    System.out.println("| " + MESSAGES + " messages (batches of " + BATCH + ", " + PAYLOAD
+        + "-byte payloads) | seconds | msgs/s |");
+    System.out.println("|---|---|---|");
+    System.out.printf("| plain KafkaSender (baseline) | %.2f | %.0f |%n", baselineSeconds, baselineRate);
+    System.out.printf("| relay: claim + decode + send + delete | %.2f | %.0f |%n", relaySeconds, relayRate);
+    System.out.printf("| ratio relay / baseline | | %.3f |%n", relayRate / baselineRate);
+    System.out.printf("| heap high-water mark while draining (max heap %d MB) | | %d MB (%d MB before) |%n",
+        Runtime.getRuntime().maxMemory() >> 20, heapPeak >> 20, heapBefore >> 20);
+    pool.dispose();
+  }
+
+  private static void sendPlain(KafkaSender<String, byte[]> sender, String topic, int count, byte[] payload) {
+    long errors = sender.send(Flux.range(0, count).map(i -> SenderRecord.create(
+            new ProducerRecord<>(topic, "key-" + (i / BATCH % 1000), payload), i)))
+        .filter(r -> r.exception() != null)
+        .count()
+        .block();
+    if (errors > 0) {
+      throw new IllegalStateException(errors + " baseline sends failed");
+    }
+  }
+
+  private static void fill(ConnectionPool pool, OutboxWriter writer, String topic, byte[] payload) {
+    int batches = MESSAGES / BATCH;
+    Flux.range(0, batches)
+        .buffer(200)
+        .flatMap(group -> OutboxTransactions.inTransaction(pool, c -> Flux.fromIterable(group)
+            .concatMap(b -> writer.write(IntStream.range(0, BATCH)
+                .mapToObj(j -> Message.builder().stream(topic).key("key-" + (b % 1000)).data(payload).build())
+                .toList()))
+            .then()), 4)
+        .blockLast();
+  }
+
+  private static void sleep(long millis) {
+    try {
+      Thread.sleep(millis);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException(e);
+    }
+  }
+}

@@ -1,2 +1,0 @@
-/** Runnable examples; see the README. */
-package dev.outbox.examples;
