@@ -1,23 +1,6 @@
 package dev.outbox.relay;
 
-import java.time.Duration;
-import org.junit.jupiter.api.Test;
-import reactor.blockhound.BlockingOperationError;
-import reactor.core.publisher.Mono;
-import reactor.test.StepVerifier;
+import dev.outbox.testing.BlockHoundCheck;
 
-/** Proves the suite runs under BlockHound: a blocking call on a Reactor thread fails. */
-class BlockHoundInstalledTest {
-  @Test
-  void blockingOnAParallelThreadIsReported() {
-    StepVerifier.create(Mono.delay(Duration.ofMillis(1)).doOnNext(x -> {
-          try {
-            Thread.sleep(5);
-          } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-          }
-        }))
-        .expectError(BlockingOperationError.class)
-        .verify(Duration.ofSeconds(5));
-  }
-}
+/** This module's suite runs under BlockHound. */
+class BlockHoundInstalledTest extends BlockHoundCheck {}

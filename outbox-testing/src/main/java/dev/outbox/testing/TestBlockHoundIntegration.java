@@ -14,5 +14,12 @@ public final class TestBlockHoundIntegration implements BlockHoundIntegration {
     // /dev/urandom on the event loop. Only reached with a password (OUTBOX_TEST_POSTGRES_URL);
     // the embedded server trusts local logins.
     builder.allowBlockingCallsInside("com.ongres.scram.common.ScramFunctions", "nonce");
+    // Netty 4.2's default (adaptive) buffer allocator takes a StampedLock write lock when it
+    // grows or frees a magazine; under contention the event loop parks for a moment. That is
+    // a short critical section, not I/O, and Netty's own BlockHound integration predates it.
+    builder.allowBlockingCallsInside("io.netty.buffer.AdaptivePoolingAllocator$Magazine", "free");
+    builder.allowBlockingCallsInside("io.netty.buffer.AdaptivePoolingAllocator$MagazineGroup",
+        "tryExpandMagazines");
+    builder.allowBlockingCallsInside("io.netty.buffer.AdaptivePoolingAllocator$MagazineGroup", "free");
   }
 }
