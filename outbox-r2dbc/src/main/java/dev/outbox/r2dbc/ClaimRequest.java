@@ -7,14 +7,14 @@ import java.time.Duration;
  * in insert order, whose messages add up to at most {@code maxMessages}. When {@code
  * admitOversizedFirst} is set, the first batch is taken even if it alone exceeds {@code
  * maxMessages}, so that a batch larger than the budget can still make progress (the relay sets
- * it only when nothing else is in flight).
+ * it only when nothing else is in flight). {@code ordered}: see {@link #inOrder()}.
  *
  * <pre>{@code
  * ClaimRequest.of(100, Duration.ofSeconds(30), "relay-1").withMessageBudget(1_000, false)
  * }</pre>
  */
-public record ClaimRequest(
-    int maxBatches, int maxMessages, boolean admitOversizedFirst, Duration lease, String owner) {
+public record ClaimRequest(int maxBatches, int maxMessages, boolean admitOversizedFirst,
+    Duration lease, String owner, boolean ordered) {
 
   public ClaimRequest {
     if (maxBatches < 1) {
@@ -34,11 +34,19 @@ public record ClaimRequest(
 
   /** Up to {@code maxBatches} batches, however many messages they hold. */
   public static ClaimRequest of(int maxBatches, Duration lease, String owner) {
-    return new ClaimRequest(maxBatches, Integer.MAX_VALUE, true, lease, owner);
+    return new ClaimRequest(maxBatches, Integer.MAX_VALUE, true, lease, owner, false);
   }
 
   /** This request, also bounded to {@code maxMessages} messages in total. */
   public ClaimRequest withMessageBudget(int maxMessages, boolean admitOversizedFirst) {
-    return new ClaimRequest(maxBatches, maxMessages, admitOversizedFirst, lease, owner);
+    return new ClaimRequest(maxBatches, maxMessages, admitOversizedFirst, lease, owner, ordered);
+  }
+
+  /**
+   * This request, taking only batches that can be published in order: below the commit
+   * watermark, and with no key shared with an earlier unpublished batch.
+   */
+  public ClaimRequest inOrder() {
+    return new ClaimRequest(maxBatches, maxMessages, admitOversizedFirst, lease, owner, true);
   }
 }

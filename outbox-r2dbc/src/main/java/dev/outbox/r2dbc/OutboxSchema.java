@@ -30,7 +30,7 @@ public final class OutboxSchema {
   /** Classpath folder of the versioned DDL files. */
   public static final String RESOURCE_DIR = "dev/outbox/r2dbc/schema/";
 
-  private static final List<String> MIGRATIONS = List.of("V1__create_outbox.sql");
+  private static final List<String> MIGRATIONS = List.of("V1__create_outbox.sql", "V2__message_keys.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}

@@ -43,6 +43,7 @@ public final class OutboxStore {
   private final ConnectionFactory connections;
   private final OutboxTable table;
   private final String claimSql;
+  private final String orderedClaimSql;
   private final String deleteSql;
   private final String deleteAllSql;
   private final String retrySql;
@@ -62,18 +63,8 @@ public final class OutboxStore {
     String dl = table.deadLetterQualifiedName();
     // Candidates are locked in insert order; the running message total then decides which of
     // them this claim takes. Locked but untaken rows are unlocked when the statement commits.
-    claimSql = "WITH candidates AS (SELECT batch_id, insert_seq, message_count FROM " + t
-        + " WHERE next_attempt_at <= now()"
-        + " AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
-        + " ORDER BY insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED),"
-        + " sized AS (SELECT batch_id, sum(message_count) OVER (ORDER BY insert_seq) AS running,"
-        + " row_number() OVER (ORDER BY insert_seq) AS position FROM candidates)"
-        + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
-        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " FROM sized WHERE o.batch_id = sized.batch_id"
-        + " AND (sized.running <= $5 OR (sized.position = 1 AND $6))"
-        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
-        + " o.insert_time, o.lease_expires_at";
+    claimSql = claimSql(t, false);
+    orderedClaimSql = claimSql(t, true);
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::text[], $2::uuid[])"
         + " AS settled(batch_id, lease_token)"
@@ -87,16 +78,20 @@ public final class OutboxStore {
     releaseSql = "UPDATE " + t + " SET " + unlease + " WHERE batch_id = $1 AND lease_token = $2";
     releaseAllSql = "UPDATE " + t + " SET " + unlease + " WHERE lease_owner = $1";
     deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
-        + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time)"
-        + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data, insert_time)"
-        + " SELECT batch_id, message_count, write_retries + 1, $3, raw_data, insert_time FROM moved"
+        + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time, message_keys)"
+        + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
+        + " insert_time, message_keys)"
+        + " SELECT batch_id, message_count, write_retries + 1, $3, raw_data, insert_time,"
+        + " message_keys FROM moved"
         + " ON CONFLICT (batch_id) DO UPDATE SET message_count = EXCLUDED.message_count,"
         + " write_retries = EXCLUDED.write_retries, reason = EXCLUDED.reason,"
-        + " raw_data = EXCLUDED.raw_data, dead_lettered_at = now()";
+        + " raw_data = EXCLUDED.raw_data, message_keys = EXCLUDED.message_keys,"
+        + " dead_lettered_at = now()";
     redriveSql = "WITH moved AS (DELETE FROM " + dl + " WHERE batch_id = $1"
-        + " RETURNING batch_id, message_count, raw_data, insert_time)"
-        + " INSERT INTO " + t + " (batch_id, message_count, raw_data, insert_time)"
-        + " SELECT batch_id, message_count, COALESCE($2, raw_data), insert_time FROM moved";
+        + " RETURNING batch_id, message_count, raw_data, insert_time, message_keys)"
+        + " INSERT INTO " + t + " (batch_id, message_count, raw_data, insert_time, message_keys)"
+        + " SELECT batch_id, message_count, COALESCE($2, raw_data), insert_time, message_keys"
+        + " FROM moved";
     findSql = "SELECT batch_id, insert_seq, in_flight, message_count, write_retries,"
         + " last_write_error, raw_data, insert_time, next_attempt_at, lease_owner, lease_token,"
         + " lease_expires_at FROM " + t + " WHERE batch_id = $1";
@@ -107,6 +102,31 @@ public final class OutboxStore {
     statsSql = "SELECT (SELECT count(*) FROM " + t + ") AS rows,"
         + " (SELECT min(insert_time) FROM " + t + ") AS oldest,"
         + " (SELECT count(*) FROM " + dl + ") AS dead_letters";
+  }
+
+  /**
+   * Candidates are locked in insert order; the running message total then decides which of them
+   * this claim takes. Locked but untaken rows are unlocked when the statement commits. The
+   * ordered variant takes only rows below the commit watermark (every transaction that could
+   * still commit an earlier row has ended) and no row that shares a key with an earlier row still
+   * in the table (unpublished: in flight, waiting for a retry, or not yet claimed).
+   */
+  private static String claimSql(String t, boolean ordered) {
+    String orderedOnly = !ordered ? "" : " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
+        + " AND NOT EXISTS (SELECT 1 FROM " + t + " AS e"
+        + " WHERE e.message_keys && o.message_keys AND e.insert_seq < o.insert_seq)";
+    return "WITH candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count FROM " + t + " AS o"
+        + " WHERE o.next_attempt_at <= now()"
+        + " AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())" + orderedOnly
+        + " ORDER BY o.insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED),"
+        + " sized AS (SELECT batch_id, sum(message_count) OVER (ORDER BY insert_seq) AS running,"
+        + " row_number() OVER (ORDER BY insert_seq) AS position FROM candidates)"
+        + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
+        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
+        + " FROM sized WHERE o.batch_id = sized.batch_id"
+        + " AND (sized.running <= $5 OR (sized.position = 1 AND $6))"
+        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
+        + " o.insert_time, o.lease_expires_at";
   }
 
   /** A store over {@code table}, taking connections from {@code connections} (a pool). */
@@ -132,7 +152,7 @@ public final class OutboxStore {
   public Flux<ClaimedBatch> claim(ClaimRequest request) {
     return Flux.defer(() -> {
       UUID token = Entropy.randomUuid();
-      return query(claimSql,
+      return query(request.ordered() ? orderedClaimSql : claimSql,
           s -> s.bind(0, request.maxBatches()).bind(1, request.owner()).bind(2, token)
               .bind(3, request.lease().toMillis()).bind(4, (long) request.maxMessages())
               .bind(5, request.admitOversizedFirst()),

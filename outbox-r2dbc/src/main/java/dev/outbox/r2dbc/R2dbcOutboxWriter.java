@@ -20,7 +20,7 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     this.notifyChannel = notifyChannel;
     this.resolvers = resolvers;
     this.insertSql = "INSERT INTO " + table.qualifiedName()
-        + " (batch_id, message_count, raw_data) VALUES ($1, $2, $3)";
+        + " (batch_id, message_count, raw_data, message_keys) VALUES ($1, $2, $3, $4)";
   }
 
   @Override
@@ -33,7 +33,7 @@ final class R2dbcOutboxWriter implements OutboxWriter {
         if (connection.isAutoCommit()) {
           return Mono.error(new NotInTransactionException());
         }
-        return insert(connection, batchId, batch.size(), raw);
+        return insert(connection, batchId, batch.size(), raw, MessageKeys.of(batch));
       });
     });
   }
@@ -61,11 +61,13 @@ final class R2dbcOutboxWriter implements OutboxWriter {
             .switchIfEmpty(Mono.error(MissingConnectionException::new)));
   }
 
-  private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw) {
+  private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw,
+      String[] keys) {
     Mono<Void> insert = Flux.from(connection.createStatement(insertSql)
             .bind(0, batchId)
             .bind(1, count)
             .bind(2, raw)
+            .bind(3, keys)
             .execute())
         .concatMap(result -> result.getRowsUpdated())
         .then();

@@ -38,7 +38,7 @@ class OutboxTableTest {
   @Test
   void schemaStatementsUseTheConfiguredName() {
     var statements = OutboxSchema.statements(OutboxTable.of("app.orders_outbox"));
-    assertThat(statements).hasSize(4);
+    assertThat(statements).hasSize(7);
     assertThat(String.join("\n", statements))
         .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox (")
         .contains("CONSTRAINT orders_outbox_pkey PRIMARY KEY")

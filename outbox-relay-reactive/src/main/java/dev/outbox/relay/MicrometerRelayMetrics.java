@@ -19,6 +19,7 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <tr><td>{@code outbox.relay.backlog.oldest.age}</td><td>gauge, seconds: age of the oldest row</td></tr>
  *   <tr><td>{@code outbox.relay.dead.letters}</td><td>gauge: rows in the dead-letter table</td></tr>
  *   <tr><td>{@code outbox.relay.in.flight}</td><td>gauge: records claimed, not yet settled</td></tr>
+ *   <tr><td>{@code outbox.relay.leader}</td><td>gauge: 1 while this instance is the ORDERED leader</td></tr>
  *   <tr><td>{@code outbox.relay.records.published}</td><td>counter</td></tr>
  *   <tr><td>{@code outbox.relay.records.failed}</td><td>counter, tag {@code fatal}</td></tr>
  *   <tr><td>{@code outbox.relay.records.dead.lettered}</td><td>counter</td></tr>
@@ -35,6 +36,7 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   private final AtomicLong oldestEpochMillis = new AtomicLong();
   private final AtomicLong deadLetters = new AtomicLong();
   private final AtomicLong inFlight = new AtomicLong();
+  private final AtomicLong leader = new AtomicLong();
   private final Counter published;
   private final Counter failedRetriable;
   private final Counter failedFatal;
@@ -53,6 +55,7 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
         .register(registry);
     Gauge.builder("outbox.relay.in.flight", inFlight, AtomicLong::get).tags(tags)
         .register(registry);
+    Gauge.builder("outbox.relay.leader", leader, AtomicLong::get).tags(tags).register(registry);
     published = Counter.builder("outbox.relay.records.published").tags(tags).register(registry);
     failedRetriable = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "false")
         .register(registry);
@@ -92,6 +95,11 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   @Override
   public void deadLettered(int records) {
     deadLettered.increment(records);
+  }
+
+  @Override
+  public void leadership(boolean isLeader) {
+    leader.set(isLeader ? 1 : 0);
   }
 
   @Override

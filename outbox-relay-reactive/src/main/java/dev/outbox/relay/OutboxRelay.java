@@ -1,6 +1,7 @@
 package dev.outbox.relay;
 
 import io.r2dbc.spi.ConnectionFactory;
+import io.r2dbc.spi.Wrapped;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
 import reactor.core.publisher.Flux;
@@ -40,11 +41,20 @@ public final class OutboxRelay {
 
   /**
    * @param connections where the outbox table lives; use a pool (the relay runs up to {@code
-   *     settleConcurrency + 2} statements at once)
+   *     settleConcurrency + 2} statements at once). In ORDERED mode the leadership lock is held on
+   *     one extra connection taken from the factory the pool wraps (not from the pool).
    */
   public static OutboxRelay create(ConnectionFactory connections, RelayOptions options) {
     return new OutboxRelay(Objects.requireNonNull(connections, "connections"),
         Objects.requireNonNull(options, "options"));
+  }
+
+  /** The factory behind a pool (r2dbc-pool is {@code Wrapped}), or the factory itself. */
+  private static ConnectionFactory unpooled(ConnectionFactory connections) {
+    if (connections instanceof Wrapped<?> wrapped && wrapped.unwrap() instanceof ConnectionFactory inner) {
+      return inner;
+    }
+    return connections;
   }
 
   public RelayOptions options() {
@@ -65,7 +75,7 @@ public final class OutboxRelay {
     if (!started.compareAndSet(false, true)) {
       throw new IllegalStateException("This OutboxRelay was already started; create a new one");
     }
-    RelayRunner runner = new RelayRunner(connections, options, outcomes);
+    RelayRunner runner = new RelayRunner(connections, unpooled(connections), options, outcomes);
     runner.start();
     return runner;
   }

@@ -26,6 +26,9 @@ public interface RelayMetrics {
   /** A batch of {@code records} records was dead-lettered. */
   default void deadLettered(int records) {}
 
+  /** This instance became (true) or stopped being (false) the ORDERED leader. */
+  default void leadership(boolean leader) {}
+
   /** A periodic reading of the table. */
   default void backlog(BacklogStats stats) {}
 

@@ -35,6 +35,8 @@ import org.jspecify.annotations.Nullable;
  * @param retryPolicy backoff and attempts for retriable failures
  * @param failureClassifier which failures are fatal
  * @param pollInterval how often the table is polled for due batches
+ * @param leadershipRetry in ORDERED mode, how often a standby tries to become leader, and how
+ *     often the leader checks its lock connection
  * @param statsInterval how often backlog meters are refreshed
  * @param instanceId this relay's lease owner name, unique per instance
  * @param metrics where measurements go
@@ -52,6 +54,7 @@ public record RelayOptions(
     RetryPolicy retryPolicy,
     FailureClassifier failureClassifier,
     Duration pollInterval,
+    Duration leadershipRetry,
     Duration statsInterval,
     String instanceId,
     RelayMetrics metrics) {
@@ -74,6 +77,7 @@ public record RelayOptions(
     private RetryPolicy retryPolicy = RetryPolicy.DEFAULT;
     private FailureClassifier failureClassifier = FailureClassifier.kafkaDefault();
     private Duration pollInterval = Duration.ofSeconds(1);
+    private Duration leadershipRetry = Duration.ofSeconds(1);
     private Duration statsInterval = Duration.ofSeconds(10);
     private @Nullable String instanceId;
     private RelayMetrics metrics = RelayMetrics.none();
@@ -156,6 +160,12 @@ public record RelayOptions(
       return this;
     }
 
+    /** Default 1 s: a standby takes over within about this long after the leader's lock goes. */
+    public Builder leadershipRetry(Duration leadershipRetry) {
+      this.leadershipRetry = leadershipRetry;
+      return this;
+    }
+
     /** Default 10 s. */
     public Builder statsInterval(Duration statsInterval) {
       this.statsInterval = statsInterval;
@@ -190,6 +200,7 @@ public record RelayOptions(
       positive("leaseDuration", leaseDuration);
       positive("pollInterval", pollInterval);
       positive("statsInterval", statsInterval);
+      positive("leadershipRetry", leadershipRetry);
       if (leaseDuration.compareTo(Duration.ofSeconds(1)) < 0) {
         throw new InvalidConfigurationException(
             "leaseDuration must be at least 1 s (it must outlast a publish), got " + leaseDuration);
@@ -209,7 +220,7 @@ public record RelayOptions(
       RecordSink target = ownSink ? ReactorKafkaSink.create(kafka, maxInFlight) : sink;
       return new RelayOptions(table, codec, target, ownSink, mode, claimSize, leaseDuration,
           maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
-          statsInterval, id, metrics);
+          leadershipRetry, statsInterval, id, metrics);
     }
 
     private static void positive(String name, int value) {

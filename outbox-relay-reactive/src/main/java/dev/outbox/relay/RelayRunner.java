@@ -58,12 +58,22 @@ final class RelayRunner implements RelayHandle {
   private final Sinks.Empty<Void> terminated = Sinks.empty();
   private final Disposable.Swap pipeline = Disposables.swap();
   private final Disposable.Swap stats = Disposables.swap();
+  private final Disposable.Swap leading = Disposables.swap();
+  private final @Nullable Leadership leadership;
+  /** Whether this instance may claim: always in PARALLEL, only as leader in ORDERED. */
+  private final java.util.concurrent.atomic.AtomicBoolean leader =
+      new java.util.concurrent.atomic.AtomicBoolean();
   private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
 
-  RelayRunner(ConnectionFactory connections, RelayOptions options,
+  RelayRunner(ConnectionFactory connections, ConnectionFactory unpooled, RelayOptions options,
       Sinks.Many<RelayOutcome> outcomes) {
     this.options = options;
     this.outcomes = outcomes;
+    this.leadership = options.mode() == RelayMode.ORDERED
+        ? new Leadership(unpooled, "dev.outbox.relay:" + options.table().qualifiedName(),
+            options.instanceId(), options.leadershipRetry(), options.leadershipRetry().multipliedBy(2))
+        : null;
+    this.leader.set(leadership == null);
     this.store = OutboxStore.create(connections, options.table());
     this.metrics = options.metrics();
   }
@@ -72,6 +82,15 @@ final class RelayRunner implements RelayHandle {
     log.info("Outbox relay {} starting on {} (mode {}, maxInFlight {}, claimSize {}, lease {})",
         options.instanceId(), options.table(), options.mode(), options.maxInFlight(),
         options.claimSize(), options.leaseDuration());
+    if (leadership != null) {
+      leading.update(leadership.states().subscribe(isLeader -> {
+        leader.set(isLeader); // losing it stops claiming at once; leases fence late settlements
+        metrics.leadership(isLeader);
+        if (isLeader) {
+          wake();
+        }
+      }));
+    }
     pipeline.update(run().subscribe(
         done -> {},
         error -> {
@@ -125,6 +144,9 @@ final class RelayRunner implements RelayHandle {
   /** One claim within the free record budget; emits the decoded batches. */
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
+      if (!leader.get()) {
+        return Flux.empty();
+      }
       long held = inFlight.get();
       long free = options.maxInFlight() - held;
       if (held > 0 && free < Math.max(1, options.maxInFlight() / 2)) {
@@ -133,6 +155,9 @@ final class RelayRunner implements RelayHandle {
       ClaimRequest request = ClaimRequest
           .of(options.claimSize(), options.leaseDuration(), options.instanceId())
           .withMessageBudget((int) Math.max(1, free), held == 0);
+      if (options.mode() == RelayMode.ORDERED) {
+        request = request.inOrder();
+      }
       long started = System.nanoTime();
       return store.claim(request)
           .collectList()
@@ -342,7 +367,10 @@ final class RelayRunner implements RelayHandle {
             return Mono.empty();
           }))
           .then(abandonUnsettled())
-          .then(Mono.fromRunnable(stats::dispose))
+          .then(Mono.fromRunnable(() -> {
+            stats.dispose();
+            leading.dispose(); // closes the lock connection: a standby takes over
+          }))
           .then(options.closeSinkOnStop() ? options.sink().close() : Mono.empty())
           .timeout(drain.plus(Duration.ofSeconds(1)), Mono.empty())
           .doFinally(signal -> {
