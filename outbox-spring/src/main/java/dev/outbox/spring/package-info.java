@@ -1,0 +1,2 @@
+/** Spring transaction interop for the outbox writer (placeholder; being built). */
+package dev.outbox.spring;
