@@ -15,20 +15,8 @@ import io.r2dbc.pool.ConnectionPool;
 import io.r2dbc.spi.Connection;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.Collections;
-import java.util.List;
-import java.util.Map;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
-import org.apache.kafka.clients.consumer.ConsumerConfig;
-import org.apache.kafka.clients.consumer.ConsumerRecord;
-import org.apache.kafka.clients.consumer.KafkaConsumer;
-import org.apache.kafka.common.TopicPartition;
-import org.apache.kafka.common.serialization.ByteArrayDeserializer;
-import org.apache.kafka.common.serialization.StringDeserializer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -70,14 +58,7 @@ public final class PlainReactorDemo {
     RelayHandle relay = outboxRelay.start();
 
     // 2. A consumer that counts events and measures commit -> consume latency.
-    Map<String, Long> committedAt = new ConcurrentHashMap<>();
-    Map<String, Integer> seen = new ConcurrentHashMap<>();
-    List<Long> latenciesMicros = Collections.synchronizedList(new ArrayList<>());
-    AtomicBoolean consuming = new AtomicBoolean(true);
-    AtomicLong records = new AtomicLong();
-    Thread consumer = new Thread(() -> consume(kafka, committedAt, seen, latenciesMicros, records, consuming),
-        "demo-consumer");
-    consumer.start();
+    DemoEvents events = new DemoEvents(kafka, TOPIC);
 
     // 3. Place the orders: business row + outbox message, one transaction each.
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
@@ -86,38 +67,20 @@ public final class PlainReactorDemo {
     Flux.range(1, orders)
         .flatMap(i -> placeOrder(pool, writer, "order-" + i, "customer-" + (i % 97), 1_000L + i)
             .doOnSuccess(orderId -> {
-              committedAt.put(orderId, System.nanoTime());
+              events.committed(orderId);
               int n = placed.incrementAndGet();
               if (n % Math.max(1, orders / 10) == 0) {
-                System.out.printf("  placed %d/%d, consumed %d%n", n, orders, seen.size());
+                System.out.printf("  placed %d/%d, consumed %d%n", n, orders, events.consumed());
               }
             }), 16)
         .blockLast();
 
     // 4. Wait until every event arrived (or give up after two minutes).
-    long deadline = System.nanoTime() + Duration.ofMinutes(2).toNanos();
-    while (seen.size() < orders && System.nanoTime() < deadline) {
-      Thread.sleep(50);
-    }
-    Thread.sleep(500); // a short grace period to notice duplicates
-    consuming.set(false);
-    consumer.join();
+    events.awaitAll(orders, Duration.ofMinutes(2));
+    events.close();
     relay.stop(Duration.ofSeconds(5)).block();
     pool.dispose();
-
-    List<Long> sorted = new ArrayList<>(latenciesMicros);
-    Collections.sort(sorted);
-    long missing = orders - seen.size();
-    System.out.println();
-    System.out.println("Summary");
-    System.out.printf("  orders placed        %d%n", orders);
-    System.out.printf("  events published     %d%n", published.get());
-    System.out.printf("  events consumed      %d (records %d)%n", seen.size(), records.get());
-    System.out.printf("  duplicates           %d%n", records.get() - seen.size());
-    System.out.printf("  missing              %d%n", missing);
-    System.out.printf("  elapsed              %.1f s%n", (System.nanoTime() - started) / 1e9);
-    System.out.printf("  commit -> consume    p50 %.1f ms, p99 %.1f ms%n",
-        percentile(sorted, 0.50) / 1000.0, percentile(sorted, 0.99) / 1000.0);
+    long missing = events.printSummary(orders, published.get());
     kafka.close();
     System.exit(missing == 0 ? 0 : 1);
   }
@@ -148,37 +111,4 @@ public final class PlainReactorDemo {
         .then();
   }
 
-  private static void consume(TestKafka kafka, Map<String, Long> committedAt, Map<String, Integer> seen,
-      List<Long> latenciesMicros, AtomicLong records, AtomicBoolean running) {
-    Map<String, Object> props = Map.of(
-        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, kafka.bootstrapServers(),
-        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
-        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
-        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
-    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
-      List<TopicPartition> partitions = consumer.partitionsFor(TOPIC, Duration.ofSeconds(30)).stream()
-          .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
-      consumer.assign(partitions);
-      consumer.seekToBeginning(partitions);
-      while (running.get()) {
-        for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(50))) {
-          long now = System.nanoTime();
-          records.incrementAndGet();
-          if (seen.merge(r.key(), 1, Integer::sum) == 1) {
-            Long committed = committedAt.get(r.key());
-            if (committed != null) {
-              latenciesMicros.add((now - committed) / 1_000);
-            }
-          }
-        }
-      }
-    }
-  }
-
-  private static double percentile(List<Long> sorted, double p) {
-    if (sorted.isEmpty()) {
-      return Double.NaN;
-    }
-    return sorted.get(Math.min(sorted.size() - 1, (int) Math.ceil(p * sorted.size()) - 1));
-  }
 }
