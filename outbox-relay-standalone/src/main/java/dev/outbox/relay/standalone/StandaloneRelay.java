@@ -1,0 +1,338 @@
+package dev.outbox.relay.standalone;
+
+import dev.outbox.relay.MicrometerRelayMetrics;
+import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.relay.RelayOutcome;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.binder.jvm.JvmMemoryMetrics;
+import io.micrometer.core.instrument.binder.jvm.JvmThreadMetrics;
+import io.micrometer.core.instrument.binder.system.ProcessorMetrics;
+import io.micrometer.core.instrument.binder.system.UptimeMetrics;
+import io.micrometer.prometheusmetrics.PrometheusConfig;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.util.concurrent.GlobalEventExecutor;
+import io.r2dbc.pool.ConnectionPool;
+import io.r2dbc.pool.ConnectionPoolConfiguration;
+import io.r2dbc.pool.PoolMetrics;
+import io.r2dbc.spi.Connection;
+import io.r2dbc.spi.ConnectionFactories;
+import io.r2dbc.spi.ConnectionFactory;
+import io.r2dbc.spi.ConnectionFactoryOptions;
+import java.time.Duration;
+import java.util.Objects;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.ToDoubleFunction;
+import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Schedulers;
+import reactor.netty.DisposableServer;
+import reactor.netty.http.server.HttpServer;
+import reactor.netty.http.server.HttpServerRequest;
+import reactor.netty.http.server.HttpServerResponse;
+
+/**
+ * A running relay process: a connection pool over the configured database, an {@link
+ * OutboxRelay} publishing to Kafka, and an HTTP server with two endpoints:
+ *
+ * <ul>
+ *   <li>{@code GET /health}: {@code 200 {"status":"UP"}} while the relay runs and {@code SELECT 1}
+ *       answers within 2 s; otherwise {@code 503 {"status":"DOWN","reason":"..."}}.
+ *   <li>{@code GET /metrics}: every meter of the relay ({@code outbox_relay_*}), of the database
+ *       pool ({@code outbox_relay_db_pool_*}) and of the JVM, in the Prometheus text format.
+ * </ul>
+ *
+ * <pre>{@code
+ * StandaloneRelay relay = StandaloneRelay.start(StandaloneConfig.fromEnvironment(System.getenv()));
+ * log.info("health and metrics on port {}", relay.httpPort());
+ * ...
+ * relay.stop(Duration.ofSeconds(10)).block(Duration.ofSeconds(15));   // on shutdown
+ * }</pre>
+ *
+ * <p>{@link RelayMain} is the process entry point around this class. Thread-safe.
+ */
+public final class StandaloneRelay {
+  /** How long the health check waits for {@code SELECT 1}. */
+  public static final Duration HEALTH_QUERY_TIMEOUT = Duration.ofSeconds(2);
+  /** How long {@link #stop} waits for the HTTP server to close. */
+  private static final Duration HTTP_CLOSE_TIMEOUT = Duration.ofSeconds(5);
+  private static final String PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
+  private static final String JSON = "application/json";
+
+  private static final Logger log = LoggerFactory.getLogger(StandaloneRelay.class);
+
+  private final StandaloneConfig config;
+  private final ConnectionPool pool;
+  private final PrometheusMeterRegistry registry;
+  /** The HTTP connections, closed on stop (keep-alive clients would otherwise stay connected). */
+  private final ChannelGroup httpConnections =
+      new DefaultChannelGroup("outbox-relay-http", GlobalEventExecutor.INSTANCE);
+  private final AtomicReference<State> state = new AtomicReference<>(State.STARTING);
+  private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
+  private volatile @Nullable RelayHandle handle;
+  private volatile @Nullable DisposableServer server;
+
+  private enum State { STARTING, RUNNING, FAILED, STOPPING }
+
+  private StandaloneRelay(StandaloneConfig config, ConnectionPool pool,
+      PrometheusMeterRegistry registry) {
+    this.config = config;
+    this.pool = pool;
+    this.registry = registry;
+  }
+
+  /**
+   * Creates the pool, binds the HTTP server on {@link StandaloneConfig#httpPort()} and starts
+   * the relay; returns once the port is bound (the database and Kafka are reached in the
+   * background, and {@code /health} says whether they answer). Blocks while binding: call it
+   * from an ordinary thread (such as {@code main}), not from a Reactor thread.
+   *
+   * @throws dev.outbox.r2dbc.InvalidConfigurationException when the relay options are invalid
+   * @throws RuntimeException from reactor-netty when the port cannot be bound
+   */
+  public static StandaloneRelay start(StandaloneConfig config) {
+    Objects.requireNonNull(config, "config");
+    PrometheusMeterRegistry registry = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
+    ConnectionFactory factory =
+        ConnectionFactories.get(ConnectionFactoryOptions.parse(config.databaseUrl()));
+    ConnectionPool pool = new ConnectionPool(ConnectionPoolConfiguration.builder(factory)
+        .name("outbox-relay")
+        .initialSize(0)
+        .maxSize(config.dbPoolSize())
+        .maxAcquireTime(Duration.ofSeconds(30))
+        .build());
+    StandaloneRelay relay = new StandaloneRelay(config, pool, registry);
+    try {
+      relay.bindMeters();
+      relay.server = HttpServer.create()
+          .port(config.httpPort())
+          .channelGroup(relay.httpConnections)
+          .route(routes -> routes
+              .get("/health", relay::health)
+              .get("/metrics", relay::metrics))
+          .bindNow(Duration.ofSeconds(30));
+      relay.startRelay();
+    } catch (RuntimeException e) {
+      relay.disposeNow();
+      throw e;
+    }
+    log.info("Outbox relay HTTP server listening on port {} (GET /health, GET /metrics)",
+        relay.httpPort());
+    return relay;
+  }
+
+  private void bindMeters() {
+    new JvmMemoryMetrics().bindTo(registry);
+    new JvmThreadMetrics().bindTo(registry);
+    new ProcessorMetrics().bindTo(registry);
+    new UptimeMetrics().bindTo(registry);
+    poolGauge("outbox.relay.db.pool.acquired", PoolMetrics::acquiredSize);
+    poolGauge("outbox.relay.db.pool.idle", PoolMetrics::idleSize);
+    poolGauge("outbox.relay.db.pool.pending", PoolMetrics::pendingAcquireSize);
+    poolGauge("outbox.relay.db.pool.max", PoolMetrics::getMaxAllocatedSize);
+  }
+
+  private void poolGauge(String name, ToDoubleFunction<PoolMetrics> value) {
+    Gauge.builder(name, pool, p -> p.getMetrics().map(value::applyAsDouble).orElse(Double.NaN))
+        .tag("table", config.table().qualifiedName())
+        .register(registry);
+  }
+
+  private void startRelay() {
+    RelayOptions.Builder options = RelayOptions.builder()
+        .table(config.table())
+        .kafka(config.producerProperties())
+        .mode(config.mode())
+        .pollInterval(config.pollInterval())
+        .maxInFlight(config.maxInFlight())
+        .claimSize(config.claimSize())
+        .leaseDuration(config.lease())
+        .metrics(MicrometerRelayMetrics.create(registry, config.table().qualifiedName()));
+    String instanceId = config.instanceId();
+    if (instanceId != null) {
+      options.instanceId(instanceId);
+    }
+    OutboxRelay relay = OutboxRelay.create(pool, options.build());
+    relay.outcomes().subscribe(this::logOutcome, error -> relayEnded(), this::relayEnded);
+    handle = relay.start();
+    state.compareAndSet(State.STARTING, State.RUNNING);
+  }
+
+  private void logOutcome(RelayOutcome outcome) {
+    if (outcome.kind() == RelayOutcome.Kind.DEAD_LETTERED) {
+      log.warn("Batch {} ({} messages) dead-lettered: {}", outcome.batchId(),
+          outcome.messageCount(), outcome.reason());
+    } else if (log.isDebugEnabled()) {
+      log.debug("{}", outcome);
+    }
+  }
+
+  /** The outcomes complete when the relay has stopped: unexpected unless we are stopping. */
+  private void relayEnded() {
+    if (state.compareAndSet(State.RUNNING, State.FAILED)) {
+      log.error("Outbox relay ended without being stopped; /health reports DOWN");
+    }
+  }
+
+  /** The port of {@code /health} and {@code /metrics} (the bound one when configured as 0). */
+  public int httpPort() {
+    DisposableServer bound = server;
+    if (bound == null) {
+      throw new IllegalStateException("The HTTP server is not bound");
+    }
+    return bound.port();
+  }
+
+  public StandaloneConfig config() {
+    return config;
+  }
+
+  /** Records claimed and not yet settled, now. */
+  public long inFlightRecords() {
+    RelayHandle running = handle;
+    return running == null ? 0 : running.inFlightRecords();
+  }
+
+  /**
+   * Stops the relay ({@link RelayHandle#stop}: no more claims, in-flight records get up to
+   * {@code drain} to be acknowledged and settled, the rest are released), then closes the HTTP
+   * server and the connection pool. {@code /health} reports DOWN from the moment this is
+   * subscribed. Completes within about {@code drain} plus 5 s; never fails. Idempotent: every
+   * call returns the same stop.
+   */
+  public Mono<Void> stop(Duration drain) {
+    Objects.requireNonNull(drain, "drain");
+    Mono<Void> stop = Mono.defer(() -> stopping(drain)).cache();
+    return stopping.compareAndSet(null, stop) ? stop : Objects.requireNonNull(stopping.get());
+  }
+
+  private Mono<Void> stopping(Duration drain) {
+    state.set(State.STOPPING);
+    RelayHandle running = handle;
+    Mono<Void> relayStop = running == null ? Mono.empty() : running.stop(drain)
+        .onErrorResume(e -> {
+          log.warn("Outbox relay did not stop cleanly: {}", e.toString());
+          return Mono.empty();
+        });
+    return relayStop
+        .then(closeHttpServer())
+        .then(pool.disposeLater().onErrorResume(e -> {
+          log.warn("Connection pool did not close cleanly: {}", e.toString());
+          return Mono.empty();
+        }))
+        .then(Mono.fromRunnable(registry::close));
+  }
+
+  private Mono<Void> closeHttpServer() {
+    DisposableServer bound = server;
+    if (bound == null) {
+      return Mono.empty();
+    }
+    return Mono.fromRunnable(bound::dispose)
+        .then(bound.onDispose())
+        .then(Mono.<Void>create(sink -> httpConnections.close().addListener(done -> sink.success())))
+        .timeout(HTTP_CLOSE_TIMEOUT, Mono.fromRunnable(
+            () -> log.warn("HTTP server did not close within {}", HTTP_CLOSE_TIMEOUT)))
+        .onErrorResume(e -> Mono.empty());
+  }
+
+  /** After a failed start, from the thread that called {@link #start}. */
+  private void disposeNow() {
+    DisposableServer bound = server;
+    if (bound != null) {
+      bound.dispose();
+    }
+    httpConnections.close();
+    pool.dispose();
+    registry.close();
+  }
+
+  // ---- HTTP ----
+
+  private Mono<Void> health(HttpServerRequest request, HttpServerResponse response) {
+    return checkHealth().flatMap(health -> respond(response, health.downReason()));
+  }
+
+  /** The health check's answer: {@code downReason} is {@code null} when healthy. */
+  record Health(@Nullable String downReason) {
+    static final Health UP = new Health(null);
+
+    boolean up() {
+      return downReason == null;
+    }
+  }
+
+  private Mono<Void> respond(HttpServerResponse response, @Nullable String downReason) {
+    String body = downReason == null ? "{\"status\":\"UP\"}"
+        : "{\"status\":\"DOWN\",\"reason\":\"" + jsonEscape(downReason) + "\"}";
+    return response.status(downReason == null ? HttpResponseStatus.OK
+            : HttpResponseStatus.SERVICE_UNAVAILABLE)
+        .header(HttpHeaderNames.CONTENT_TYPE, JSON)
+        .header(HttpHeaderNames.CACHE_CONTROL, "no-store")
+        .sendString(Mono.just(body))
+        .then();
+  }
+
+  /**
+   * UP while the relay runs and the database answers {@code SELECT 1} in time. A pool
+   * acquisition that waits is cut short by the timeout (the waiting acquisition is cancelled).
+   */
+  Mono<Health> checkHealth() {
+    return Mono.defer(() -> {
+      State now = state.get();
+      if (now != State.RUNNING) {
+        return Mono.just(new Health("relay is " + now.name().toLowerCase(java.util.Locale.ROOT)));
+      }
+      return Mono.usingWhen(pool.create(),
+              connection -> Flux.from(connection.createStatement("SELECT 1").execute())
+                  .concatMap(result -> result.map((row, meta) -> 1))
+                  .then(),
+              Connection::close)
+          .timeout(HEALTH_QUERY_TIMEOUT)
+          .thenReturn(Health.UP)
+          .onErrorResume(TimeoutException.class, e -> Mono.just(new Health(
+              "database did not answer SELECT 1 within "
+                  + StandaloneConfig.format(HEALTH_QUERY_TIMEOUT))))
+          .onErrorResume(e -> Mono.just(new Health("database: " + e)));
+    });
+  }
+
+  private Mono<Void> metrics(HttpServerRequest request, HttpServerResponse response) {
+    // Scraping walks every meter and may take locks: keep it off the event loop.
+    Mono<String> text = Mono.fromCallable(registry::scrape).subscribeOn(Schedulers.boundedElastic());
+    return response.header(HttpHeaderNames.CONTENT_TYPE, PROMETHEUS_TEXT)
+        .sendString(text)
+        .then();
+  }
+
+  static String jsonEscape(String text) {
+    StringBuilder out = new StringBuilder(text.length() + 16);
+    for (int i = 0; i < text.length(); i++) {
+      char c = text.charAt(i);
+      switch (c) {
+        case '"' -> out.append("\\\"");
+        case '\\' -> out.append("\\\\");
+        case '\n' -> out.append("\\n");
+        case '\r' -> out.append("\\r");
+        case '\t' -> out.append("\\t");
+        default -> {
+          if (c < 0x20) {
+            out.append(String.format("\\u%04x", (int) c));
+          } else {
+            out.append(c);
+          }
+        }
+      }
+    }
+    return out.toString();
+  }
+}

@@ -1,0 +1,165 @@
+package dev.outbox.relay.standalone;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxSchema;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.r2dbc.OutboxTransactions;
+import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.testing.Poll;
+import dev.outbox.testing.PostgresExtension;
+import dev.outbox.testing.TestKafka;
+import dev.outbox.testing.TestPostgres;
+import io.r2dbc.pool.ConnectionPool;
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@link RelayMain} as its own JVM, configured by environment variables, stopped by SIGTERM. */
+@ExtendWith(PostgresExtension.class)
+class RelayMainProcessTest {
+  private final TestPostgres postgres;
+  private final TestKafka kafka = TestKafka.get();
+  private @TempDir Path dir;
+  private Process process;
+
+  RelayMainProcessTest(TestPostgres postgres) {
+    this.postgres = postgres;
+  }
+
+  @AfterEach
+  void killLeftovers() {
+    if (process != null && process.isAlive()) {
+      process.destroyForcibly();
+    }
+  }
+
+  /** The harness URL with a password in it (the embedded server trusts local logins). */
+  private static String urlWithPassword(String url, String password) {
+    int scheme = url.indexOf("://") + 3;
+    int at = url.indexOf('@', scheme);
+    if (at < 0 || url.substring(scheme, at).contains(":")) {
+      return url; // no user to attach it to, or it has a password already
+    }
+    return url.substring(0, at) + ":" + password + url.substring(at);
+  }
+
+  private static String password(String url) {
+    int scheme = url.indexOf("://") + 3;
+    String userInfo = url.substring(scheme, url.indexOf('@', scheme));
+    return userInfo.substring(userInfo.indexOf(':') + 1);
+  }
+
+  private Process launch(Map<String, String> outboxEnv, Path output) throws IOException {
+    String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+    ProcessBuilder builder = new ProcessBuilder(java, "-Xmx256m",
+        "-cp", System.getProperty("java.class.path"), RelayMain.class.getName());
+    builder.environment().keySet().removeIf(name -> name.startsWith("OUTBOX_"));
+    builder.environment().putAll(outboxEnv);
+    builder.redirectErrorStream(true).redirectOutput(output.toFile());
+    process = builder.start();
+    return process;
+  }
+
+  private static String read(Path output) {
+    try {
+      return Files.readString(output, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "(unreadable: " + e + ")";
+    }
+  }
+
+  private static int freePort() throws IOException {
+    try (ServerSocket socket = new ServerSocket(0)) {
+      return socket.getLocalPort();
+    }
+  }
+
+  @Test
+  void runsFromEnvironmentVariablesAndExitsZeroOnSigterm() throws Exception {
+    OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("process"));
+    String topic = TestPostgres.uniqueName("process_topic");
+    kafka.createTopic(topic, 1);
+    ConnectionPool pool = postgres.newPool(2);
+    try {
+      OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(60));
+      OutboxTransactions.inTransaction(pool, c -> OutboxWriter.builder().table(table).build()
+              .write(Message.builder().stream(topic).key("k").data(new byte[] {42}).build()))
+          .block(Duration.ofSeconds(30));
+    } finally {
+      pool.dispose();
+    }
+    String url = urlWithPassword(postgres.url(), "pw-" + UUID.randomUUID());
+    String dbPassword = password(url);
+    String kafkaSecret = "kafka-secret-" + UUID.randomUUID();
+    int port = freePort();
+    Path output = dir.resolve("relay.log");
+
+    Process relay = launch(Map.of(
+        "OUTBOX_DATABASE_URL", url,
+        "OUTBOX_KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrapServers(),
+        "OUTBOX_TABLE", table.qualifiedName(),
+        "OUTBOX_POLL_INTERVAL", "200ms",
+        "OUTBOX_HTTP_PORT", Integer.toString(port),
+        "OUTBOX_DRAIN", "5s",
+        "OUTBOX_KAFKA_LINGER_MS", "1",
+        "OUTBOX_KAFKA_SSL_KEY_PASSWORD", kafkaSecret), output);
+
+    Poll.until("the relay process reports UP on /health", Duration.ofSeconds(120), () -> {
+      if (!relay.isAlive()) {
+        throw new AssertionError("The relay exited with " + relay.exitValue() + ":\n" + read(output));
+      }
+      HttpResponse<String> health = Http.tryGet(port, "/health");
+      return health != null && health.statusCode() == 200 && health.body().contains("\"UP\"");
+    });
+    assertThat(kafka.consume(List.of(topic), 1, Duration.ofSeconds(60), Duration.ZERO))
+        .as("the message written before the start").hasSize(1);
+    Poll.until("the row is deleted", Duration.ofSeconds(60),
+        () -> postgres.queryLong("SELECT count(*) FROM " + table.qualifiedName()) == 0);
+    assertThat(Http.get(port, "/metrics").body()).contains("outbox_relay_records_published");
+
+    relay.destroy(); // SIGTERM
+
+    assertThat(relay.waitFor(30, TimeUnit.SECONDS)).as("exited within 30 s").isTrue();
+    String log = read(output);
+    assertThat(relay.exitValue()).as("exit status; output:\n%s", log).isZero();
+    assertThat(log)
+        .contains("OUTBOX_TABLE=" + table.qualifiedName())
+        .contains("ssl.key.password=****")
+        .contains(":****@")
+        .contains("Outbox relay stopped")
+        .doesNotContain(dbPassword)
+        .doesNotContain(kafkaSecret);
+  }
+
+  @Test
+  void invalidConfigurationExitsWithStatusTwoNamingTheVariable() throws Exception {
+    Path output = dir.resolve("invalid.log");
+
+    Process relay = launch(Map.of(
+        "OUTBOX_DATABASE_URL", "r2dbc:postgresql://relay:hunter2@localhost:5432/app",
+        "OUTBOX_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
+        "OUTBOX_MODE", "SIDEWAYS"), output);
+
+    assertThat(relay.waitFor(60, TimeUnit.SECONDS)).as("exited within 60 s").isTrue();
+    String log = read(output);
+    assertThat(relay.exitValue()).as("exit status; output:\n%s", log)
+        .isEqualTo(RelayMain.EXIT_INVALID_CONFIGURATION);
+    assertThat(log).contains("Invalid outbox relay configuration: OUTBOX_MODE must be PARALLEL or"
+        + " ORDERED, got 'SIDEWAYS'").doesNotContain("hunter2");
+  }
+}
