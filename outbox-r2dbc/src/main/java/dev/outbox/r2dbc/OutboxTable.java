@@ -91,6 +91,30 @@ public final class OutboxTable {
     return schema == null ? name : schema + "." + name;
   }
 
+  /**
+   * The default LISTEN/NOTIFY channel for this table, {@code <name>_notify}: what {@code
+   * OutboxWriter.builder().notifyChannel(table.notifyChannel())} and the relay's {@code
+   * listen(...)} agree on.
+   */
+  public String notifyChannel() {
+    return name + "_notify";
+  }
+
+  /**
+   * Validates a LISTEN/NOTIFY channel name: an unquoted identifier of at most 63 characters, so
+   * it can be put into {@code LISTEN} safely (LISTEN takes no parameters).
+   *
+   * @throws InvalidConfigurationException when it is not
+   */
+  public static String checkChannel(@Nullable String channel) {
+    if (channel == null || channel.length() > MAX_IDENTIFIER
+        || !IDENTIFIER.matcher(channel).matches()) {
+      throw new InvalidConfigurationException("Notification channel '" + channel + "' is invalid:"
+          + " expected 1 to 63 lower-case letters, digits and '_', not starting with a digit");
+    }
+    return channel;
+  }
+
   /** The dead-letter table's name to use in SQL. */
   public String deadLetterQualifiedName() {
     return qualifiedName() + "_dead_letter";

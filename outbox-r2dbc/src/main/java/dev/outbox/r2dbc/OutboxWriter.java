@@ -70,9 +70,11 @@ public interface OutboxWriter {
     }
 
     /**
-     * Also runs {@code pg_notify(channel, batch_id)} in the same transaction, so relays
-     * listening on {@code channel} wake at commit (and never for a rolled-back write). Default:
-     * none. The notification is only a hint; relays still poll.
+     * Also runs {@code pg_notify(channel, batch_id)} in the same statement as the insert, so
+     * relays listening on {@code channel} (usually {@link OutboxTable#notifyChannel()}) wake at
+     * commit, and never for a rolled-back write. Default: none, because every notifying commit
+     * takes PostgreSQL's global notification-queue lock, which serializes commits under heavy
+     * write load. The notification is only a hint; relays still poll.
      */
     public Builder notifyChannel(@Nullable String channel) {
       this.notifyChannel = channel;
@@ -86,10 +88,8 @@ public interface OutboxWriter {
     }
 
     public OutboxWriter build() {
-      if (notifyChannel != null && (notifyChannel.isBlank() || notifyChannel.length() > 63)) {
-        throw new InvalidConfigurationException(
-            "notifyChannel must be 1 to 63 characters (a PostgreSQL channel name), got '"
-                + notifyChannel + "'");
+      if (notifyChannel != null) {
+        OutboxTable.checkChannel(notifyChannel);
       }
       return new R2dbcOutboxWriter(table, codec, notifyChannel, List.copyOf(resolvers));
     }

@@ -1,6 +1,7 @@
 package dev.outbox.r2dbc;
 
 import io.r2dbc.spi.Connection;
+import io.r2dbc.spi.Statement;
 import java.util.List;
 import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
@@ -19,8 +20,12 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     this.codec = codec;
     this.notifyChannel = notifyChannel;
     this.resolvers = resolvers;
-    this.insertSql = "INSERT INTO " + table.qualifiedName()
+    String insert = "INSERT INTO " + table.qualifiedName()
         + " (batch_id, message_count, raw_data, message_keys) VALUES ($1, $2, $3, $4)";
+    // One statement either way: the notification costs no extra round trip.
+    this.insertSql = notifyChannel == null ? insert
+        : "WITH inserted AS (" + insert + " RETURNING batch_id)"
+            + " SELECT pg_notify($5, batch_id) FROM inserted";
   }
 
   @Override
@@ -63,22 +68,16 @@ final class R2dbcOutboxWriter implements OutboxWriter {
 
   private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw,
       String[] keys) {
-    Mono<Void> insert = Flux.from(connection.createStatement(insertSql)
-            .bind(0, batchId)
-            .bind(1, count)
-            .bind(2, raw)
-            .bind(3, keys)
-            .execute())
+    Statement statement = connection.createStatement(insertSql)
+        .bind(0, batchId)
+        .bind(1, count)
+        .bind(2, raw)
+        .bind(3, keys);
+    if (notifyChannel != null) {
+      statement.bind(4, notifyChannel);
+    }
+    return Flux.from(statement.execute())
         .concatMap(result -> result.getRowsUpdated())
         .then();
-    if (notifyChannel == null) {
-      return insert;
-    }
-    return insert.then(Flux.from(connection.createStatement("SELECT pg_notify($1, $2)")
-            .bind(0, notifyChannel)
-            .bind(1, batchId)
-            .execute())
-        .concatMap(result -> result.map((row, meta) -> 1))
-        .then());
   }
 }

@@ -3,6 +3,8 @@ package dev.outbox.relay;
 import dev.outbox.r2dbc.Codec;
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.OutboxTable;
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Objects;
@@ -37,6 +39,7 @@ import org.jspecify.annotations.Nullable;
  * @param pollInterval how often the table is polled for due batches
  * @param leadershipRetry in ORDERED mode, how often a standby tries to become leader, and how
  *     often the leader checks its lock connection
+ * @param triggers what else wakes the relay besides polling
  * @param statsInterval how often backlog meters are refreshed
  * @param instanceId this relay's lease owner name, unique per instance
  * @param metrics where measurements go
@@ -55,6 +58,7 @@ public record RelayOptions(
     FailureClassifier failureClassifier,
     Duration pollInterval,
     Duration leadershipRetry,
+    Triggers triggers,
     Duration statsInterval,
     String instanceId,
     RelayMetrics metrics) {
@@ -78,6 +82,11 @@ public record RelayOptions(
     private FailureClassifier failureClassifier = FailureClassifier.kafkaDefault();
     private Duration pollInterval = Duration.ofSeconds(1);
     private Duration leadershipRetry = Duration.ofSeconds(1);
+    private @Nullable String listenChannel;
+    private @Nullable InetSocketAddress heartbeatTcp;
+    private @Nullable InetSocketAddress heartbeatUdp;
+    private @Nullable Path heartbeatUnixSocket;
+    private Duration wakeDebounce = Duration.ofMillis(20);
     private Duration statsInterval = Duration.ofSeconds(10);
     private @Nullable String instanceId;
     private RelayMetrics metrics = RelayMetrics.none();
@@ -166,6 +175,43 @@ public record RelayOptions(
       return this;
     }
 
+    /**
+     * LISTEN on {@code channel} (usually {@link OutboxTable#notifyChannel()}, the channel the
+     * writer's {@code notifyChannel} option notifies) on a dedicated connection, and claim when
+     * a notification arrives. Re-listens with backoff after a disconnect. Default: off.
+     */
+    public Builder listen(String channel) {
+      this.listenChannel = OutboxTable.checkChannel(channel);
+      return this;
+    }
+
+    /** Accept heartbeats ("there is work") on this TCP address. Default: off. */
+    public Builder heartbeatTcp(InetSocketAddress address) {
+      this.heartbeatTcp = address;
+      return this;
+    }
+
+    /** Accept heartbeat datagrams on this UDP address. Default: off. */
+    public Builder heartbeatUdp(InetSocketAddress address) {
+      this.heartbeatUdp = address;
+      return this;
+    }
+
+    /** Accept heartbeats on this UNIX-domain socket (Linux, epoll). Default: off. */
+    public Builder heartbeatUnixSocket(Path path) {
+      this.heartbeatUnixSocket = path;
+      return this;
+    }
+
+    /**
+     * Notifications and heartbeats within this window wake the relay once, at the end of the
+     * window: at most one claim cycle per window however many arrive. Default 20 ms.
+     */
+    public Builder wakeDebounce(Duration wakeDebounce) {
+      this.wakeDebounce = wakeDebounce;
+      return this;
+    }
+
     /** Default 10 s. */
     public Builder statsInterval(Duration statsInterval) {
       this.statsInterval = statsInterval;
@@ -201,6 +247,7 @@ public record RelayOptions(
       positive("pollInterval", pollInterval);
       positive("statsInterval", statsInterval);
       positive("leadershipRetry", leadershipRetry);
+      positive("wakeDebounce", wakeDebounce);
       if (leaseDuration.compareTo(Duration.ofSeconds(1)) < 0) {
         throw new InvalidConfigurationException(
             "leaseDuration must be at least 1 s (it must outlast a publish), got " + leaseDuration);
@@ -220,7 +267,9 @@ public record RelayOptions(
       RecordSink target = ownSink ? ReactorKafkaSink.create(kafka, maxInFlight) : sink;
       return new RelayOptions(table, codec, target, ownSink, mode, claimSize, leaseDuration,
           maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
-          leadershipRetry, statsInterval, id, metrics);
+          leadershipRetry,
+          new Triggers(listenChannel, heartbeatTcp, heartbeatUdp, heartbeatUnixSocket, wakeDebounce),
+          statsInterval, id, metrics);
     }
 
     private static void positive(String name, int value) {

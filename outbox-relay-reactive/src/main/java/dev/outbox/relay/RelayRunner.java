@@ -59,6 +59,9 @@ final class RelayRunner implements RelayHandle {
   private final Disposable.Swap pipeline = Disposables.swap();
   private final Disposable.Swap stats = Disposables.swap();
   private final Disposable.Swap leading = Disposables.swap();
+  private final Disposable.Swap triggers = Disposables.swap();
+  private final ConnectionFactory unpooled;
+  private final Sinks.Many<Long> externalWakeups = Sinks.many().multicast().directBestEffort();
   private final @Nullable Leadership leadership;
   /** Whether this instance may claim: always in PARALLEL, only as leader in ORDERED. */
   private final java.util.concurrent.atomic.AtomicBoolean leader =
@@ -69,6 +72,7 @@ final class RelayRunner implements RelayHandle {
       Sinks.Many<RelayOutcome> outcomes) {
     this.options = options;
     this.outcomes = outcomes;
+    this.unpooled = unpooled;
     this.leadership = options.mode() == RelayMode.ORDERED
         ? new Leadership(unpooled, "dev.outbox.relay:" + options.table().qualifiedName(),
             options.instanceId(), options.leadershipRetry(), options.leadershipRetry().multipliedBy(2))
@@ -90,6 +94,16 @@ final class RelayRunner implements RelayHandle {
           wake();
         }
       }));
+    }
+    if (options.triggers().any()) {
+      triggers.update(WakeSources.of(options.triggers(), unpooled, options.instanceId())
+          .subscribe(signal -> {
+                synchronized (externalWakeups) {
+                  externalWakeups.tryEmitNext(signal);
+                }
+              },
+              error -> log.error("Outbox relay {} lost a wake-up trigger; polling continues",
+                  options.instanceId(), error)));
     }
     pipeline.update(run().subscribe(
         done -> {},
@@ -132,7 +146,9 @@ final class RelayRunner implements RelayHandle {
   }
 
   private Flux<OutboundRecord<RecordRef>> records() {
-    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux())
+    // Notifications and heartbeats count once per debounce window, at its end.
+    Flux<Long> external = externalWakeups.asFlux().sample(options.triggers().debounce());
+    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux(), external)
         .onBackpressureLatest()
         .takeUntilOther(stopClaiming.asMono())
         // Claims run one at a time, off the thread that woke them.
@@ -358,6 +374,7 @@ final class RelayRunner implements RelayHandle {
     Duration waitForDrain = drain.minus(reserve);
     return Mono.defer(() -> {
       log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
+      triggers.dispose(); // stop triggers first
       stopClaiming.tryEmitValue(true);
       return terminated.asMono()
           .timeout(waitForDrain, Mono.defer(() -> {
