@@ -89,7 +89,8 @@ class RelayKafkaTest {
 
     start(options().kafka(kafka.producerProperties()).build(), seen);
 
-    Poll.until("every outbox row is gone", Duration.ofSeconds(120), () -> outbox.rows() == 0);
+    Poll.until("every outbox row is gone", Duration.ofSeconds(120), () -> outbox.rows() == 0
+        && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 1000);
     List<ConsumerRecord<String, byte[]>> consumed =
         kafka.consume(topics, 10_000, Duration.ofSeconds(60), Duration.ofSeconds(1));
     Delivery delivery = new Delivery(consumed);
@@ -112,7 +113,9 @@ class RelayKafkaTest {
 
     start(options().kafka(producer).build(), seen);
 
-    Poll.until("only dead letters are left", Duration.ofSeconds(60), () -> outbox.rows() == 0);
+    Poll.until("only dead letters are left", Duration.ofSeconds(60), () -> outbox.rows() == 0
+        && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 50
+        && seen.stream().filter(o -> o.kind() == Kind.DEAD_LETTERED).count() == 2);
     List<DeadLetter> dead = outbox.store.deadLetters(10).collectList().block();
     assertThat(dead).extracting(DeadLetter::reason)
         .anySatisfy(r -> assertThat(r).startsWith("InvalidTopicException"))
@@ -146,7 +149,8 @@ class RelayKafkaTest {
       start(options().kafka(kafka.producerProperties()).claimSize(10).maxInFlight(100).build(), s);
     }
 
-    Poll.until("every outbox row is gone", Duration.ofSeconds(120), () -> outbox.rows() == 0);
+    Poll.until("every outbox row is gone", Duration.ofSeconds(120), () -> outbox.rows() == 0
+        && seen.stream().mapToLong(s -> s.stream().filter(o -> o.kind() == Kind.PUBLISHED).count()).sum() == 600);
     System.out.printf("three PARALLEL relays: topic holds %d records%n", kafka.recordCount(topicName));
     Delivery delivery = new Delivery(kafka.consume(List.of(topicName), 3000, Duration.ofSeconds(60),
         Duration.ofSeconds(1)));

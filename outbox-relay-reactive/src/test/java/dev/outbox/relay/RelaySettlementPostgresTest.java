@@ -66,7 +66,9 @@ class RelaySettlementPostgresTest {
     relay = start(flaky, RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofMillis(200))
         .jitter(0).build(), seen);
 
-    Poll.until("every batch is published", Duration.ofSeconds(20), () -> outbox.rows() == 0);
+    // Outcomes are emitted just after their statement commits: wait for them, not only the rows.
+    Poll.until("every batch is published", Duration.ofSeconds(20), () -> outbox.rows() == 0
+        && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 6);
     assertThat(seen).filteredOn(o -> o.kind() == Kind.RETRY_SCHEDULED).hasSize(2)
         .allSatisfy(o -> assertThat(o.reason()).contains("TimeoutException: broker slow"));
     assertThat(seen).filteredOn(o -> o.kind() == Kind.RETRY_SCHEDULED)
@@ -110,7 +112,9 @@ class RelaySettlementPostgresTest {
     relay = start(sink, RetryPolicy.builder().maxAttempts(3).initialBackoff(Duration.ofMillis(50))
         .jitter(0).build(), seen);
 
-    Poll.until("the outbox is empty", Duration.ofSeconds(20), () -> outbox.rows() == 0);
+    Poll.until("the outbox is empty", Duration.ofSeconds(20), () -> outbox.rows() == 0
+        && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 20
+        && seen.stream().filter(o -> o.kind() == Kind.DEAD_LETTERED).count() == 2);
     assertThat(seen).filteredOn(o -> o.kind() == Kind.PUBLISHED).hasSize(20);
     List<DeadLetter> dead = outbox.store.deadLetters(10).collectList().block();
     assertThat(dead).hasSize(2);
