@@ -11,8 +11,9 @@ public final class Benchmarks {
     switch (which) {
       case "writer" -> WriterBenchmark.main(Arrays.copyOfRange(args, 1, args.length));
       case "relay" -> RelayBenchmark.main(Arrays.copyOfRange(args, 1, args.length));
+      case "latency" -> TriggerLatencyBenchmark.main(Arrays.copyOfRange(args, 1, args.length));
       default -> throw new IllegalArgumentException("Unknown benchmark '" + which
-          + "'; expected one of: writer, relay");
+          + "'; expected one of: writer, relay, latency");
     }
     dev.outbox.testing.TestKafka.closeIfStarted();
     System.exit(0);
