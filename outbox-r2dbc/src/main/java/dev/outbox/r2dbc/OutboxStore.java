@@ -45,6 +45,7 @@ public final class OutboxStore {
   private final String claimSql;
   private final String orderedClaimSql;
   private final String deleteSql;
+  private final String claimByIdSql;
   private final String deleteAllSql;
   private final String retrySql;
   private final String releaseSql;
@@ -66,6 +67,11 @@ public final class OutboxStore {
     claimSql = claimSql(t, false);
     orderedClaimSql = claimSql(t, true);
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
+    claimByIdSql = "UPDATE " + t + " SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
+        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
+        + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+        + " RETURNING batch_id, insert_seq, message_count, write_retries, raw_data, insert_time,"
+        + " lease_expires_at";
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::text[], $2::uuid[])"
         + " AS settled(batch_id, lease_token)"
         + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
@@ -156,18 +162,24 @@ public final class OutboxStore {
           s -> s.bind(0, request.maxBatches()).bind(1, request.owner()).bind(2, token)
               .bind(3, request.lease().toMillis()).bind(4, (long) request.maxMessages())
               .bind(5, request.admitOversizedFirst()),
-          row -> new ClaimedBatch(
-              row.get("batch_id", String.class),
-              row.get("insert_seq", Long.class),
-              row.get("message_count", Integer.class),
-              row.get("write_retries", Integer.class),
-              bytes(row, "raw_data"),
-              row.get("insert_time", Instant.class),
-              token,
-              row.get("lease_expires_at", Instant.class)))
+          row -> claimed(row, token))
           // RETURNING does not keep the ORDER BY of the CTE.
           .collectSortedList(Comparator.comparingLong(ClaimedBatch::insertSeq))
           .flatMapIterable(batches -> batches);
+    });
+  }
+
+  /**
+   * Claims one batch by id, whatever its {@code next_attempt_at}, unless another relay holds an
+   * unexpired lease on it; empty when it is gone (already published) or leased.
+   */
+  public Mono<ClaimedBatch> claimById(String batchId, Duration lease, String owner) {
+    return Mono.defer(() -> {
+      UUID token = Entropy.randomUuid();
+      return query(claimByIdSql,
+          s -> s.bind(0, batchId).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
+          row -> claimed(row, token))
+          .next();
     });
   }
 
@@ -271,6 +283,18 @@ public final class OutboxStore {
         row.get("rows", Long.class),
         row.get("oldest", Instant.class),
         row.get("dead_letters", Long.class))).single();
+  }
+
+  private static ClaimedBatch claimed(Readable row, UUID token) {
+    return new ClaimedBatch(
+        row.get("batch_id", String.class),
+        row.get("insert_seq", Long.class),
+        row.get("message_count", Integer.class),
+        row.get("write_retries", Integer.class),
+        bytes(row, "raw_data"),
+        row.get("insert_time", Instant.class),
+        token,
+        row.get("lease_expires_at", Instant.class));
   }
 
   private static DeadLetter deadLetter(Readable row) {

@@ -16,4 +16,15 @@ public enum RelayMode {
    * each key's messages arrive in order. Batches with other keys keep flowing.
    */
   ORDERED,
+
+  /**
+   * The relay follows inserts into the outbox table through PostgreSQL logical replication
+   * ({@code pgoutput}, a publication on the table's {@code batch_id}, a replication slot) and
+   * publishes batches one after another in <em>commit order</em>, confirming each transaction's
+   * log position only after its batches are published and settled. After a restart it resumes
+   * from the slot: nothing is lost; what was published but not yet confirmed is published again.
+   * One relay per slot (the slot is exclusive). No polling: a retriable failure is retried in
+   * place, holding back everything after it, until it succeeds or is dead-lettered.
+   */
+  WAL,
 }

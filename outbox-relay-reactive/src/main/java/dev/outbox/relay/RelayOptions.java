@@ -40,6 +40,8 @@ import org.jspecify.annotations.Nullable;
  * @param leadershipRetry in ORDERED mode, how often a standby tries to become leader, and how
  *     often the leader checks its lock connection
  * @param triggers what else wakes the relay besides polling
+ * @param walSlot WAL mode: the replication slot (created if missing)
+ * @param walPublication WAL mode: the publication (created if missing)
  * @param statsInterval how often backlog meters are refreshed
  * @param instanceId this relay's lease owner name, unique per instance
  * @param metrics where measurements go
@@ -59,6 +61,8 @@ public record RelayOptions(
     Duration pollInterval,
     Duration leadershipRetry,
     Triggers triggers,
+    String walSlot,
+    String walPublication,
     Duration statsInterval,
     String instanceId,
     RelayMetrics metrics) {
@@ -87,6 +91,8 @@ public record RelayOptions(
     private @Nullable InetSocketAddress heartbeatUdp;
     private @Nullable Path heartbeatUnixSocket;
     private Duration wakeDebounce = Duration.ofMillis(20);
+    private @Nullable String walSlot;
+    private @Nullable String walPublication;
     private Duration statsInterval = Duration.ofSeconds(10);
     private @Nullable String instanceId;
     private RelayMetrics metrics = RelayMetrics.none();
@@ -212,6 +218,18 @@ public record RelayOptions(
       return this;
     }
 
+    /** WAL mode: replication slot name. Default {@code <table name>_relay}. */
+    public Builder walSlot(String walSlot) {
+      this.walSlot = OutboxTable.checkChannel(walSlot);
+      return this;
+    }
+
+    /** WAL mode: publication name. Default {@code <table name>_relay}. */
+    public Builder walPublication(String walPublication) {
+      this.walPublication = OutboxTable.checkChannel(walPublication);
+      return this;
+    }
+
     /** Default 10 s. */
     public Builder statsInterval(Duration statsInterval) {
       this.statsInterval = statsInterval;
@@ -269,6 +287,8 @@ public record RelayOptions(
           maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
           leadershipRetry,
           new Triggers(listenChannel, heartbeatTcp, heartbeatUdp, heartbeatUnixSocket, wakeDebounce),
+          walSlot != null ? walSlot : table.name() + "_relay",
+          walPublication != null ? walPublication : table.name() + "_relay",
           statsInterval, id, metrics);
     }
 

@@ -2,10 +2,12 @@ package dev.outbox.relay;
 
 import dev.outbox.r2dbc.ClaimRequest;
 import dev.outbox.r2dbc.ClaimedBatch;
+import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxStore;
 import dev.outbox.relay.BatchInFlight.RecordRef;
 import dev.outbox.relay.RelayOutcome.Kind;
+import io.r2dbc.postgresql.PostgresqlConnectionFactory;
 import io.r2dbc.spi.ConnectionFactory;
 import java.time.Duration;
 import java.util.List;
@@ -46,6 +48,8 @@ final class RelayRunner implements RelayHandle {
   /** Most batches settled by one statement, and how long to wait to fill a group. */
   private static final int SETTLE_GROUP = 100;
   private static final Duration SETTLE_WINDOW = Duration.ofMillis(5);
+  /** WAL mode: how often confirmed positions are reported to the server. */
+  private static final Duration WAL_STATUS_INTERVAL = Duration.ofMillis(500);
 
   private final RelayOptions options;
   private final OutboxStore store;
@@ -105,7 +109,7 @@ final class RelayRunner implements RelayHandle {
               error -> log.error("Outbox relay {} lost a wake-up trigger; polling continues",
                   options.instanceId(), error)));
     }
-    pipeline.update(run().subscribe(
+    pipeline.update((options.mode() == RelayMode.WAL ? followWal() : run()).subscribe(
         done -> {},
         error -> {
           if (stopping.get() == null) {
@@ -143,6 +147,68 @@ final class RelayRunner implements RelayHandle {
             .filter(error -> stopping.get() == null)
             .doBeforeRetry(signal -> log.warn("Outbox relay {} restarting its pipeline after: {}",
                 options.instanceId(), signal.failure().toString())));
+  }
+
+  /**
+   * WAL mode: committed inserts in commit order, one batch after another; each transaction's log
+   * position is confirmed only after its batches are settled.
+   */
+  private Mono<Void> followWal() {
+    if (!(unpooled instanceof PostgresqlConnectionFactory postgres)) {
+      return Mono.error(new InvalidConfigurationException(
+          "WAL mode needs an r2dbc-postgresql ConnectionFactory, got " + unpooled.getClass()));
+    }
+    WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
+        options.table().name(), "batch_id", WAL_STATUS_INTERVAL);
+    return WalFollower.ensurePublication(unpooled, options.walPublication(),
+            options.table().qualifiedName(), "batch_id")
+        .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
+        .thenMany(Flux.defer(follower::follow).takeUntilOther(stopClaiming.asMono()))
+        .concatMap(insert -> publishInCommitOrder(insert.batchId())
+            .then(Mono.fromRunnable(() -> follower.acknowledge(insert))))
+        .then()
+        .retryWhen(Retry.backoff(Long.MAX_VALUE, Duration.ofSeconds(1))
+            .maxBackoff(Duration.ofSeconds(30))
+            .filter(error -> stopping.get() == null)
+            .doBeforeRetry(signal -> log.warn("Outbox relay {} following the WAL again after: {}",
+                options.instanceId(), signal.failure().toString())));
+  }
+
+  /** Publishes one batch, waiting out another holder's lease and retrying in place. */
+  private Mono<Void> publishInCommitOrder(String batchId) {
+    return store.claimById(batchId, options.leaseDuration(), options.instanceId())
+        .flatMap(claimed -> {
+          metrics.inFlight(inFlight.addAndGet(claimed.messageCount()));
+          return sendAndSettle(claimed);
+        })
+        .map(outcome -> outcome.kind() == Kind.RETRY_SCHEDULED && outcome.retryIn() != null
+            ? Mono.delay(outcome.retryIn()).then(Mono.defer(() -> publishInCommitOrder(batchId)))
+            : Mono.<Void>empty())
+        .switchIfEmpty(Mono.defer(() -> store.find(batchId)
+            // Still there but not claimable: another holder's lease; wait for it to expire.
+            .map(row -> Mono.delay(Duration.ofSeconds(1)).then(Mono.defer(() -> publishInCommitOrder(batchId))))))
+        .flatMap(next -> next);
+  }
+
+  private Mono<RelayOutcome> sendAndSettle(ClaimedBatch claimed) {
+    List<Message> messages;
+    try {
+      messages = options.codec().decode(claimed.rawData());
+    } catch (RuntimeException error) {
+      return deadLetter(claimed, "undecodable raw_data: " + describe(error), claimed.writeRetries() + 1)
+          .doOnNext(this::emit)
+          .doFinally(signal -> metrics.inFlight(inFlight.addAndGet(-claimed.messageCount())));
+    }
+    BatchInFlight batch = new BatchInFlight(claimed, messages);
+    unsettled.add(batch);
+    return options.sink().send(Flux.fromIterable(batch.records()))
+        .doOnNext(this::account)
+        .then(Mono.defer(() -> batch.fatal() == null && batch.retriable() == null
+            ? store.delete(claimed)
+                .map(deleted -> outcome(deleted ? Kind.PUBLISHED : Kind.LEASE_LOST, claimed, 0, null, null))
+                .doFinally(signal -> settled(batch))
+            : settleFailure(batch)))
+        .doOnNext(this::emit);
   }
 
   private Flux<OutboundRecord<RecordRef>> records() {
@@ -211,6 +277,13 @@ final class RelayRunner implements RelayHandle {
 
   /** Accounts one record's answer; emits its batch when this was the batch's last record. */
   private void answered(SendResult<RecordRef> result, SynchronousSink<BatchInFlight> done) {
+    if (account(result)) {
+      done.next(result.correlation().batch());
+    }
+  }
+
+  /** Records one answer in metrics and in its batch; true when it was the batch's last. */
+  private boolean account(SendResult<RecordRef> result) {
     BatchInFlight batch = result.correlation().batch();
     Throwable error = result.error();
     if (error == null) {
@@ -220,9 +293,7 @@ final class RelayRunner implements RelayHandle {
       metrics.failed(fatal);
       batch.failed(error, fatal);
     }
-    if (batch.answered()) {
-      done.next(batch);
-    }
+    return batch.answered();
   }
 
   /** Settles a group of answered batches: fully published ones with one fenced DELETE. */
