@@ -68,11 +68,15 @@ final class TriggerLatencyBenchmark {
         "lat_heartbeat", b -> b.pollInterval(Duration.ofSeconds(1)).heartbeatUdp(udp), false,
         HeartbeatNotifier.udp(udp))));
 
+    rows.add(row("relay, WAL mode (logical replication, commit order)", relay(pool, kafka, topic,
+        "lat_wal", b -> b.mode(dev.outbox.relay.RelayMode.WAL), false, null)));
+    postgres.execute("SELECT pg_drop_replication_slot('lat_wal_relay')", "DROP PUBLICATION IF EXISTS lat_wal_relay");
+
     System.out.println();
     System.out.println("| ~1,000 msgs/s for " + RUN.toSeconds() + " s each | p50 ms | p99 ms | messages |");
     System.out.println("|---|---|---|---|");
     rows.forEach(System.out::println);
-    System.out.println("| relay, WAL | not built yet | | |");
+
     pool.dispose();
   }
 
@@ -108,7 +112,9 @@ final class TriggerLatencyBenchmark {
   private static List<Long> relay(ConnectionPool pool, TestKafka kafka, String topic, String name,
       UnaryOperator<RelayOptions.Builder> trigger, boolean notifying, HeartbeatNotifier heartbeat) {
     OutboxTable table = OutboxTable.of(name);
-    TestPostgres.get().execute("DROP TABLE IF EXISTS " + name, "DROP TABLE IF EXISTS " + name + "_dead_letter");
+    TestPostgres.get().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            + " WHERE slot_name = '" + name + "_relay'", "DROP PUBLICATION IF EXISTS " + name + "_relay",
+        "DROP TABLE IF EXISTS " + name, "DROP TABLE IF EXISTS " + name + "_dead_letter");
     OutboxSchema.createIfMissing(pool, table).block();
     OutboxWriter writer = OutboxWriter.builder().table(table)
         .notifyChannel(notifying ? table.notifyChannel() : null).build();
@@ -144,6 +150,7 @@ final class TriggerLatencyBenchmark {
         .blockLast();
     Mono.delay(Duration.ofSeconds(2)).block(); // let the tail drain
     relay.stop(Duration.ofSeconds(5)).block();
+    Mono.delay(Duration.ofSeconds(1)).block(); // the replication connection closes after stop
     sink.close().block();
     return latencies;
   }
