@@ -190,25 +190,16 @@ final class RelayRunner implements RelayHandle {
         .flatMap(next -> next);
   }
 
+  /** Sends one claimed batch and settles it; empty when it was undecodable (dead-lettered). */
   private Mono<RelayOutcome> sendAndSettle(ClaimedBatch claimed) {
-    List<Message> messages;
-    try {
-      messages = options.codec().decode(claimed.rawData());
-    } catch (RuntimeException error) {
-      return deadLetter(claimed, "undecodable raw_data: " + describe(error), claimed.writeRetries() + 1)
-          .doOnNext(this::emit)
-          .doFinally(signal -> metrics.inFlight(inFlight.addAndGet(-claimed.messageCount())));
-    }
-    BatchInFlight batch = new BatchInFlight(claimed, messages);
-    unsettled.add(batch);
-    return options.sink().send(Flux.fromIterable(batch.records()))
+    return decode(claimed).flatMap(batch -> options.sink().send(Flux.fromIterable(batch.records()))
         .doOnNext(this::account)
         .then(Mono.defer(() -> batch.fatal() == null && batch.retriable() == null
             ? store.delete(claimed)
                 .map(deleted -> outcome(deleted ? Kind.PUBLISHED : Kind.LEASE_LOST, claimed, 0, null, null))
                 .doFinally(signal -> settled(batch))
             : settleFailure(batch)))
-        .doOnNext(this::emit);
+        .doOnNext(this::emit));
   }
 
   private Flux<OutboundRecord<RecordRef>> records() {
@@ -268,6 +259,7 @@ final class RelayRunner implements RelayHandle {
     } catch (RuntimeException error) {
       return deadLetter(claimed, "undecodable raw_data: " + describe(error), claimed.writeRetries() + 1)
           .doOnNext(this::emit)
+          .doFinally(signal -> metrics.inFlight(inFlight.addAndGet(-claimed.messageCount())))
           .then(Mono.empty());
     }
     BatchInFlight batch = new BatchInFlight(claimed, messages);

@@ -144,5 +144,7 @@ class RelaySettlementPostgresTest {
     DeadLetter dead = outbox.store.findDeadLetter("corrupt00000000000000000001").block();
     assertThat(dead.reason()).startsWith("undecodable raw_data: UndecodableBatchException");
     assertThat(sent).hasValue(3);
+    Poll.until("the dead-lettered batch no longer counts as in flight", Duration.ofSeconds(5),
+        () -> relay.inFlightRecords() == 0);
   }
 }
