@@ -93,6 +93,8 @@ class RelayKafkaTest {
         && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 1000);
     List<ConsumerRecord<String, byte[]>> consumed =
         kafka.consume(topics, 10_000, Duration.ofSeconds(60), Duration.ofSeconds(1));
+    System.out.printf("10,000 messages: topics hold %d records, consumer read %d%n",
+        topics.stream().mapToLong(kafka::recordCount).sum(), consumed.size());
     Delivery delivery = new Delivery(consumed);
     delivery.assertAtLeastOnce(written);
     Delivery.assertSameContent(consumed, written);

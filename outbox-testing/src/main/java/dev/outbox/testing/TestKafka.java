@@ -215,6 +215,21 @@ public final class TestKafka {
     }
   }
 
+  /**
+   * Every partition of {@code topics}, from the admin API: the consumer's own metadata right
+   * after a topic was created can list fewer partitions than it has.
+   */
+  private List<TopicPartition> partitionsOf(List<String> topics) {
+    try (Admin admin = newAdmin()) {
+      List<TopicPartition> partitions = new ArrayList<>();
+      admin.describeTopics(topics).allTopicNames().get(30, TimeUnit.SECONDS).forEach((name, d) ->
+          d.partitions().forEach(p -> partitions.add(new TopicPartition(name, p.partition()))));
+      return partitions;
+    } catch (Exception e) {
+      throw new IllegalStateException("Could not describe topics " + topics, e);
+    }
+  }
+
   /** How many records {@code topic} holds, summed over partitions (end offsets). */
   public long recordCount(String topic) {
     Map<String, Object> props = Map.of(
@@ -243,11 +258,7 @@ public final class TestKafka {
         ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
         ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 5_000);
     try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
-      List<TopicPartition> partitions = new ArrayList<>();
-      for (String topic : topics) {
-        consumer.partitionsFor(topic, Duration.ofSeconds(30))
-            .forEach(p -> partitions.add(new TopicPartition(p.topic(), p.partition())));
-      }
+      List<TopicPartition> partitions = partitionsOf(topics);
       consumer.assign(partitions);
       consumer.seekToBeginning(partitions);
       List<ConsumerRecord<String, byte[]>> records = new ArrayList<>();
@@ -258,6 +269,15 @@ public final class TestKafka {
       long settleEnd = System.nanoTime() + settle.toNanos();
       while (System.nanoTime() < settleEnd) {
         consumer.poll(Duration.ofMillis(100)).forEach(records::add);
+      }
+      if (records.size() < expected) {
+        Map<TopicPartition, Long> ends = consumer.endOffsets(partitions, Duration.ofSeconds(10));
+        StringBuilder where = new StringBuilder();
+        for (TopicPartition p : partitions) {
+          where.append(p).append(" position ").append(consumer.position(p, Duration.ofSeconds(10)))
+              .append(" end ").append(ends.get(p)).append("; ");
+        }
+        log.warn("Consumed {} of {} expected records: {}", records.size(), expected, where);
       }
       return records;
     }
