@@ -83,7 +83,8 @@ public final class DemoEvents implements AutoCloseable {
         ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, kafka.bootstrapServers(),
         ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
         ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
-        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
     try (KafkaConsumer<String, byte[]> kafkaConsumer = new KafkaConsumer<>(props)) {
       List<TopicPartition> partitions = kafkaConsumer.partitionsFor(topic, Duration.ofSeconds(30))
           .stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
