@@ -8,12 +8,14 @@ import io.r2dbc.spi.ConnectionFactory;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Supplier;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -45,11 +47,7 @@ final class WakeSources {
     }
     if (triggers.tcp() != null) {
       InetSocketAddress address = triggers.tcp();
-      sources.add(server("TCP " + address, sink -> TcpServer.create()
-          .bindAddress(() -> address)
-          .handle((in, out) -> in.receive().doOnNext(bytes -> sink.next(1L)).then())
-          .bind()
-          .map(server -> (Disposable) server)));
+      sources.add(streamServer("TCP " + address, () -> address));
     }
     if (triggers.udp() != null) {
       InetSocketAddress address = triggers.udp();
@@ -63,13 +61,19 @@ final class WakeSources {
       Path path = triggers.unixSocket();
       sources.add(Mono.fromRunnable(() -> deleteStale(path))
           .subscribeOn(Schedulers.boundedElastic())
-          .thenMany(server("UNIX socket " + path, sink -> TcpServer.create()
-              .bindAddress(() -> new DomainSocketAddress(path.toString()))
-              .handle((in, out) -> in.receive().doOnNext(bytes -> sink.next(1L)).then())
-              .bind()
-              .map(server -> (Disposable) server))));
+          .thenMany(streamServer("UNIX socket " + path,
+              () -> new DomainSocketAddress(path.toString()))));
     }
     return Flux.merge(sources);
+  }
+
+  /** A TCP or UNIX-domain stream server: one signal per read. */
+  private static Flux<Long> streamServer(String what, Supplier<? extends SocketAddress> address) {
+    return server(what, sink -> TcpServer.create()
+        .bindAddress(address)
+        .handle((in, out) -> in.receive().doOnNext(bytes -> sink.next(1L)).then())
+        .bind()
+        .map(server -> (Disposable) server));
   }
 
   /** LISTEN, emit once (to catch up on what was missed), then once per notification. */
