@@ -79,6 +79,9 @@ public final class TestKafka {
           .setConfigProp("group.initial.rebalance.delay.ms", "0")
           .setConfigProp("auto.create.topics.enable", "false")
           .setConfigProp("num.partitions", "1")
+          // Tests send records with fixed timestamps months in the past; with the default 7-day
+          // time retention, the periodic retention check deletes them mid-test.
+          .setConfigProp("log.retention.ms", "-1")
           // A restarted broker re-registers quickly only with a short session.
           .setConfigProp("broker.session.timeout.ms", "3000")
           .setConfigProp("broker.heartbeat.interval.ms", "500")
