@@ -42,14 +42,17 @@ public final class TestKafka {
   private static final Logger log = LoggerFactory.getLogger(TestKafka.class);
   private static final int NODE_ID = 0;
   private static @Nullable TestKafka instance;
+  private static final List<TestKafka> dedicated = new ArrayList<>();
 
   private final @Nullable KafkaClusterTestKit cluster;
   private final String bootstrapServers;
+  private final @Nullable String brokerAddress;
   private boolean closed;
 
   private TestKafka(@Nullable KafkaClusterTestKit cluster, String bootstrapServers) {
     this.cluster = cluster;
     this.bootstrapServers = bootstrapServers;
+    this.brokerAddress = cluster == null ? null : cluster.bootstrapServers();
   }
 
   /** The broker of this JVM, started on first call. */
@@ -57,18 +60,34 @@ public final class TestKafka {
     if (instance == null) {
       String external = System.getenv(BOOTSTRAP_ENV);
       instance = external != null && !external.isBlank()
-          ? new TestKafka(null, external.trim()) : startEmbedded();
+          ? new TestKafka(null, external.trim()) : startEmbedded(Map.of(), null);
     }
     return instance;
   }
 
-  private static TestKafka startEmbedded() {
+  /**
+   * A second embedded broker, not shared with the JVM's other tests, for tests that need to
+   * shape it: {@code brokerConfig} overrides the defaults, and a non-null {@code
+   * clientBootstrap} is the address clients use instead of the broker's own (for a broker that
+   * advertises a proxy in front of it). The caller closes it.
+   */
+  public static TestKafka startDedicated(Map<String, String> brokerConfig,
+      @Nullable String clientBootstrap) {
+    TestKafka kafka = startEmbedded(brokerConfig, clientBootstrap);
+    synchronized (TestKafka.class) {
+      dedicated.add(kafka);
+    }
+    return kafka;
+  }
+
+  private static TestKafka startEmbedded(Map<String, String> overrides,
+      @Nullable String clientBootstrap) {
     long started = System.nanoTime();
     KafkaClusterTestKit kit = null;
     try {
       TestKitNodes nodes = new TestKitNodes.Builder()
           .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build();
-      kit = new KafkaClusterTestKit.Builder(nodes)
+      KafkaClusterTestKit.Builder builder = new KafkaClusterTestKit.Builder(nodes)
           .setConfigProp("offsets.topic.replication.factor", "1")
           .setConfigProp("offsets.topic.num.partitions", "1")
           .setConfigProp("transaction.state.log.replication.factor", "1")
@@ -84,12 +103,14 @@ public final class TestKafka {
           .setConfigProp("log.retention.ms", "-1")
           // A restarted broker re-registers quickly only with a short session.
           .setConfigProp("broker.session.timeout.ms", "3000")
-          .setConfigProp("broker.heartbeat.interval.ms", "500")
-          .build();
+          .setConfigProp("broker.heartbeat.interval.ms", "500");
+      overrides.forEach(builder::setConfigProp);
+      kit = builder.build();
       kit.format();
       kit.startup();
       kit.waitForReadyBrokers();
-      TestKafka embedded = new TestKafka(kit, kit.bootstrapServers());
+      TestKafka embedded = new TestKafka(kit,
+          clientBootstrap != null ? clientBootstrap : kit.bootstrapServers());
       Runtime.getRuntime().addShutdownHook(new Thread(embedded::close, "embedded-kafka-stop"));
       log.info("Embedded Kafka started at {} in {} ms", kit.bootstrapServers(),
           TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started));
@@ -106,11 +127,12 @@ public final class TestKafka {
     }
   }
 
-  /** Closes the broker of this JVM if one was started; see {@link #close()}. */
+  /** Closes the brokers of this JVM that were started, dedicated ones too; see {@link #close()}. */
   public static synchronized void closeIfStarted() {
     if (instance != null) {
       instance.close();
     }
+    dedicated.forEach(TestKafka::close);
   }
 
   /**
@@ -131,6 +153,15 @@ public final class TestKafka {
 
   public String bootstrapServers() {
     return bootstrapServers;
+  }
+
+  /** The port the embedded broker listens on (clients may reach it through another address). */
+  public int brokerPort() {
+    if (brokerAddress == null) {
+      throw new UnsupportedOperationException("The broker is not embedded (" + BOOTSTRAP_ENV
+          + " is set)");
+    }
+    return Integer.parseInt(brokerAddress.substring(brokerAddress.lastIndexOf(':') + 1));
   }
 
   /** Whether the broker runs in this JVM (and so can be stopped and restarted). */
@@ -212,9 +243,9 @@ public final class TestKafka {
     } catch (Exception e) {
       throw new IllegalStateException("Could not restart the embedded broker", e);
     }
-    if (!bootstrapServers.equals(cluster.bootstrapServers())) {
+    if (!Objects.equals(brokerAddress, cluster.bootstrapServers())) {
       throw new IllegalStateException("The broker came back on " + cluster.bootstrapServers()
-          + " instead of " + bootstrapServers);
+          + " instead of " + brokerAddress);
     }
   }
 

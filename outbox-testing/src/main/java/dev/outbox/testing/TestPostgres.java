@@ -39,7 +39,20 @@ public final class TestPostgres {
   private final @Nullable EmbeddedPostgres embedded;
   private final ConnectionFactory connectionFactory;
 
-  private TestPostgres(String url, @Nullable EmbeddedPostgres embedded) {
+  /** The embedded server's configuration, shared with {@link RestartablePostgres}. */
+  static EmbeddedPostgres.Builder embeddedBuilder() {
+    return EmbeddedPostgres.builder()
+        .setServerConfig("wal_level", "logical")
+        .setServerConfig("max_replication_slots", "10")
+        .setServerConfig("max_wal_senders", "10")
+        .setServerConfig("max_connections", "300")
+        .setServerConfig("fsync", "off")
+        .setServerConfig("synchronous_commit", "off")
+        .setServerConfig("full_page_writes", "off")
+        .setPGStartupWait(Duration.ofSeconds(60)); // the 10 s default is tight on a busy 2-core box
+  }
+
+  TestPostgres(String url, @Nullable EmbeddedPostgres embedded) {
     this.url = url;
     this.embedded = embedded;
     this.connectionFactory = ConnectionFactories.get(ConnectionFactoryOptions.parse(url));
@@ -61,16 +74,7 @@ public final class TestPostgres {
     }
     long started = System.nanoTime();
     try {
-      EmbeddedPostgres pg = EmbeddedPostgres.builder()
-          .setServerConfig("wal_level", "logical")
-          .setServerConfig("max_replication_slots", "10")
-          .setServerConfig("max_wal_senders", "10")
-          .setServerConfig("max_connections", "300")
-          .setServerConfig("fsync", "off")
-          .setServerConfig("synchronous_commit", "off")
-          .setServerConfig("full_page_writes", "off")
-          .setPGStartupWait(Duration.ofSeconds(60)) // the 10 s default is tight on a busy 2-core box
-          .start();
+      EmbeddedPostgres pg = embeddedBuilder().start();
       Runtime.getRuntime().addShutdownHook(new Thread(() -> {
         try {
           pg.close();

@@ -1,0 +1,185 @@
+package dev.outbox.faults;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.r2dbc.OutboxSchema;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.RelayMode;
+import dev.outbox.testing.Poll;
+import dev.outbox.testing.TestPostgres;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * One fault scenario: a fresh outbox table and topic, the load writer, relay processes, and at
+ * the end the drain and the consumer-side check.
+ */
+final class FaultRun implements AutoCloseable {
+  /** Longer outages, more load and both relay modes for every scenario: -Dfaults.long=true. */
+  static final boolean LONG = Boolean.getBoolean("faults.long");
+  static final Duration LEASE = Duration.ofSeconds(3);
+  private static final Duration DRAIN_DEADLINE = Duration.ofSeconds(180);
+
+  final String scenario;
+  final RelayMode mode;
+  final FaultWorld world;
+  final OutboxTable table;
+  final String topic;
+  private final LoadWriter load;
+  private final Map<String, RelayProcess> relays = new LinkedHashMap<>();
+  private final Map<String, Integer> launches = new HashMap<>();
+
+  private FaultRun(String scenario, RelayMode mode, FaultWorld world, OutboxTable table,
+      String topic, LoadWriter load) {
+    this.scenario = scenario;
+    this.mode = mode;
+    this.world = world;
+    this.table = table;
+    this.topic = topic;
+    this.load = load;
+  }
+
+  /** Creates the table and topic and starts writing. */
+  static FaultRun start(String scenario, RelayMode mode) {
+    FaultWorld world = FaultWorld.get();
+    OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("faults"));
+    String topic = TestPostgres.uniqueName("faults_" + scenario.replaceAll("[^a-z]", ""));
+    OutboxSchema.createIfMissing(world.db().connectionFactory(), table)
+        .block(Duration.ofSeconds(60));
+    world.kafka.createTopic(topic, 3);
+    LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3, 4, 17,
+        Duration.ofMillis(LONG ? 2 : 10));
+    return new FaultRun(scenario, mode, world, table, topic, load);
+  }
+
+  /** Starts (or starts again) the relay called {@code name}. */
+  RelayProcess startRelay(String name) {
+    int launch = launches.merge(name, 1, Integer::sum);
+    Map<String, String> env = Map.ofEntries(
+        Map.entry("OUTBOX_DATABASE_URL", world.relayDatabaseUrl()),
+        Map.entry("OUTBOX_KAFKA_BOOTSTRAP_SERVERS", world.kafkaBootstrap()),
+        Map.entry("OUTBOX_TABLE", table.qualifiedName()),
+        Map.entry("OUTBOX_MODE", mode.name()),
+        Map.entry("OUTBOX_INSTANCE_ID", name + "-" + launch),
+        Map.entry("OUTBOX_POLL_INTERVAL", "100ms"),
+        Map.entry("OUTBOX_LEASE", LEASE.toMillis() + "ms"),
+        Map.entry("OUTBOX_DRAIN", "2s"),
+        Map.entry("OUTBOX_HTTP_PORT", "0"),
+        Map.entry("OUTBOX_DB_POOL_SIZE", "4"),
+        Map.entry("OUTBOX_KAFKA_LINGER_MS", "5"),
+        Map.entry("OUTBOX_KAFKA_RECONNECT_BACKOFF_MAX_MS", "500"));
+    Path log = world.directory.resolve(scenario + "-" + mode + "-" + name + ".log");
+    RelayProcess relay = RelayProcess.start(name, env, log);
+    relays.put(name, relay);
+    return relay;
+  }
+
+  RelayProcess relay(String name) {
+    return relays.get(name);
+  }
+
+  /** Records in the topic so far (through the Kafka proxy, so not while it is cut). */
+  long published() {
+    return world.kafka.recordCount(topic);
+  }
+
+  /** Waits until at least {@code records} more records than now have been published. */
+  void awaitProgress(long records, Duration deadline) {
+    long target = published() + records;
+    try {
+      Poll.until(scenario + ": " + records + " more records published", deadline,
+          () -> published() >= target);
+    } catch (AssertionError e) {
+      throw new AssertionError(e.getMessage() + diagnostics(), e);
+    }
+  }
+
+  /** The table's state, the database sessions and the relays' output, for failure messages. */
+  private String diagnostics() {
+    StringBuilder text = new StringBuilder();
+    String t = table.qualifiedName();
+    text.append("\nrows ").append(world.db().queryLong("SELECT count(*) FROM " + t))
+        .append(", leased ").append(world.db().queryLong(
+            "SELECT count(*) FROM " + t + " WHERE lease_expires_at > now()"))
+        .append(", waiting for a retry ").append(world.db().queryLong(
+            "SELECT count(*) FROM " + t + " WHERE next_attempt_at > now()"))
+        .append(", below the commit watermark ").append(world.db().queryLong(
+            "SELECT count(*) FROM " + t
+                + " WHERE writer_xid < pg_snapshot_xmin(pg_current_snapshot())"));
+    world.db().queryColumn("SELECT concat_ws(' ', pid, state, backend_xid, backend_xmin,"
+            + " now() - xact_start, left(query, 100)) FROM pg_stat_activity"
+            + " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .forEach(session -> text.append("\nsession ").append(session));
+    relays.values().forEach(r -> text.append("\n--- ").append(r).append('\n').append(tail(r)));
+    return text.toString();
+  }
+
+  /** A fault held for this long: a deliberate outage, not a wait for an outcome. */
+  static void hold(Duration outage) {
+    LockSupport.parkNanos(outage.toNanos());
+  }
+
+  /**
+   * Stops the writer, lets the running relays drain the table, stops them with SIGTERM and
+   * checks the topic; fails with the report and the relays' output if an invariant broke.
+   */
+  DeliveryChecker.Report finish() {
+    load.stop();
+    relays.forEach((name, relay) -> assertThat(relay.isAlive())
+        .as("%s is still running; output:%n%s", relay, tail(relay)).isTrue());
+    long started = System.nanoTime();
+    try {
+      Poll.until(scenario + ": the outbox table is drained", DRAIN_DEADLINE,
+          () -> world.db().queryLong("SELECT count(*) FROM " + table.qualifiedName()) == 0);
+    } catch (AssertionError e) {
+      throw new AssertionError(e.getMessage() + diagnostics(), e);
+    }
+    long drainMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
+    relays.values().forEach(RelayProcess::stop);
+    DeliveryChecker.Report report = DeliveryChecker.check(scenario + " (" + mode + ")",
+        world.kafkaBootstrap(), topic, load.committedTags(), load.rolledBackTags(),
+        mode == RelayMode.ORDERED);
+    long deadLetters = world.db().queryLong("SELECT count(*) FROM "
+        + table.deadLetterQualifiedName());
+    String line = report + ", dead letters " + deadLetters + ", writer transactions failed by the"
+        + " fault " + load.failedTransactions() + ", drained " + drainMillis + " ms after the"
+        + " writer stopped";
+    System.out.println("FAULT REPORT " + line);
+    appendToReport(line);
+    assertThat(report.holds()).as(line).isTrue();
+    assertThat(report.committed()).as("messages committed during the run").isGreaterThan(100);
+    assertThat(deadLetters).as("dead letters; " + line).isZero();
+    return report;
+  }
+
+  /** Kills whatever is still running: a failed scenario must not leave relay JVMs behind. */
+  @Override
+  public void close() {
+    relays.values().stream().filter(RelayProcess::isAlive).forEach(RelayProcess::kill);
+    load.close();
+  }
+
+  private static String tail(RelayProcess relay) {
+    String output = relay.output();
+    return output.length() <= 6_000 ? output : output.substring(output.length() - 6_000);
+  }
+
+  private static void appendToReport(String line) {
+    try {
+      Files.writeString(Path.of("target", "fault-report.txt"), line + System.lineSeparator(),
+          StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+}

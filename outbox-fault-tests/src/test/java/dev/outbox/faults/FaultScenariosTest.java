@@ -1,0 +1,139 @@
+package dev.outbox.faults;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.relay.RelayMode;
+import dev.outbox.testing.Poll;
+import java.time.Duration;
+import java.util.List;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Faults injected while an application writes and relays publish; after each scenario the
+ * consumer-side check ({@link DeliveryChecker}) must hold: every committed message delivered at
+ * least once, nothing from a rolled-back transaction, per-key order in ORDERED mode. Duplicates
+ * are counted and reported ({@code target/fault-report.txt}), not failed: delivery is at least
+ * once.
+ *
+ * <p>The short form (every build) runs each scenario in one mode; {@code -Dfaults.long=true}
+ * runs every scenario in both modes with longer outages and more load.
+ */
+class FaultScenariosTest {
+  private static final Duration PROGRESS = Duration.ofSeconds(120);
+  private static final Duration OUTAGE = Duration.ofSeconds(FaultRun.LONG ? 15 : 5);
+
+  private static List<RelayMode> modes(RelayMode shortForm) {
+    return FaultRun.LONG ? List.of(RelayMode.PARALLEL, RelayMode.ORDERED) : List.of(shortForm);
+  }
+
+  @Test
+  void relayKilledWithSigkillTenTimesAndRestarted() {
+    long seed = System.nanoTime();
+    Random random = new Random(seed);
+    System.out.println("FAULT relay kills: random seed " + seed);
+    for (RelayMode mode : modes(RelayMode.ORDERED)) {
+      try (FaultRun run = FaultRun.start("sigkill", mode)) {
+        run.startRelay("a");
+        for (int kill = 1; kill <= 10; kill++) {
+          run.awaitProgress(20, PROGRESS); // the relay is up and publishing
+          FaultRun.hold(Duration.ofMillis(random.nextInt(FaultRun.LONG ? 3_000 : 1_000)));
+          run.relay("a").kill();
+          run.startRelay("a");
+        }
+        run.awaitProgress(20, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+
+  @Test
+  void kafkaBrokerStoppedAndRestarted() {
+    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+      try (FaultRun run = FaultRun.start("broker-restart", mode)) {
+        run.startRelay("a");
+        run.awaitProgress(200, PROGRESS);
+        run.world.kafka.stopBroker();
+        FaultRun.hold(OUTAGE);
+        run.world.kafka.startBroker();
+        run.awaitProgress(200, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+
+  @Test
+  void postgresStoppedAndRestarted() {
+    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+      try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+        run.startRelay("a");
+        run.awaitProgress(200, PROGRESS);
+        run.world.postgres.stopServer();
+        FaultRun.hold(OUTAGE);
+        run.world.postgres.startServer();
+        run.awaitProgress(200, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+
+  @Test
+  void networkToPostgresCutAndRestored() {
+    for (RelayMode mode : modes(RelayMode.ORDERED)) {
+      try (FaultRun run = FaultRun.start("postgres-network", mode)) {
+        run.startRelay("a");
+        run.awaitProgress(200, PROGRESS);
+        long refusedBefore = run.world.postgresProxy.refusedConnections();
+        run.world.postgresProxy.cut();
+        FaultRun.hold(OUTAGE);
+        run.world.postgresProxy.restore();
+        assertThat(run.world.postgresProxy.refusedConnections())
+            .as("the relay tried to reconnect while the network was cut")
+            .isGreaterThan(refusedBefore);
+        run.awaitProgress(200, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+
+  @Test
+  void networkToKafkaCutAndRestored() {
+    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+      try (FaultRun run = FaultRun.start("kafka-network", mode)) {
+        run.startRelay("a");
+        run.awaitProgress(200, PROGRESS);
+        long refusedBefore = run.world.kafkaProxy.refusedConnections();
+        run.world.kafkaProxy.cut();
+        FaultRun.hold(OUTAGE);
+        run.world.kafkaProxy.restore();
+        assertThat(run.world.kafkaProxy.refusedConnections())
+            .as("the relay tried to reconnect while the network was cut")
+            .isGreaterThan(refusedBefore);
+        run.awaitProgress(200, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+
+  @Test
+  void relayFrozenPastItsLeaseThenResumed() {
+    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+      try (FaultRun run = FaultRun.start("sigstop", mode)) {
+        RelayProcess frozen = run.startRelay("a");
+        run.startRelay("b");
+        run.awaitProgress(200, PROGRESS);
+        frozen.freeze();
+        long frozenAt = System.nanoTime();
+        if (mode == RelayMode.PARALLEL) {
+          // The other relay keeps publishing, and takes over the frozen one's leases.
+          run.awaitProgress(200, PROGRESS);
+        }
+        Poll.until("the frozen relay's leases have expired", Duration.ofSeconds(60),
+            () -> System.nanoTime() - frozenAt > FaultRun.LEASE.multipliedBy(2).toNanos());
+        frozen.resume();
+        run.awaitProgress(200, PROGRESS);
+        run.finish();
+      }
+    }
+  }
+}

@@ -1,0 +1,113 @@
+package dev.outbox.faults;
+
+import dev.outbox.relay.standalone.RelayMain;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The standalone relay ({@link RelayMain}) in its own JVM, so a test can kill it with SIGKILL or
+ * freeze it with SIGSTOP as an operating system would. Output goes to a log file per launch.
+ */
+final class RelayProcess {
+  private final String name;
+  private final Process process;
+  private final Path log;
+
+  private RelayProcess(String name, Process process, Path log) {
+    this.name = name;
+    this.process = process;
+    this.log = log;
+  }
+
+  /** Starts a relay JVM with exactly these {@code OUTBOX_*} variables. */
+  static RelayProcess start(String name, Map<String, String> outboxEnv, Path log) {
+    String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+    ProcessBuilder builder = new ProcessBuilder(java, "-Xmx256m", "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1", // starts faster, and it is restarted ten times a run
+        "-cp", System.getProperty("java.class.path"), RelayMain.class.getName());
+    builder.environment().keySet().removeIf(variable -> variable.startsWith("OUTBOX_"));
+    builder.environment().putAll(outboxEnv);
+    builder.redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
+    try {
+      return new RelayProcess(name, builder.start(), log);
+    } catch (IOException e) {
+      throw new UncheckedIOException("Could not start relay " + name, e);
+    }
+  }
+
+  long pid() {
+    return process.pid();
+  }
+
+  boolean isAlive() {
+    return process.isAlive();
+  }
+
+  /** SIGKILL: no shutdown hook, no drain, leases left behind. */
+  void kill() {
+    process.destroyForcibly();
+    awaitExit(30);
+  }
+
+  /** SIGTERM: the relay drains and exits. */
+  void stop() {
+    process.destroy();
+    if (!awaitExit(60)) {
+      kill();
+    }
+  }
+
+  /** SIGSTOP: the JVM stops running but keeps its sockets, leases and sessions. */
+  void freeze() {
+    signal("STOP");
+  }
+
+  /** SIGCONT after {@link #freeze()}. */
+  void resume() {
+    signal("CONT");
+  }
+
+  private void signal(String signal) {
+    try {
+      Process kill = new ProcessBuilder("kill", "-" + signal, Long.toString(pid()))
+          .redirectErrorStream(true).start();
+      if (!kill.waitFor(10, TimeUnit.SECONDS) || kill.exitValue() != 0) {
+        throw new IllegalStateException("kill -" + signal + " " + pid() + " failed");
+      }
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException(e);
+    }
+  }
+
+  private boolean awaitExit(int seconds) {
+    try {
+      return process.waitFor(seconds, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return false;
+    }
+  }
+
+  /** The relay's output so far, for failure messages. */
+  String output() {
+    try {
+      return Files.readString(log, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "(unreadable: " + e + ")";
+    }
+  }
+
+  @Override
+  public String toString() {
+    return "relay " + name + " (pid " + process.pid() + ")";
+  }
+}
