@@ -1,6 +1,7 @@
 package dev.outbox.relay;
 
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.RecordTooLargeException;
@@ -74,9 +75,20 @@ public final class ReactorKafkaSink implements RecordSink {
           })
           .doFinally(signal -> rejected.tryEmitComplete())
           .map(r -> SenderRecord.create(KafkaRecords.toProducerRecord(r), r.correlation()));
+      // With stopOnError(false), reactor-kafka still ends the Flux with the first failed record's
+      // exception once everything is answered, although that record was already answered with
+      // it. Complete instead: a bounded send (WAL mode: one batch) would otherwise lose its
+      // results' settlement.
+      AtomicReference<@Nullable Throwable> firstAnswered = new AtomicReference<>();
       return Flux.merge(
           sender.send(legal)
-              .map(result -> new SendResult<>(result.correlationMetadata(), result.exception())),
+              .map(result -> {
+                if (result.exception() != null) {
+                  firstAnswered.compareAndSet(null, result.exception());
+                }
+                return new SendResult<>(result.correlationMetadata(), result.exception());
+              })
+              .onErrorResume(error -> error == firstAnswered.get(), error -> Flux.empty()),
           rejected.asFlux());
     });
   }
