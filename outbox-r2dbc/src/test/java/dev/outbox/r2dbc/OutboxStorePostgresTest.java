@@ -185,13 +185,29 @@ class OutboxStorePostgresTest {
   void redriveCanReplaceTheBatchContent() {
     String id = writeBatches(1).get(0);
     store.deadLetter(claimOne(LONG_LEASE, "relay"), "bad content").block();
-    byte[] fixed = Codec.protobuf().encode(List.of(
-        Message.builder().stream("fixed").data(new byte[] {42}).build()));
+    List<Message> fixed = List.of(
+        Message.builder().stream("fixed").key("a").data(new byte[] {42}).build(),
+        Message.builder().stream("fixed").key("b").data(new byte[] {43}).build());
 
     StepVerifier.create(store.redrive(id, fixed)).expectNext(true).verifyComplete();
 
-    assertThat(Codec.protobuf().decode(claimOne(LONG_LEASE, "relay").rawData()).get(0).stream())
-        .isEqualTo("fixed");
+    ClaimedBatch redriven = claimOne(LONG_LEASE, "relay");
+    assertThat(Codec.protobuf().decode(redriven.rawData())).extracting(Message::stream)
+        .containsExactly("fixed", "fixed");
+    assertThat(redriven.messageCount()).as("the count follows the replacement").isEqualTo(2);
+    assertThat(postgres.queryColumn("SELECT array_length(message_keys, 1) FROM "
+        + table.qualifiedName() + " WHERE batch_id = '" + id + "'")).containsExactly(2);
+  }
+
+  @Test
+  void redriveWithAnEmptyReplacementIsANamedErrorAndKeepsTheDeadLetter() {
+    String id = writeBatches(1).get(0);
+    store.deadLetter(claimOne(LONG_LEASE, "relay"), "bad content").block();
+
+    StepVerifier.create(store.redrive(id, List.of())).expectError(InvalidMessageException.class)
+        .verify();
+
+    assertThat(store.findDeadLetter(id).block()).isNotNull();
   }
 
   @Test

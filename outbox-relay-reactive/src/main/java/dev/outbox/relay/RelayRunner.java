@@ -5,6 +5,7 @@ import dev.outbox.r2dbc.ClaimedBatch;
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.UndecodableBatchException;
 import dev.outbox.relay.BatchInFlight.RecordRef;
 import dev.outbox.relay.RelayOutcome.Kind;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
@@ -256,6 +257,11 @@ final class RelayRunner implements RelayHandle {
     List<Message> messages;
     try {
       messages = options.codec().decode(claimed.rawData());
+      if (messages.size() != claimed.messageCount()) {
+        // raw_data cut at a message boundary still decodes; the count catches the lost tail.
+        throw new UndecodableBatchException("raw_data holds " + messages.size()
+            + " messages but the row's message_count is " + claimed.messageCount());
+      }
     } catch (RuntimeException error) {
       return deadLetter(claimed, "undecodable raw_data: " + describe(error), claimed.writeRetries() + 1)
           .doOnNext(this::emit)

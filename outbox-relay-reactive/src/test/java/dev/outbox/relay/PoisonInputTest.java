@@ -282,8 +282,11 @@ class PoisonInputTest {
     Map<String, byte[]> corrupt = new LinkedHashMap<>();
     corrupt.put("not a protobuf", garbage);
     corrupt.put("no messages", new byte[0]);
-    // Cut inside the second message (a cut between messages would leave a valid shorter batch).
+    // Cut inside the second message.
     corrupt.put("truncated", Arrays.copyOf(valid, valid.length - 5));
+    // Cut between the messages: a valid shorter batch, caught by the row's message_count.
+    corrupt.put("cut at a message boundary",
+        Codec.protobuf().encode(goodBatch(topic, "truncated", 0).subList(0, 1)));
     // TransportMessageBatch{messages: [TransportMessage{messageId: "x"}]}: well-formed, no time.
     corrupt.put("no time", new byte[] {0x0A, 0x03, 0x0A, 0x01, 'x'});
     Map<String, String> ids = new LinkedHashMap<>();
@@ -316,6 +319,8 @@ class PoisonInputTest {
     assertThat(reasons.get("no messages"))
         .isEqualTo(prefix + "raw_data decodes to a batch with no messages (0 bytes)");
     assertThat(reasons.get("no time")).isEqualTo(prefix + "message 0 of the batch has no time");
+    assertThat(reasons.get("cut at a message boundary"))
+        .isEqualTo(prefix + "raw_data holds 1 messages but the row's message_count is 2");
     assertDeliveredExactly(topic, good);
   }
 

@@ -129,7 +129,7 @@ class RelayKafkaTest {
     DeadLetter badTopic = dead.stream().filter(d -> d.reason().startsWith("InvalidTopic")).findFirst().orElseThrow();
     Message original = Codec.protobuf().decode(badTopic.rawData()).get(0);
     Message fixed = original.toBuilder().stream(good).build();
-    assertThat(outbox.store.redrive(badTopic.batchId(), Codec.protobuf().encode(List.of(fixed))).block()).isTrue();
+    assertThat(outbox.store.redrive(badTopic.batchId(), List.of(fixed)).block()).isTrue();
 
     Poll.until("the re-driven batch is published", Duration.ofSeconds(30), () -> outbox.rows() == 0
         && seen.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 51);
