@@ -52,6 +52,7 @@ public final class OutboxStore {
   private final String releaseAllSql;
   private final String deadLetterSql;
   private final String redriveSql;
+  private final String renewSql;
   private final String findSql;
   private final String findDeadLetterSql;
   private final String deadLettersSql;
@@ -77,6 +78,10 @@ public final class OutboxStore {
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
         + " AS settled(batch_id, lease_token)"
         + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
+        + " RETURNING o.batch_id";
+    renewSql = "UPDATE " + t + " AS o SET lease_expires_at = now() + $3 * INTERVAL '1 millisecond'"
+        + " FROM unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
+        + " WHERE o.batch_id = held.batch_id AND o.lease_token = held.lease_token"
         + " RETURNING o.batch_id";
     String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
     retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"
@@ -209,6 +214,20 @@ public final class OutboxStore {
     String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
     UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
     return query(deleteAllSql, s -> s.bind(0, ids).bind(1, tokens),
+        row -> row.get("batch_id", String.class));
+  }
+
+  /**
+   * Extends the leases of batches still held to {@code lease} from now, in one statement, each
+   * fenced by its own lease token. Emits the ids renewed; a missing id means that lease was lost.
+   */
+  public Flux<String> renewLeases(List<ClaimedBatch> batches, Duration lease) {
+    if (batches.isEmpty()) {
+      return Flux.empty();
+    }
+    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
+    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
+    return query(renewSql, s -> s.bind(0, ids).bind(1, tokens).bind(2, lease.toMillis()),
         row -> row.get("batch_id", String.class));
   }
 

@@ -123,6 +123,26 @@ class OutboxStorePostgresTest {
   }
 
   @Test
+  void renewLeasesExtendsOnlyLeasesStillHeld() {
+    writeBatches(2);
+    ClaimedBatch held = claimOne(Duration.ofSeconds(1), "relay-a");
+    ClaimedBatch lost = claimOne(Duration.ofSeconds(1), "relay-a");
+    // relay-b takes over the second batch after its lease ran out.
+    postgres.execute("UPDATE " + table.qualifiedName() + " SET lease_expires_at = now()"
+        + " WHERE batch_id = '" + lost.batchId() + "'");
+    ClaimedBatch takenOver = claimOne(LONG_LEASE, "relay-b");
+    assertThat(takenOver.batchId()).isEqualTo(lost.batchId());
+
+    assertThat(store.renewLeases(List.of(held, lost), LONG_LEASE).collectList().block())
+        .containsExactly(held.batchId());
+
+    assertThat(store.find(held.batchId()).block().leaseExpiresAt())
+        .isAfter(Instant.now().plusSeconds(200));
+    assertThat(store.find(lost.batchId()).block().leaseOwner()).isEqualTo("relay-b");
+    assertThat(store.renewLeases(List.of(), LONG_LEASE).collectList().block()).isEmpty();
+  }
+
+  @Test
   void retryLaterCountsTheAttemptKeepsTheErrorAndDefersTheNextClaim() {
     String id = writeBatches(1).get(0);
     ClaimedBatch claimed = claimOne(LONG_LEASE, "relay");

@@ -30,7 +30,10 @@ import org.jspecify.annotations.Nullable;
  *     created it from {@link Builder#kafka})
  * @param mode how relay instances share the table
  * @param claimSize most batches per claim statement
- * @param leaseDuration how long a claim is exclusive; longer than the slowest publish
+ * @param leaseDuration how long a claim is exclusive unless renewed
+ * @param leaseRenewal how often the relay extends the leases of the batches it still holds
+ *     (claimed, not yet settled) by {@code leaseDuration}; {@link Duration#ZERO} never, so a
+ *     publish must then finish within the lease
  * @param maxInFlight most records claimed and not yet settled (a single batch larger than this
  *     is still taken when nothing else is in flight)
  * @param settleConcurrency settlement statements run at once
@@ -54,6 +57,7 @@ public record RelayOptions(
     RelayMode mode,
     int claimSize,
     Duration leaseDuration,
+    Duration leaseRenewal,
     int maxInFlight,
     int settleConcurrency,
     RetryPolicy retryPolicy,
@@ -80,6 +84,7 @@ public record RelayOptions(
     private RelayMode mode = RelayMode.PARALLEL;
     private int claimSize = 100;
     private Duration leaseDuration = Duration.ofSeconds(30);
+    private @Nullable Duration leaseRenewal;
     private int maxInFlight = 1_000;
     private int settleConcurrency = 8;
     private RetryPolicy retryPolicy = RetryPolicy.DEFAULT;
@@ -142,6 +147,16 @@ public record RelayOptions(
     /** Default 30 s. */
     public Builder leaseDuration(Duration leaseDuration) {
       this.leaseDuration = leaseDuration;
+      return this;
+    }
+
+    /**
+     * Default a third of {@code leaseDuration}: while a relay runs, its leases do not expire,
+     * however long Kafka takes; they expire only when it stops renewing (crashed, frozen, or cut
+     * off from the database). {@link Duration#ZERO} turns renewal off.
+     */
+    public Builder leaseRenewal(Duration leaseRenewal) {
+      this.leaseRenewal = leaseRenewal;
       return this;
     }
 
@@ -270,6 +285,11 @@ public record RelayOptions(
         throw new InvalidConfigurationException(
             "leaseDuration must be at least 1 s (it must outlast a publish), got " + leaseDuration);
       }
+      Duration renewal = leaseRenewal != null ? leaseRenewal : leaseDuration.dividedBy(3);
+      if (renewal.isNegative() || renewal.compareTo(leaseDuration) >= 0) {
+        throw new InvalidConfigurationException("leaseRenewal must be zero (off) or shorter than"
+            + " leaseDuration " + leaseDuration + ", got " + renewal);
+      }
       String id = instanceId != null ? instanceId
           : "relay-" + ProcessHandle.current().pid() + "-"
               + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
@@ -284,7 +304,7 @@ public record RelayOptions(
       boolean ownSink = sink == null;
       RecordSink target = ownSink ? ReactorKafkaSink.create(kafka, maxInFlight) : sink;
       return new RelayOptions(table, codec, target, ownSink, mode, claimSize, leaseDuration,
-          maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
+          renewal, maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
           leadershipRetry,
           new Triggers(listenChannel, heartbeatTcp, heartbeatUdp, heartbeatUnixSocket, wakeDebounce),
           walSlot != null ? walSlot : table.name() + "_relay",

@@ -63,6 +63,7 @@ final class RelayRunner implements RelayHandle {
   private final Sinks.Empty<Void> terminated = Sinks.empty();
   private final Disposable.Swap pipeline = Disposables.swap();
   private final Disposable.Swap stats = Disposables.swap();
+  private final Disposable.Swap renewals = Disposables.swap();
   private final Disposable.Swap leading = Disposables.swap();
   private final Disposable.Swap triggers = Disposables.swap();
   private final ConnectionFactory unpooled;
@@ -88,9 +89,10 @@ final class RelayRunner implements RelayHandle {
   }
 
   void start() {
-    log.info("Outbox relay {} starting on {} (mode {}, maxInFlight {}, claimSize {}, lease {})",
-        options.instanceId(), options.table(), options.mode(), options.maxInFlight(),
-        options.claimSize(), options.leaseDuration());
+    log.info("Outbox relay {} starting on {} (mode {}, maxInFlight {}, claimSize {}, lease {},"
+            + " renewed every {})", options.instanceId(), options.table(), options.mode(),
+        options.maxInFlight(), options.claimSize(), options.leaseDuration(),
+        options.leaseRenewal());
     if (leadership != null) {
       leading.update(leadership.states().subscribe(isLeader -> {
         leader.set(isLeader); // losing it stops claiming at once; leases fence late settlements
@@ -122,6 +124,12 @@ final class RelayRunner implements RelayHandle {
           terminated.tryEmitEmpty();
         },
         terminated::tryEmitEmpty));
+    if (!options.leaseRenewal().isZero()) {
+      renewals.update(Flux.interval(options.leaseRenewal())
+          .onBackpressureDrop()
+          .concatMap(tick -> renewLeases())
+          .subscribe());
+    }
     stats.update(Flux.interval(Duration.ZERO, options.statsInterval())
         .onBackpressureDrop()
         .concatMap(tick -> store.stats()
@@ -271,6 +279,31 @@ final class RelayRunner implements RelayHandle {
     BatchInFlight batch = new BatchInFlight(claimed, messages);
     unsettled.add(batch);
     return Mono.just(batch);
+  }
+
+  /**
+   * Extends the leases of every batch this relay holds, so that a slow Kafka does not let
+   * another relay publish them again; a crashed, frozen or cut-off relay stops renewing.
+   */
+  private Mono<Void> renewLeases() {
+    List<ClaimedBatch> held = unsettled.stream().map(b -> b.claim).toList();
+    if (held.isEmpty()) {
+      return Mono.empty();
+    }
+    return store.renewLeases(held, options.leaseDuration())
+        .count()
+        .doOnNext(renewed -> {
+          if (renewed < held.size()) {
+            log.debug("Outbox relay {} renewed {} of {} leases; the rest were settled or lost",
+                options.instanceId(), renewed, held.size());
+          }
+        })
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not renew {} leases: {}", options.instanceId(),
+              held.size(), error.toString());
+          return Mono.empty();
+        })
+        .then();
   }
 
   /** Accounts one record's answer; emits its batch when this was the batch's last record. */
@@ -455,6 +488,7 @@ final class RelayRunner implements RelayHandle {
           .then(abandonUnsettled())
           .then(Mono.fromRunnable(() -> {
             stats.dispose();
+            renewals.dispose();
             leading.dispose(); // closes the lock connection: a standby takes over
           }))
           .then(options.closeSinkOnStop() ? options.sink().close() : Mono.empty())

@@ -174,7 +174,9 @@ class RelayKafkaTest {
     RecordSink slowSink = TestSinks.slow(KafkaProducerSink.create(kafka.producerProperties(), 10),
         Duration.ofSeconds(3));
 
-    RelayHandle slow = start(options().sink(slowSink).leaseDuration(Duration.ofSeconds(1)).build(), slowSeen);
+    // Without renewal, as for a relay frozen or cut off from the database mid-send.
+    RelayHandle slow = start(options().sink(slowSink).leaseDuration(Duration.ofSeconds(1))
+        .leaseRenewal(Duration.ZERO).build(), slowSeen);
     Poll.until("the slow relay holds the batch", Duration.ofSeconds(10), () -> slow.inFlightRecords() == 1);
     start(options().kafka(kafka.producerProperties()).build(), fastSeen);
 
@@ -187,6 +189,34 @@ class RelayKafkaTest {
         Duration.ofMillis(500)));
     delivery.assertAtLeastOnce(written);
     assertThat(delivery.duplicates()).as("the slow relay's late send is a duplicate").isEqualTo(1);
+    slow.stop(Duration.ofSeconds(5)).block();
+    slowSink.close().block();
+  }
+
+  @Test
+  void aRunningRelayRenewsItsLeaseSoASlowSendIsNotPublishedTwice() {
+    String topicName = topic(1);
+    List<Message> written = outbox.write(1, 1, i -> List.of(message(topicName, "k", 7, 10)));
+    List<RelayOutcome> slowSeen = new CopyOnWriteArrayList<>();
+    List<RelayOutcome> otherSeen = new CopyOnWriteArrayList<>();
+    RecordSink slowSink = TestSinks.slow(KafkaProducerSink.create(kafka.producerProperties(), 10),
+        Duration.ofSeconds(3));
+
+    // A 1 s lease renewed every 333 ms (the default third) outlasts a 3 s send.
+    RelayHandle slow = start(options().sink(slowSink).leaseDuration(Duration.ofSeconds(1)).build(),
+        slowSeen);
+    Poll.until("the slow relay holds the batch", Duration.ofSeconds(10),
+        () -> slow.inFlightRecords() == 1);
+    start(options().kafka(kafka.producerProperties()).build(), otherSeen);
+
+    Poll.until("the slow relay published", Duration.ofSeconds(20), () -> !slowSeen.isEmpty());
+    assertThat(slowSeen).extracting(RelayOutcome::kind).containsExactly(Kind.PUBLISHED);
+    assertThat(otherSeen).as("the other relay never got the batch").isEmpty();
+    assertThat(outbox.rows()).isZero();
+    Delivery delivery = new Delivery(kafka.consume(List.of(topicName), 1, Duration.ofSeconds(20),
+        Duration.ofMillis(500)));
+    delivery.assertAtLeastOnce(written);
+    assertThat(delivery.duplicates()).isZero();
     slow.stop(Duration.ofSeconds(5)).block();
     slowSink.close().block();
   }

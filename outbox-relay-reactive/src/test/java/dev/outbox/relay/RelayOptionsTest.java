@@ -29,6 +29,7 @@ class RelayOptionsTest {
     assertThat(options.claimSize()).isEqualTo(100);
     assertThat(options.maxInFlight()).isEqualTo(1000);
     assertThat(options.leaseDuration()).isEqualTo(Duration.ofSeconds(30));
+    assertThat(options.leaseRenewal()).isEqualTo(Duration.ofSeconds(10));
     assertThat(options.pollInterval()).isEqualTo(Duration.ofSeconds(1));
     assertThat(options.mode()).isEqualTo(RelayMode.PARALLEL);
     assertThat(options.retryPolicy()).isEqualTo(RetryPolicy.DEFAULT);
@@ -51,5 +52,13 @@ class RelayOptionsTest {
     assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE)
             .leaseDuration(Duration.ofMillis(10)).build())
         .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("leaseDuration");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE)
+            .leaseRenewal(Duration.ofSeconds(30)).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("leaseRenewal");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE)
+            .leaseRenewal(Duration.ofSeconds(-1)).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("leaseRenewal");
+    assertThat(RelayOptions.builder().sink(NOWHERE).leaseRenewal(Duration.ZERO).build()
+        .leaseRenewal()).isZero();
   }
 }
