@@ -35,9 +35,10 @@ import reactor.kafka.sender.SenderRecord;
  * draining.
  */
 final class RelayBenchmark {
-  private static final int MESSAGES = Integer.getInteger("bench.messages", 200_000);
-  private static final int BATCH = 10;
-  private static final int PAYLOAD = 200;
+  /** The backlog (also the Debezium peer's, {@link DebeziumPeerBenchmark}). */
+  static final int MESSAGES = Integer.getInteger("bench.messages", Results.scaled(200_000, 10_000));
+  static final int BATCH = 10;
+  static final int PAYLOAD = 200;
 
   private RelayBenchmark() {}
 
@@ -54,20 +55,7 @@ final class RelayBenchmark {
     kafka.createTopic(relayTopic, 6);
     Map<String, Object> producer = new HashMap<>(kafka.producerProperties());
 
-    // Baseline: the same records straight through KafkaSender (same defaults as the relay's sink).
-    Map<String, Object> plain = new HashMap<>(producer);
-    plain.put("key.serializer", StringSerializer.class);
-    plain.put("value.serializer", ByteArraySerializer.class);
-    plain.put("enable.idempotence", true);
-    plain.put("acks", "all");
-    plain.put("linger.ms", 5);
-    KafkaSender<String, byte[]> sender = KafkaSender.create(
-        SenderOptions.<String, byte[]>create(plain).maxInFlight(1_000));
-    sendPlain(sender, baselineTopic, 20_000, payload); // warm-up
-    long t0 = System.nanoTime();
-    sendPlain(sender, baselineTopic, MESSAGES, payload);
-    double baselineSeconds = (System.nanoTime() - t0) / 1e9;
-    sender.close();
+    double baselineSeconds = plainSenderSeconds(kafka, baselineTopic, MESSAGES, payload);
 
     OutboxTable table = OutboxTable.of("bench_relay");
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter");
@@ -81,7 +69,7 @@ final class RelayBenchmark {
     heap.forEach(MemoryPoolMXBean::resetPeakUsage);
     long heapBefore = heap.stream().mapToLong(p -> p.getUsage().getUsed()).sum();
 
-    t0 = System.nanoTime();
+    long t0 = System.nanoTime();
     RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
         .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
         .claimSize(Integer.getInteger("bench.claimSize", 200))
@@ -106,7 +94,43 @@ final class RelayBenchmark {
     System.out.printf("| ratio relay / baseline | | %.3f |%n", relayRate / baselineRate);
     System.out.printf("| heap high-water mark while draining (max heap %d MB) | | %d MB (%d MB before) |%n",
         Runtime.getRuntime().maxMemory() >> 20, heapPeak >> 20, heapBefore >> 20);
+    long records = TestKafka.get().recordCount(relayTopic);
+    Results.add(String.format(java.util.Locale.ROOT, "relay: drain %,d msgs (batches of %d, %d B), in-process",
+            MESSAGES, BATCH, PAYLOAD),
+        Results.rate(relayRate, "msgs/s") + String.format(java.util.Locale.ROOT, " (%.1f s)", relaySeconds),
+        Results.rate(baselineRate, "msgs/s") + String.format(java.util.Locale.ROOT, " (%.1f s), plain KafkaSender", baselineSeconds),
+        Results.ratio(relayRate, baselineRate),
+        String.format(java.util.Locale.ROOT, "maxInFlight %d, claimSize %d; %,d records in the topic; heap high-water %d MB"
+                + " (%d MB before) of this JVM, which also hosts the broker",
+            Integer.getInteger("bench.maxInFlight", 2_000),
+            Integer.getInteger("bench.claimSize", 200), records, heapPeak >> 20, heapBefore >> 20));
+    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter");
     pool.dispose();
+  }
+
+  /**
+   * The drain baseline: seconds for a plain {@link KafkaSender} (the relay sink's producer
+   * defaults: idempotence, acks=all, linger.ms=5; 1,000 in flight) to send {@code messages}
+   * records with {@code payload} to {@code topic} (keys as the backlog's), after a warm-up of
+   * a tenth of them (at most 20,000) to the same topic.
+   */
+  static double plainSenderSeconds(TestKafka kafka, String topic, int messages, byte[] payload) {
+    Map<String, Object> plain = new HashMap<>(kafka.producerProperties());
+    plain.put("key.serializer", StringSerializer.class);
+    plain.put("value.serializer", ByteArraySerializer.class);
+    plain.put("enable.idempotence", true);
+    plain.put("acks", "all");
+    plain.put("linger.ms", 5);
+    KafkaSender<String, byte[]> sender = KafkaSender.create(
+        SenderOptions.<String, byte[]>create(plain).maxInFlight(1_000));
+    try {
+      sendPlain(sender, topic, Math.min(20_000, messages / 10), payload); // warm-up
+      long t0 = System.nanoTime();
+      sendPlain(sender, topic, messages, payload);
+      return (System.nanoTime() - t0) / 1e9;
+    } finally {
+      sender.close();
+    }
   }
 
   private static void sendPlain(KafkaSender<String, byte[]> sender, String topic, int count, byte[] payload) {

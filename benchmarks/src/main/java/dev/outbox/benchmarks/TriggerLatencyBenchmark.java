@@ -22,7 +22,9 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.UnaryOperator;
@@ -43,7 +45,8 @@ import reactor.kafka.sender.SenderRecord;
  * acknowledgements, so it sends somewhat less than 1,000/s).
  */
 final class TriggerLatencyBenchmark {
-  private static final Duration RUN = Duration.ofSeconds(Long.getLong("bench.seconds", 10));
+  /** Length of each latency run (also the Debezium peer's, {@link DebeziumPeerBenchmark}). */
+  static final Duration RUN = Duration.ofSeconds(Long.getLong("bench.seconds", Results.scaled(10, 2)));
 
   private TriggerLatencyBenchmark() {}
 
@@ -54,40 +57,70 @@ final class TriggerLatencyBenchmark {
     String topic = "bench-latency-" + System.nanoTime();
     kafka.createTopic(topic, 3);
 
-    List<String> rows = new ArrayList<>();
-    rows.add(row("plain KafkaSender, send → ack (baseline)", plainProducer(kafka, topic)));
-    rows.add(row("relay, polling every 100 ms", relay(pool, kafka, topic, "lat_poll100",
-        b -> b.pollInterval(Duration.ofMillis(100)), false, null)));
-    rows.add(row("relay, polling every 1 s", relay(pool, kafka, topic, "lat_poll1s",
-        b -> b.pollInterval(Duration.ofSeconds(1)), false, null)));
+    Map<String, List<Long>> runs = new LinkedHashMap<>();
+    String baselineName = "plain KafkaSender, send → ack (baseline)";
+    runs.put(baselineName, plainProducer(kafka, topic));
+    runs.put("relay, polling every 100 ms", relay(pool, kafka, topic, "lat_poll100",
+        b -> b.pollInterval(Duration.ofMillis(100)), false, null));
+    runs.put("relay, polling every 1 s", relay(pool, kafka, topic, "lat_poll1s",
+        b -> b.pollInterval(Duration.ofSeconds(1)), false, null));
     OutboxTable notifyTable = OutboxTable.of("lat_notify");
-    rows.add(row("relay, LISTEN/NOTIFY (poll 1 s as fallback)", relay(pool, kafka, topic, "lat_notify",
-        b -> b.pollInterval(Duration.ofSeconds(1)).listen(notifyTable.notifyChannel()), true, null)));
+    runs.put("relay, LISTEN/NOTIFY (poll 1 s as fallback)", relay(pool, kafka, topic, "lat_notify",
+        b -> b.pollInterval(Duration.ofSeconds(1)).listen(notifyTable.notifyChannel()), true, null));
     InetSocketAddress udp = new InetSocketAddress("127.0.0.1", freePort());
-    rows.add(row("relay, UDP heartbeat after commit (poll 1 s as fallback)", relay(pool, kafka, topic,
+    runs.put("relay, UDP heartbeat after commit (poll 1 s as fallback)", relay(pool, kafka, topic,
         "lat_heartbeat", b -> b.pollInterval(Duration.ofSeconds(1)).heartbeatUdp(udp), false,
-        HeartbeatNotifier.udp(udp))));
+        HeartbeatNotifier.udp(udp)));
 
-    rows.add(row("relay, WAL mode (logical replication, commit order)", relay(pool, kafka, topic,
-        "lat_wal", b -> b.mode(dev.outbox.relay.RelayMode.WAL), false, null)));
+    runs.put("relay, WAL mode (logical replication, commit order)", relay(pool, kafka, topic,
+        "lat_wal", b -> b.mode(dev.outbox.relay.RelayMode.WAL), false, null));
     postgres.execute("SELECT pg_drop_replication_slot('lat_wal_relay')", "DROP PUBLICATION IF EXISTS lat_wal_relay");
 
     System.out.println();
     System.out.println("| ~1,000 msgs/s for " + RUN.toSeconds() + " s each | p50 ms | p99 ms | messages |");
     System.out.println("|---|---|---|---|");
-    rows.forEach(System.out::println);
+    runs.forEach((name, latencies) -> System.out.println(row(name, latencies)));
+
+    List<Long> baseline = sorted(runs.get(baselineName));
+    double baseP50 = percentile(baseline, 0.5) / 1000.0;
+    double baseP99 = percentile(baseline, 0.99) / 1000.0;
+    runs.forEach((name, latencies) -> {
+      if (name.equals(baselineName)) {
+        return;
+      }
+      List<Long> ours = sorted(latencies);
+      double p50 = percentile(ours, 0.5) / 1000.0;
+      double p99 = percentile(ours, 0.99) / 1000.0;
+      int expected = (int) (RUN.toMillis() / 10 * 10);
+      Results.add("latency p99, commit → ack: " + name,
+          String.format(Locale.ROOT, "%.1f ms (p50 %.1f)", p99, p50),
+          String.format(Locale.ROOT, "%.1f ms (p50 %.1f), plain KafkaSender send → ack", baseP99, baseP50),
+          Results.ratio(p99, baseP99),
+          String.format(Locale.ROOT, "p50 ratio %.2f; ~1,000 msgs/s for %d s; %,d of ~%,d messages acknowledged in the window",
+              p50 / baseP50, RUN.toSeconds(), ours.size(), expected));
+    });
 
     pool.dispose();
   }
 
-  private static String row(String name, List<Long> latenciesMicros) {
+  static List<Long> sorted(List<Long> latenciesMicros) {
     List<Long> sorted = new ArrayList<>(latenciesMicros);
     Collections.sort(sorted);
+    return sorted;
+  }
+
+  private static String row(String name, List<Long> latenciesMicros) {
+    List<Long> sorted = sorted(latenciesMicros);
     return String.format("| %s | %.1f | %.1f | %d |", name, percentile(sorted, 0.5) / 1000.0,
         percentile(sorted, 0.99) / 1000.0, sorted.size());
   }
 
-  private static List<Long> plainProducer(TestKafka kafka, String topic) {
+  /**
+   * The latency baseline: a plain {@link KafkaSender}'s send → acknowledgement latencies in
+   * microseconds, 10 records (keys k0..k9, 200 bytes) every 10 ms for {@link #RUN}, each group
+   * waiting for its acknowledgements.
+   */
+  static List<Long> plainProducer(TestKafka kafka, String topic) {
     Map<String, Object> props = new HashMap<>(kafka.producerProperties());
     props.put("key.serializer", StringSerializer.class);
     props.put("value.serializer", ByteArraySerializer.class);
@@ -186,7 +219,7 @@ final class TriggerLatencyBenchmark {
     }
   }
 
-  private static double percentile(List<Long> sorted, double p) {
+  static double percentile(List<Long> sorted, double p) {
     if (sorted.isEmpty()) {
       return Double.NaN;
     }

@@ -27,8 +27,8 @@ final class WriterBenchmark {
   private WriterBenchmark() {}
 
   public static void main(String[] args) {
-    Duration measure = Duration.ofSeconds(Long.getLong("bench.seconds", 20));
-    Duration warmup = Duration.ofSeconds(5);
+    Duration measure = Duration.ofSeconds(Long.getLong("bench.seconds", Results.scaled(20, 4)));
+    Duration warmup = Duration.ofSeconds(Results.scaled(5, 1));
     TestPostgres postgres = TestPostgres.get();
     ConnectionPool pool = postgres.newPool(WORKERS);
     OutboxTable table = OutboxTable.of("bench_outbox");
@@ -66,6 +66,11 @@ final class WriterBenchmark {
     System.out.printf("| business insert + plain 200-byte insert (baseline) | %.0f |%n", baseline);
     System.out.printf("| business insert + OutboxWriter.write (1 message, 200 bytes) | %.0f |%n", ours);
     System.out.printf("| ratio outbox / baseline | %.3f |%n", ours / baseline);
+    Results.add("writer: business insert + OutboxWriter.write (1 msg, " + PAYLOAD_BYTES + " B)",
+        Results.rate(ours, "tx/s"),
+        Results.rate(baseline, "tx/s") + ", business insert + plain " + PAYLOAD_BYTES + "-byte insert",
+        Results.ratio(ours, baseline),
+        WORKERS + " workers, one r2dbc-pool, " + measure.toSeconds() + " s each in 4 alternating rounds");
     pool.dispose();
   }
 

@@ -1,0 +1,242 @@
+package dev.outbox.benchmarks;
+
+import com.sun.management.GarbageCollectionNotificationInfo;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.relay.RelayOutcome;
+import io.r2dbc.pool.ConnectionPool;
+import io.r2dbc.pool.ConnectionPoolConfiguration;
+import io.r2dbc.spi.ConnectionFactories;
+import io.r2dbc.spi.ConnectionFactory;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
+import java.lang.management.MemoryMXBean;
+import java.lang.management.MemoryUsage;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import javax.management.NotificationEmitter;
+import javax.management.openmbean.CompositeData;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.header.internals.RecordHeader;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+import reactor.core.Disposable;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.kafka.sender.KafkaSender;
+import reactor.kafka.sender.SenderOptions;
+import reactor.kafka.sender.SenderRecord;
+
+/**
+ * The child JVM of {@link HeapBenchmark} (started with {@code -Xmx256m}): either a relay draining
+ * the backlog, or the plain {@link KafkaSender} baseline sending the same number of records.
+ * Ends by printing one {@code RESULT key=value …} line that the parent parses; exits 0 on
+ * success, 1 on a failure, and (with {@code -XX:+ExitOnOutOfMemoryError}) 3 on any {@link
+ * OutOfMemoryError}.
+ *
+ * <pre>
+ * DrainChild relay    &lt;r2dbc url&gt; &lt;bootstrap&gt; &lt;table&gt; &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
+ * DrainChild baseline -            &lt;bootstrap&gt; -       &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
+ * </pre>
+ */
+public final class DrainChild {
+  /** As {@link RelayBenchmark}; {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize} change them. */
+  static final int MAX_IN_FLIGHT = Integer.getInteger("bench.maxInFlight", 2_000);
+  static final int CLAIM_SIZE = Integer.getInteger("bench.claimSize", 200);
+  private static final Duration TIMEOUT = Duration.ofMinutes(Long.getLong("bench.heap.timeoutMinutes", 60));
+
+  private DrainChild() {}
+
+  public static void main(String[] args) throws Exception {
+    String mode = args[0];
+    String url = args[1];
+    String bootstrap = args[2];
+    String table = args[3];
+    String topic = args[4];
+    long messages = Long.parseLong(args[5]);
+    int payloadBytes = Integer.parseInt(args[6]);
+    HeapMonitor heap = HeapMonitor.start();
+    try {
+      String result = switch (mode) {
+        case "relay" -> relay(url, bootstrap, table, messages);
+        case "baseline" -> baseline(bootstrap, topic, messages, payloadBytes);
+        default -> throw new IllegalArgumentException("mode must be relay or baseline: " + mode);
+      };
+      heap.stop();
+      System.out.println("RESULT mode=" + mode + " " + result + " " + heap.summary());
+      System.out.flush();
+      System.exit(0);
+    } catch (Throwable e) {
+      e.printStackTrace();
+      System.out.println("RESULT mode=" + mode + " error=" + e.getClass().getSimpleName());
+      System.out.flush();
+      System.exit(e instanceof OutOfMemoryError ? 3 : 1);
+    }
+  }
+
+  private static Map<String, Object> producer(String bootstrap) {
+    Map<String, Object> props = new HashMap<>();
+    props.put("bootstrap.servers", bootstrap);
+    props.put("max.block.ms", 5_000);
+    return props;
+  }
+
+  private static String relay(String url, String bootstrap, String table, long messages)
+      throws InterruptedException {
+    ConnectionFactory factory = ConnectionFactories.get(url);
+    ConnectionPool pool = new ConnectionPool(ConnectionPoolConfiguration.builder(factory)
+        .initialSize(0).maxSize(12).maxAcquireTime(Duration.ofSeconds(30)).build());
+    OutboxRelay relay = OutboxRelay.create(pool, RelayOptions.builder()
+        .table(OutboxTable.of(table))
+        .kafka(producer(bootstrap))
+        .maxInFlight(MAX_IN_FLIGHT)
+        .claimSize(CLAIM_SIZE)
+        .pollInterval(Duration.ofMillis(100))
+        .build());
+    AtomicLong published = new AtomicLong();
+    AtomicLong other = new AtomicLong();
+    CountDownLatch done = new CountDownLatch(1);
+    Disposable counting = relay.outcomes().subscribe(o -> {
+      if (o.kind() == RelayOutcome.Kind.PUBLISHED) {
+        if (published.addAndGet(o.messageCount()) >= messages) {
+          done.countDown();
+        }
+      } else {
+        other.incrementAndGet();
+      }
+    });
+    long t0 = System.nanoTime();
+    RelayHandle handle = relay.start();
+    boolean drained = done.await(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+    double seconds = (System.nanoTime() - t0) / 1e9;
+    handle.stop(Duration.ofSeconds(10)).block();
+    counting.dispose();
+    pool.dispose();
+    // Not drained in time: still report what was published and the heap figures.
+    return String.format(Locale.ROOT, "messages=%d seconds=%.3f otherOutcomes=%d complete=%b",
+        published.get(), seconds, other.get(), drained);
+  }
+
+  private static String baseline(String bootstrap, String topic, long messages, int payloadBytes) {
+    byte[] payload = new byte[payloadBytes];
+    java.util.Arrays.fill(payload, (byte) 'a');
+    byte[] contentType = "application/octet-stream".getBytes(StandardCharsets.UTF_8);
+    // The relay sink's producer defaults (ReactorKafkaSink), and the same maxInFlight.
+    Map<String, Object> props = producer(bootstrap);
+    props.put("key.serializer", StringSerializer.class);
+    props.put("value.serializer", ByteArraySerializer.class);
+    props.put("enable.idempotence", true);
+    props.put("acks", "all");
+    props.put("linger.ms", 5);
+    long t0 = System.nanoTime();
+    KafkaSender<String, byte[]> sender = KafkaSender.create(
+        SenderOptions.<String, byte[]>create(props).maxInFlight(MAX_IN_FLIGHT));
+    // The same records the relay sends: key k<g mod 1000>, message_id and content_type headers.
+    long[] result = sender.send(Flux.range(1, (int) messages).map(g -> {
+          ProducerRecord<String, byte[]> record = new ProducerRecord<>(topic,
+              String.format(Locale.ROOT, "k%03d", g % 1000), payload);
+          record.headers().add(new RecordHeader("message_id",
+              String.format(Locale.ROOT, "%025d00", g).getBytes(StandardCharsets.UTF_8)));
+          record.headers().add(new RecordHeader("content_type", contentType));
+          return SenderRecord.create(record, g);
+        }))
+        .reduce(new long[2], (acc, r) -> {
+          acc[r.exception() == null ? 0 : 1]++;
+          return acc;
+        })
+        .block(TIMEOUT);
+    double seconds = (System.nanoTime() - t0) / 1e9;
+    Mono.fromRunnable(sender::close).block();
+    if (result == null || result[1] > 0 || result[0] != messages) {
+      throw new IllegalStateException("Baseline acknowledged " + (result == null ? 0 : result[0])
+          + " of " + messages + ", " + (result == null ? "?" : result[1]) + " failed");
+    }
+    return String.format(Locale.ROOT, "messages=%d seconds=%.3f otherOutcomes=0 complete=true", result[0], seconds);
+  }
+
+  /**
+   * Heap while running: the highest heap use sampled every 10 ms (live objects plus garbage not
+   * yet collected), and the highest heap use right after a collection (what survives: the
+   * working set).
+   */
+  static final class HeapMonitor {
+    private final MemoryMXBean memory = ManagementFactory.getMemoryMXBean();
+    private final AtomicLong peakUsed = new AtomicLong();
+    private final AtomicLong peakCommitted = new AtomicLong();
+    private final AtomicLong peakAfterGc = new AtomicLong();
+    private final AtomicLong collections = new AtomicLong();
+    private final List<String> collectors = new ArrayList<>();
+    private final Thread sampler;
+    private volatile boolean running = true;
+
+    private HeapMonitor() {
+      for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+        collectors.add(gc.getName().replace(' ', '_'));
+        ((NotificationEmitter) gc).addNotificationListener((notification, handback) -> {
+          if (!GarbageCollectionNotificationInfo.GARBAGE_COLLECTION_NOTIFICATION.equals(notification.getType())) {
+            return;
+          }
+          GarbageCollectionNotificationInfo info =
+              GarbageCollectionNotificationInfo.from((CompositeData) notification.getUserData());
+          long after = 0;
+          for (Map.Entry<String, MemoryUsage> pool : info.getGcInfo().getMemoryUsageAfterGc().entrySet()) {
+            if (isHeapPool(pool.getKey())) {
+              after += pool.getValue().getUsed();
+            }
+          }
+          collections.incrementAndGet();
+          peakAfterGc.accumulateAndGet(after, Math::max);
+        }, null, null);
+      }
+      sampler = new Thread(() -> {
+        while (running) {
+          MemoryUsage usage = memory.getHeapMemoryUsage();
+          peakUsed.accumulateAndGet(usage.getUsed(), Math::max);
+          peakCommitted.accumulateAndGet(usage.getCommitted(), Math::max);
+          try {
+            Thread.sleep(10);
+          } catch (InterruptedException e) {
+            return;
+          }
+        }
+      }, "heap-sampler");
+      sampler.setDaemon(true);
+      sampler.start();
+    }
+
+    private static final List<String> HEAP_POOL_NAMES = ManagementFactory.getMemoryPoolMXBeans().stream()
+        .filter(p -> p.getType() == java.lang.management.MemoryType.HEAP)
+        .map(java.lang.management.MemoryPoolMXBean::getName).toList();
+
+    private static boolean isHeapPool(String name) {
+      return HEAP_POOL_NAMES.contains(name);
+    }
+
+    static HeapMonitor start() {
+      return new HeapMonitor();
+    }
+
+    void stop() throws InterruptedException {
+      running = false;
+      sampler.interrupt();
+      sampler.join();
+    }
+
+    String summary() {
+      return String.format(Locale.ROOT,
+          "peakUsedBytes=%d peakCommittedBytes=%d peakAfterGcBytes=%d maxHeapBytes=%d gcs=%d collectors=%s",
+          peakUsed.get(), peakCommitted.get(), peakAfterGc.get(), Runtime.getRuntime().maxMemory(),
+          collections.get(), String.join(",", collectors));
+    }
+  }
+}
