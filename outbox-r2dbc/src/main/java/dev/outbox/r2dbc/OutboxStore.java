@@ -79,9 +79,15 @@ public final class OutboxStore {
         + " AS settled(batch_id, lease_token)"
         + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
         + " RETURNING o.batch_id";
+    // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
+    // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
+    // the same rows in another order.
     renewSql = "UPDATE " + t + " AS o SET lease_expires_at = now() + $3 * INTERVAL '1 millisecond'"
-        + " FROM unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
-        + " WHERE o.batch_id = held.batch_id AND o.lease_token = held.lease_token"
+        + " FROM (SELECT e.batch_id FROM " + t + " AS e"
+        + " JOIN unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
+        + " ON e.batch_id = held.batch_id AND e.lease_token = held.lease_token"
+        + " FOR UPDATE OF e SKIP LOCKED) AS free"
+        + " WHERE o.batch_id = free.batch_id"
         + " RETURNING o.batch_id";
     String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
     retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import dev.outbox.testing.PostgresExtension;
 import dev.outbox.testing.TestPostgres;
 import io.r2dbc.pool.ConnectionPool;
+import io.r2dbc.spi.Connection;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -140,6 +141,32 @@ class OutboxStorePostgresTest {
         .isAfter(Instant.now().plusSeconds(200));
     assertThat(store.find(lost.batchId()).block().leaseOwner()).isEqualTo("relay-b");
     assertThat(store.renewLeases(List.of(), LONG_LEASE).collectList().block()).isEmpty();
+  }
+
+  /**
+   * Seen in the 1,000,000-row benchmark: renewals that waited for rows a grouped DELETE had
+   * locked deadlocked with it (40P01), and the DELETE's batches were published again. A row
+   * locked by a settlement is skipped, never waited for.
+   */
+  @Test
+  void renewingLeasesSkipsRowsASettlementHasLockedInsteadOfWaiting() {
+    writeBatches(2);
+    ClaimedBatch beingSettled = claimOne(LONG_LEASE, "relay");
+    ClaimedBatch idle = claimOne(LONG_LEASE, "relay");
+    Connection settlement = Mono.from(postgres.connectionFactory().create()).block();
+    try {
+      Mono.from(settlement.beginTransaction()).block();
+      Flux.from(settlement.createStatement("SELECT batch_id FROM " + table.qualifiedName()
+              + " WHERE batch_id = $1 FOR UPDATE").bind(0, beingSettled.batchId()).execute())
+          .concatMap(r -> r.map((row, meta) -> row.get(0))).blockLast();
+
+      List<String> renewed = store.renewLeases(List.of(idle, beingSettled), LONG_LEASE)
+          .collectList().block(Duration.ofSeconds(5));
+
+      assertThat(renewed).containsExactly(idle.batchId());
+    } finally {
+      Mono.from(settlement.rollbackTransaction()).then(Mono.from(settlement.close())).block();
+    }
   }
 
   @Test
