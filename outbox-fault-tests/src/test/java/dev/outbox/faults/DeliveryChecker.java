@@ -1,7 +1,7 @@
 package dev.outbox.faults;
 
+import dev.outbox.testing.TestKafka;
 import java.nio.charset.StandardCharsets;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashMap;
@@ -10,13 +10,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
-import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
-import org.apache.kafka.clients.consumer.KafkaConsumer;
-import org.apache.kafka.common.PartitionInfo;
-import org.apache.kafka.common.TopicPartition;
-import org.apache.kafka.common.serialization.ByteArrayDeserializer;
-import org.apache.kafka.common.serialization.StringDeserializer;
 
 /**
  * The consumer side of the fault suite: reads a whole topic and holds it against what the
@@ -63,13 +57,13 @@ final class DeliveryChecker {
    * once, no rolled-back tag delivered, nothing delivered that no transaction committed, and
    * (if {@code ordered}) each key's first deliveries in ascending {@code seq} order.
    */
-  static Report check(String scenario, String bootstrapServers, String topic,
+  static Report check(String scenario, TestKafka kafka, String topic,
       Set<String> committed, Set<String> rolledBack, boolean ordered) {
-    List<ConsumerRecord<String, byte[]>> records = readAll(bootstrapServers, topic);
+    List<ConsumerRecord<String, byte[]>> records = kafka.readToEnd(topic);
     Map<String, Integer> seen = new HashMap<>();
     Map<String, Long> lastFirstSeqByKey = new HashMap<>();
     List<String> orderViolations = new ArrayList<>();
-    // Records of one key share a partition, and readAll keeps each partition's order.
+    // Records of one key share a partition, and readToEnd keeps each partition's order.
     for (ConsumerRecord<String, byte[]> record : records) {
       String tag = new String(record.value(), StandardCharsets.UTF_8);
       if (seen.merge(tag, 1, Integer::sum) > 1) {
@@ -89,49 +83,6 @@ final class DeliveryChecker {
         sorted(intersection(rolledBack, seen.keySet())),
         sorted(difference(seen.keySet(), committed)),
         orderViolations);
-  }
-
-  private static List<ConsumerRecord<String, byte[]>> readAll(String bootstrapServers,
-      String topic) {
-    Map<String, Object> props = Map.of(
-        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
-        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
-        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
-        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
-        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest",
-        ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 5_000);
-    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
-      List<TopicPartition> partitions = new ArrayList<>();
-      for (PartitionInfo p : consumer.partitionsFor(topic, Duration.ofSeconds(30))) {
-        partitions.add(new TopicPartition(p.topic(), p.partition()));
-      }
-      consumer.assign(partitions);
-      consumer.seekToBeginning(partitions);
-      Map<TopicPartition, Long> ends = consumer.endOffsets(partitions, Duration.ofSeconds(30));
-      Map<TopicPartition, List<ConsumerRecord<String, byte[]>>> byPartition = new HashMap<>();
-      long deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos();
-      while (!reachedEnd(consumer, partitions, ends)) {
-        if (System.nanoTime() > deadline) {
-          throw new AssertionError("Could not read " + topic + " to its end offsets " + ends);
-        }
-        consumer.poll(Duration.ofMillis(200)).forEach(r -> byPartition
-            .computeIfAbsent(new TopicPartition(r.topic(), r.partition()), p -> new ArrayList<>())
-            .add(r));
-      }
-      List<ConsumerRecord<String, byte[]>> all = new ArrayList<>();
-      byPartition.values().forEach(all::addAll);
-      return all;
-    }
-  }
-
-  private static boolean reachedEnd(KafkaConsumer<?, ?> consumer, List<TopicPartition> partitions,
-      Map<TopicPartition, Long> ends) {
-    for (TopicPartition p : partitions) {
-      if (consumer.position(p, Duration.ofSeconds(30)) < ends.get(p)) {
-        return false;
-      }
-    }
-    return true;
   }
 
   private static Set<String> difference(Collection<String> a, Collection<String> b) {

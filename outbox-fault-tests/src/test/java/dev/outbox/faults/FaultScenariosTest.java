@@ -7,6 +7,7 @@ import dev.outbox.testing.Poll;
 import java.time.Duration;
 import java.util.List;
 import java.util.Random;
+import java.util.function.Function;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -79,34 +80,26 @@ class FaultScenariosTest {
 
   @Test
   void networkToPostgresCutAndRestored() {
-    for (RelayMode mode : modes(RelayMode.ORDERED)) {
-      try (FaultRun run = FaultRun.start("postgres-network", mode)) {
-        run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
-        long refusedBefore = run.world.postgresProxy.refusedConnections();
-        run.world.postgresProxy.cut();
-        FaultRun.hold(OUTAGE);
-        run.world.postgresProxy.restore();
-        assertThat(run.world.postgresProxy.refusedConnections())
-            .as("the relay tried to reconnect while the network was cut")
-            .isGreaterThan(refusedBefore);
-        run.awaitProgress(200, PROGRESS);
-        run.finish();
-      }
-    }
+    cutAndRestore("postgres-network", RelayMode.ORDERED, world -> world.postgresProxy);
   }
 
   @Test
   void networkToKafkaCutAndRestored() {
-    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
-      try (FaultRun run = FaultRun.start("kafka-network", mode)) {
+    cutAndRestore("kafka-network", RelayMode.PARALLEL, world -> world.kafkaProxy);
+  }
+
+  private static void cutAndRestore(String scenario, RelayMode shortForm,
+      Function<FaultWorld, TcpProxy> proxyOf) {
+    for (RelayMode mode : modes(shortForm)) {
+      try (FaultRun run = FaultRun.start(scenario, mode)) {
+        TcpProxy proxy = proxyOf.apply(run.world);
         run.startRelay("a");
         run.awaitProgress(200, PROGRESS);
-        long refusedBefore = run.world.kafkaProxy.refusedConnections();
-        run.world.kafkaProxy.cut();
+        long refusedBefore = proxy.refusedConnections();
+        proxy.cut();
         FaultRun.hold(OUTAGE);
-        run.world.kafkaProxy.restore();
-        assertThat(run.world.kafkaProxy.refusedConnections())
+        proxy.restore();
+        assertThat(proxy.refusedConnections())
             .as("the relay tried to reconnect while the network was cut")
             .isGreaterThan(refusedBefore);
         run.awaitProgress(200, PROGRESS);

@@ -280,21 +280,51 @@ public final class TestKafka {
   }
 
   /**
+   * Every record of {@code topic} up to its end offsets at the time of the call, partition by
+   * partition, each partition in offset order. Fails if the end is not reached within 2 minutes.
+   */
+  public List<ConsumerRecord<String, byte[]>> readToEnd(String topic) {
+    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(consumerProperties())) {
+      List<TopicPartition> partitions = partitionsOf(List.of(topic));
+      consumer.assign(partitions);
+      consumer.seekToBeginning(partitions);
+      Map<TopicPartition, Long> ends = consumer.endOffsets(partitions, Duration.ofSeconds(30));
+      Map<TopicPartition, List<ConsumerRecord<String, byte[]>>> byPartition = new HashMap<>();
+      long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(2);
+      while (partitions.stream()
+          .anyMatch(p -> consumer.position(p, Duration.ofSeconds(30)) < ends.get(p))) {
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException("Could not read " + topic + " to its end " + ends);
+        }
+        consumer.poll(Duration.ofMillis(200)).forEach(r -> byPartition
+            .computeIfAbsent(new TopicPartition(r.topic(), r.partition()), p -> new ArrayList<>())
+            .add(r));
+      }
+      List<ConsumerRecord<String, byte[]>> all = new ArrayList<>();
+      byPartition.values().forEach(all::addAll);
+      return all;
+    }
+  }
+
+  private Map<String, Object> consumerProperties() {
+    return Map.of(
+        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
+        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
+        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
+        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+        // seekToBeginning is not always honoured for every partition (seen: a few partitions
+        // started at their end); "earliest" makes the default agree with it.
+        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest",
+        ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 5_000);
+  }
+
+  /**
    * Reads {@code topics} from the beginning until {@code expected} records arrived or the
    * deadline passed, then reads for {@code settle} longer to catch duplicates and strays.
    */
   public List<ConsumerRecord<String, byte[]>> consume(List<String> topics, int expected,
       Duration deadline, Duration settle) {
-    Map<String, Object> props = Map.of(
-        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers,
-        ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
-        ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class,
-        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
-        // seekToBeginning below is not always honoured for every partition (seen: a few
-        // partitions started at their end); "earliest" makes the default agree with it.
-        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest",
-        ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 5_000);
-    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
+    try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(consumerProperties())) {
       List<TopicPartition> partitions = partitionsOf(topics);
       consumer.assign(partitions);
       consumer.seekToBeginning(partitions);
