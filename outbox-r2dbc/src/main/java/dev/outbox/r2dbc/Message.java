@@ -226,6 +226,11 @@ public final class Message {
         throw new InvalidMessageException("Message headers '" + MESSAGE_ID_HEADER + "' and '"
             + CONTENT_TYPE_HEADER + "' are reserved: the relay sets them from id and contentType");
       }
+      if (time != null && time.isBefore(Instant.EPOCH)) {
+        // A Kafka record timestamp cannot be negative: the producer would reject the record.
+        throw new InvalidMessageException("Message time must not be before 1970-01-01, got "
+            + time);
+      }
       // Defaults are computed per build() so a reused builder never repeats an id.
       return new Message(id != null ? id : Ksuid.generate().toString(), stream, key, headers,
           contentType, data.clone(), time != null ? time : Instant.now());

@@ -51,9 +51,6 @@ public final class OutboxStore {
   private final String releaseSql;
   private final String releaseAllSql;
   private final String deadLetterSql;
-  /** How many of the oldest rows an ORDERED claim looks at for the heads of their keys. */
-  static final int ORDERED_WINDOW = 5_000;
-
   private final String redriveSql;
   private final String renewSql;
   private final String findSql;
@@ -134,15 +131,13 @@ public final class OutboxStore {
    * in the table (unpublished: in flight, waiting for a retry, or not yet claimed).
    */
   private static String claimSql(String t, boolean ordered) {
-    // Per key, the earliest row still in the table, computed once per claim over the oldest
-    // ORDERED_WINDOW rows: a prefix in insert order holds every row earlier than any of its
-    // rows, so a key's head found there is its head in the whole table, and the oldest row is
-    // always in it (progress). A row may go only if it heads every key it carries. Checking
-    // "no earlier row shares a key" row by row instead cost seconds per claim with a backlog of
-    // a few thousand rows, and a whole-table aggregate still grew with the backlog.
-    String heads = !ordered ? "" : "heads AS (SELECT k, min(e.insert_seq) AS first_seq FROM"
-        + " (SELECT insert_seq, message_keys FROM " + t + " ORDER BY insert_seq LIMIT "
-        + ORDERED_WINDOW + ") AS e, unnest(e.message_keys) AS k GROUP BY k), ";
+    // Per key, the earliest row still in the table (computed once per claim: one scan and a
+    // hash aggregate, so a claim costs time linear in the backlog). A row may go only if it is
+    // the head of every key it carries. Checking "no earlier row shares a key" row by row
+    // instead cost seconds per claim with a backlog of a few thousand rows. (Aggregating only
+    // the oldest rows was faster but let one stuck key with a long queue block every key.)
+    String heads = !ordered ? "" : "heads AS (SELECT k, min(e.insert_seq) AS first_seq FROM " + t
+        + " AS e, unnest(e.message_keys) AS k GROUP BY k), ";
     String orderedOnly = !ordered ? "" : " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
         + " AND (o.message_keys = '{}' OR o.insert_seq IN (SELECT first_seq FROM heads))"
         + " AND NOT EXISTS (SELECT 1 FROM heads AS h"

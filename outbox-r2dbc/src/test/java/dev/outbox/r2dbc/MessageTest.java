@@ -44,6 +44,15 @@ class MessageTest {
   }
 
   @Test
+  void timeBefore1970IsNamed() {
+    assertThatThrownBy(() -> Message.builder().stream("s").data(new byte[0])
+            .time(Instant.EPOCH.minusMillis(1)).build())
+        .isInstanceOf(InvalidMessageException.class).hasMessageContaining("1970");
+    assertThat(Message.builder().stream("s").data(new byte[0]).time(Instant.EPOCH).build().time())
+        .isEqualTo(Instant.EPOCH);
+  }
+
+  @Test
   void nullDataIsNamed() {
     assertThatThrownBy(() -> Message.builder().stream("s").build())
         .isInstanceOf(InvalidMessageException.class).hasMessageContaining("data");

@@ -87,5 +87,12 @@ class ProtobufCodecTest {
         .build().toByteArray();
     assertThatThrownBy(() -> codec.decode(noStream))
         .isInstanceOf(UndecodableBatchException.class).hasMessageContaining("stream");
+    // Go's zero time.Time, for example: a Kafka timestamp cannot be negative.
+    byte[] before1970 = TransportMessageBatch.newBuilder()
+        .addMessages(TransportMessage.newBuilder().setMessageId("x").setStreamName("s")
+            .setTime(Timestamp.newBuilder().setSeconds(-62135596800L)))
+        .build().toByteArray();
+    assertThatThrownBy(() -> codec.decode(before1970))
+        .isInstanceOf(UndecodableBatchException.class).hasMessageContaining("1970");
   }
 }

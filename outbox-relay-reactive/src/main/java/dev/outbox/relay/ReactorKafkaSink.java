@@ -1,7 +1,9 @@
 package dev.outbox.relay;
 
+import java.util.Collections;
+import java.util.IdentityHashMap;
 import java.util.Map;
-import java.util.concurrent.atomic.AtomicReference;
+import java.util.Set;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.RecordTooLargeException;
@@ -79,16 +81,19 @@ public final class ReactorKafkaSink implements RecordSink {
       // exception once everything is answered, although that record was already answered with
       // it. Complete instead: a bounded send (WAL mode: one batch) would otherwise lose its
       // results' settlement.
-      AtomicReference<@Nullable Throwable> firstAnswered = new AtomicReference<>();
+      // Every error already answered, by identity: callbacks on different threads may each be
+      // "first", so remembering one is not enough.
+      Set<Throwable> answered = Collections.synchronizedSet(
+          Collections.newSetFromMap(new IdentityHashMap<>()));
       return Flux.merge(
           sender.send(legal)
               .map(result -> {
                 if (result.exception() != null) {
-                  firstAnswered.compareAndSet(null, result.exception());
+                  answered.add(result.exception());
                 }
                 return new SendResult<>(result.correlationMetadata(), result.exception());
               })
-              .onErrorResume(error -> error == firstAnswered.get(), error -> Flux.empty()),
+              .onErrorResume(answered::contains, error -> Flux.empty()),
           rejected.asFlux());
     });
   }

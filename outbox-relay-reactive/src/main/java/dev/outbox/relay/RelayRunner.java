@@ -176,6 +176,9 @@ final class RelayRunner implements RelayHandle {
         .concatMap(insert -> publishInCommitOrder(insert.batchId())
             .then(Mono.fromRunnable(() -> follower.acknowledge(insert))))
         .then()
+        // A batch whose send failed as a whole is given back; held, renewal would keep its
+        // lease forever and the replayed insert could never be claimed again.
+        .onErrorResume(error -> abandonUnsettled().then(Mono.error(error)))
         .retryWhen(Retry.backoff(Long.MAX_VALUE, Duration.ofSeconds(1))
             .maxBackoff(Duration.ofSeconds(30))
             .filter(error -> stopping.get() == null)
@@ -292,6 +295,7 @@ final class RelayRunner implements RelayHandle {
     }
     return store.renewLeases(held, options.leaseDuration())
         .count()
+        .timeout(options.leaseRenewal())
         .doOnNext(renewed -> {
           if (renewed < held.size()) {
             log.debug("Outbox relay {} renewed {} of {} leases; the rest were settled or lost",

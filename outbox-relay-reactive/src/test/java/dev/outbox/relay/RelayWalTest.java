@@ -14,10 +14,12 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -51,8 +53,12 @@ class RelayWalTest {
   }
 
   private RelayHandle start(List<RelayOutcome> seen) {
-    OutboxRelay outboxRelay = OutboxRelay.create(outbox.pool, RelayOptions.builder().table(outbox.table)
-        .mode(RelayMode.WAL).kafka(kafka.producerProperties()).build());
+    return start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+        .kafka(kafka.producerProperties()).build());
+  }
+
+  private RelayHandle start(List<RelayOutcome> seen, RelayOptions options) {
+    OutboxRelay outboxRelay = OutboxRelay.create(outbox.pool, options);
     outboxRelay.outcomes().subscribe(seen::add);
     RelayHandle relay = outboxRelay.start();
     Poll.until("the relay follows the slot", QUICKLY, () -> outbox.postgres.queryLong(
@@ -78,6 +84,39 @@ class RelayWalTest {
 
   private static void run(Connection c, String sql) {
     Flux.from(c.createStatement(sql).execute()).concatMap(r -> r.getRowsUpdated()).blockLast(QUICKLY);
+  }
+
+  /**
+   * A send that fails as a whole (not per record) used to leave its batch held: with lease
+   * renewal, held for ever, so the replayed insert could never be claimed again.
+   */
+  @Test
+  void aBatchWhoseSendFailedAsAWholeIsGivenBackAndPublishedOnTheRetry() {
+    AtomicInteger sends = new AtomicInteger();
+    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 10);
+    RecordSink failingOnce = new RecordSink() {
+      @Override
+      public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
+        return sends.getAndIncrement() == 0
+            ? Flux.from(records).thenMany(Flux.error(new IllegalStateException("send failed")))
+            : kafkaSink.send(records);
+      }
+
+      @Override
+      public Mono<Void> close() {
+        return kafkaSink.close();
+      }
+    };
+    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
+        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL).sink(failingOnce).build());
+
+    commit(message("after a failed send"));
+
+    assertThat(published(1)).containsExactly("after a failed send");
+    Poll.until("the row is deleted", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(sends.get()).as("the first send failed, a later one published").isGreaterThan(1);
+    relay.stop(Duration.ofSeconds(5)).block();
+    kafkaSink.close().block();
   }
 
   @Test
