@@ -37,8 +37,6 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.header.internals.RecordHeaders;
-import org.apache.kafka.common.serialization.ByteArraySerializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.connect.header.Header;
 import org.apache.kafka.connect.source.SourceRecord;
 import org.slf4j.LoggerFactory;
@@ -227,12 +225,8 @@ final class DebeziumPeer {
       this.onAck = onAck;
       this.config = engineConfig(postgres, table, offsets);
       overrides.forEach(config::setProperty);
-      Map<String, Object> props = new HashMap<>(kafka.producerProperties());
-      props.put("key.serializer", StringSerializer.class);
-      props.put("value.serializer", ByteArraySerializer.class);
-      props.put("enable.idempotence", true);
-      props.put("acks", "all");
-      props.put("linger.ms", 5);
+      Map<String, Object> props =
+          RelayBenchmark.withRelayProducerDefaults(kafka.producerProperties());
       this.producer = new KafkaProducer<>(props);
     }
 

@@ -28,8 +28,6 @@ import javax.management.NotificationEmitter;
 import javax.management.openmbean.CompositeData;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.header.internals.RecordHeader;
-import org.apache.kafka.common.serialization.ByteArraySerializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -132,12 +130,7 @@ public final class DrainChild {
     java.util.Arrays.fill(payload, (byte) 'a');
     byte[] contentType = "application/octet-stream".getBytes(StandardCharsets.UTF_8);
     // The relay sink's producer defaults (ReactorKafkaSink), and the same maxInFlight.
-    Map<String, Object> props = producer(bootstrap);
-    props.put("key.serializer", StringSerializer.class);
-    props.put("value.serializer", ByteArraySerializer.class);
-    props.put("enable.idempotence", true);
-    props.put("acks", "all");
-    props.put("linger.ms", 5);
+    Map<String, Object> props = RelayBenchmark.withRelayProducerDefaults(producer(bootstrap));
     long t0 = System.nanoTime();
     KafkaSender<String, byte[]> sender = KafkaSender.create(
         SenderOptions.<String, byte[]>create(props).maxInFlight(MAX_IN_FLIGHT));

@@ -156,7 +156,21 @@ final class RelayBenchmark {
         .blockLast();
   }
 
-  private static void sleep(long millis) {
+  /**
+   * {@code base} plus the producer defaults of the relay's sinks (String keys, byte[] values,
+   * idempotence, acks=all, linger 5 ms), so baselines send the way the relay does.
+   */
+  static Map<String, Object> withRelayProducerDefaults(Map<String, Object> base) {
+    Map<String, Object> props = new HashMap<>(base);
+    props.put("key.serializer", StringSerializer.class);
+    props.put("value.serializer", ByteArraySerializer.class);
+    props.put("enable.idempotence", true);
+    props.put("acks", "all");
+    props.put("linger.ms", 5);
+    return props;
+  }
+
+  static void sleep(long millis) {
     try {
       Thread.sleep(millis);
     } catch (InterruptedException e) {

@@ -87,7 +87,7 @@ final class ScalingBenchmark {
       long deadline = t0 + Duration.ofMinutes(10).toNanos();
       while ((total.get() < MESSAGES || postgres.queryLong("SELECT count(*) FROM " + name) > 0)
           && System.nanoTime() < deadline) {
-        sleep(20);
+        RelayBenchmark.sleep(20);
       }
       double seconds = (System.nanoTime() - t0) / 1e9;
       Flux.fromIterable(handles).flatMap(h -> h.stop(Duration.ofSeconds(10))).blockLast();
@@ -123,14 +123,5 @@ final class ScalingBenchmark {
     System.out.printf(Locale.ROOT, "%,d messages (batches of %d, %d-byte payloads), maxInFlight %d, claimSize %d each%n",
         MESSAGES, BATCH, PAYLOAD, DrainChild.MAX_IN_FLIGHT, DrainChild.CLAIM_SIZE);
     table.forEach(System.out::println);
-  }
-
-  private static void sleep(long millis) {
-    try {
-      Thread.sleep(millis);
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new IllegalStateException(e);
-    }
   }
 }

@@ -29,8 +29,6 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.UnaryOperator;
 import org.apache.kafka.clients.producer.ProducerRecord;
-import org.apache.kafka.common.serialization.ByteArraySerializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -121,12 +119,7 @@ final class TriggerLatencyBenchmark {
    * waiting for its acknowledgements.
    */
   static List<Long> plainProducer(TestKafka kafka, String topic) {
-    Map<String, Object> props = new HashMap<>(kafka.producerProperties());
-    props.put("key.serializer", StringSerializer.class);
-    props.put("value.serializer", ByteArraySerializer.class);
-    props.put("enable.idempotence", true);
-    props.put("acks", "all");
-    props.put("linger.ms", 5);
+    Map<String, Object> props = RelayBenchmark.withRelayProducerDefaults(kafka.producerProperties());
     KafkaSender<String, byte[]> sender = KafkaSender.create(SenderOptions.create(props));
     List<Long> latencies = Collections.synchronizedList(new ArrayList<>());
     long end = System.nanoTime() + RUN.toNanos();
