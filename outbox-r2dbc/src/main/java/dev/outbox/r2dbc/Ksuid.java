@@ -1,5 +1,6 @@
 package dev.outbox.r2dbc;
 
+import dev.outbox.r2dbc.internal.Entropy;
 import java.math.BigInteger;
 import java.time.Instant;
 import java.util.Arrays;

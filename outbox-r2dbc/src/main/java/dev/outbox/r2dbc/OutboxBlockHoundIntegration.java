@@ -11,6 +11,6 @@ import reactor.blockhound.integration.BlockHoundIntegration;
 public final class OutboxBlockHoundIntegration implements BlockHoundIntegration {
   @Override
   public void applyTo(BlockHound.Builder builder) {
-    builder.allowBlockingCallsInside("dev.outbox.r2dbc.Entropy", "seeded");
+    builder.allowBlockingCallsInside("dev.outbox.r2dbc.internal.Entropy", "seeded");
   }
 }

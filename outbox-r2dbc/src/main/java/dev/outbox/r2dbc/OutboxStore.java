@@ -1,58 +1,33 @@
 package dev.outbox.r2dbc;
 
-import io.r2dbc.spi.Connection;
+import dev.outbox.r2dbc.internal.Sql;
 import io.r2dbc.spi.ConnectionFactory;
 import io.r2dbc.spi.Readable;
-import io.r2dbc.spi.Statement;
-import java.time.Duration;
 import java.time.Instant;
-import java.util.Comparator;
 import java.util.List;
 import java.util.Objects;
 import java.util.UUID;
-import java.util.function.Function;
-import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
 /**
- * The relay's side of the outbox table: claim due batches under a lease, then settle each claim
- * exactly once by deleting, retrying later, releasing or dead-lettering it.
+ * The operator's view of an outbox table: backlog, stored batches, dead letters and redrive.
+ * (How relays claim and settle batches is internal to the relay.)
  *
  * <pre>{@code
  * OutboxStore store = OutboxStore.create(pool, OutboxTable.of("order_outbox"));
- * store.claim(100, Duration.ofSeconds(30), "relay-1")
- *      .concatMap(batch -> publish(batch)
- *          .then(store.delete(batch))                       // false: lease lost, row kept
- *          .onErrorResume(e -> store.retryLater(batch, e.toString(), Duration.ofSeconds(1))));
+ * store.deadLetters(50)
+ *     .filter(letter -> letter.reason().contains("RecordTooLargeException"))
+ *     .concatMap(letter -> store.redrive(letter.batchId(), shrink(letter)));
  * }</pre>
  *
- * <p><b>Fencing.</b> Every claim gets a new lease token, and every settlement matches on it. Once
- * a lease has expired and another relay has claimed the batch, the token has changed and the old
- * holder's settlement affects nothing (it returns {@code false}). A holder whose lease expired
- * but whose batch nobody has claimed yet may still settle it: that is safe, since the claim and
- * the settlement both lock the row and whichever comes second sees the other's effect.
- *
  * <p>Each operation runs in its own auto-commit statement on a connection taken from the factory
- * (use a pool). Times ({@code now()}) are the database's, so relays need no synchronized clocks.
- * Immutable and thread-safe.
+ * (use a pool). Immutable and thread-safe.
  */
 public final class OutboxStore {
-  private static final int ERROR_TEXT_LIMIT = 255;
-
   private final ConnectionFactory connections;
   private final OutboxTable table;
-  private final String claimSql;
-  private final String orderedClaimSql;
-  private final String deleteSql;
-  private final String claimByIdSql;
-  private final String deleteAllSql;
-  private final String retrySql;
-  private final String releaseSql;
-  private final String releaseAllSql;
-  private final String deadLetterSql;
   private final String redriveSql;
-  private final String renewSql;
   private final String findSql;
   private final String findDeadLetterSql;
   private final String deadLettersSql;
@@ -63,49 +38,6 @@ public final class OutboxStore {
     this.table = table;
     String t = table.qualifiedName();
     String dl = table.deadLetterQualifiedName();
-    // Candidates are locked in insert order; the running message total then decides which of
-    // them this claim takes. Locked but untaken rows are unlocked when the statement commits.
-    claimSql = claimSql(t, false);
-    orderedClaimSql = claimSql(t, true);
-    deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
-    claimByIdSql = "UPDATE " + t + " SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
-        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
-        + " RETURNING batch_id, insert_seq, message_count, write_retries, raw_data, insert_time,"
-        + " lease_expires_at";
-    // bpchar[], the column's own type: against text[] the primary key is not used, and every
-    // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
-    deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
-        + " AS settled(batch_id, lease_token)"
-        + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
-        + " RETURNING o.batch_id";
-    // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
-    // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
-    // the same rows in another order.
-    renewSql = "UPDATE " + t + " AS o SET lease_expires_at = now() + $3 * INTERVAL '1 millisecond'"
-        + " FROM (SELECT e.batch_id FROM " + t + " AS e"
-        + " JOIN unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
-        + " ON e.batch_id = held.batch_id AND e.lease_token = held.lease_token"
-        + " FOR UPDATE OF e SKIP LOCKED) AS free"
-        + " WHERE o.batch_id = free.batch_id"
-        + " RETURNING o.batch_id";
-    String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
-    retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"
-        + " last_write_error = left($3, " + ERROR_TEXT_LIMIT + "),"
-        + " next_attempt_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " WHERE batch_id = $1 AND lease_token = $2";
-    releaseSql = "UPDATE " + t + " SET " + unlease + " WHERE batch_id = $1 AND lease_token = $2";
-    releaseAllSql = "UPDATE " + t + " SET " + unlease + " WHERE lease_owner = $1";
-    deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
-        + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time, message_keys)"
-        + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
-        + " insert_time, message_keys)"
-        + " SELECT batch_id, message_count, write_retries + 1, $3, raw_data, insert_time,"
-        + " message_keys FROM moved"
-        + " ON CONFLICT (batch_id) DO UPDATE SET message_count = EXCLUDED.message_count,"
-        + " write_retries = EXCLUDED.write_retries, reason = EXCLUDED.reason,"
-        + " raw_data = EXCLUDED.raw_data, message_keys = EXCLUDED.message_keys,"
-        + " dead_lettered_at = now()";
     redriveSql = "WITH moved AS (DELETE FROM " + dl + " WHERE batch_id = $1"
         + " RETURNING batch_id, message_count, raw_data, insert_time, message_keys)"
         + " INSERT INTO " + t + " (batch_id, message_count, raw_data, insert_time, message_keys)"
@@ -123,40 +55,6 @@ public final class OutboxStore {
         + " (SELECT count(*) FROM " + dl + ") AS dead_letters";
   }
 
-  /**
-   * Candidates are locked in insert order; the running message total then decides which of them
-   * this claim takes. Locked but untaken rows are unlocked when the statement commits. The
-   * ordered variant takes only rows below the commit watermark (every transaction that could
-   * still commit an earlier row has ended) and no row that shares a key with an earlier row still
-   * in the table (unpublished: in flight, waiting for a retry, or not yet claimed).
-   */
-  private static String claimSql(String t, boolean ordered) {
-    // Per key, the earliest row still in the table (computed once per claim: one scan and a
-    // hash aggregate, so a claim costs time linear in the backlog). A row may go only if it is
-    // the head of every key it carries. Checking "no earlier row shares a key" row by row
-    // instead cost seconds per claim with a backlog of a few thousand rows. (Aggregating only
-    // the oldest rows was faster but let one stuck key with a long queue block every key.)
-    String heads = !ordered ? "" : "heads AS (SELECT k, min(e.insert_seq) AS first_seq FROM " + t
-        + " AS e, unnest(e.message_keys) AS k GROUP BY k), ";
-    String orderedOnly = !ordered ? "" : " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
-        + " AND (o.message_keys = '{}' OR o.insert_seq IN (SELECT first_seq FROM heads))"
-        + " AND NOT EXISTS (SELECT 1 FROM heads AS h"
-        + " WHERE h.k = ANY (o.message_keys) AND h.first_seq < o.insert_seq)";
-    return "WITH " + heads + "candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count FROM "
-        + t + " AS o"
-        + " WHERE o.next_attempt_at <= now()"
-        + " AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())" + orderedOnly
-        + " ORDER BY o.insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED),"
-        + " sized AS (SELECT batch_id, sum(message_count) OVER (ORDER BY insert_seq) AS running,"
-        + " row_number() OVER (ORDER BY insert_seq) AS position FROM candidates)"
-        + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
-        + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " FROM sized WHERE o.batch_id = sized.batch_id"
-        + " AND (sized.running <= $5 OR (sized.position = 1 AND $6))"
-        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
-        + " o.insert_time, o.lease_expires_at";
-  }
-
   /** A store over {@code table}, taking connections from {@code connections} (a pool). */
   public static OutboxStore create(ConnectionFactory connections, OutboxTable table) {
     return new OutboxStore(Objects.requireNonNull(connections, "connections"),
@@ -168,115 +66,12 @@ public final class OutboxStore {
   }
 
   /**
-   * Claims up to {@code limit} due batches (not leased, or with an expired lease, and past
-   * {@code next_attempt_at}) in insert order, skipping rows another relay has locked. All
-   * batches of one claim share one new lease token. Emitted in insert order.
-   */
-  public Flux<ClaimedBatch> claim(int limit, Duration lease, String owner) {
-    return Flux.defer(() -> claim(ClaimRequest.of(limit, lease, owner)));
-  }
-
-  /** Claims as {@link ClaimRequest} describes; see {@link #claim(int, Duration, String)}. */
-  public Flux<ClaimedBatch> claim(ClaimRequest request) {
-    return Flux.defer(() -> {
-      UUID token = Entropy.randomUuid();
-      return query(request.ordered() ? orderedClaimSql : claimSql,
-          s -> s.bind(0, request.maxBatches()).bind(1, request.owner()).bind(2, token)
-              .bind(3, request.lease().toMillis()).bind(4, (long) request.maxMessages())
-              .bind(5, request.admitOversizedFirst()),
-          row -> claimed(row, token))
-          // RETURNING does not keep the ORDER BY of the CTE.
-          .collectSortedList(Comparator.comparingLong(ClaimedBatch::insertSeq))
-          .flatMapIterable(batches -> batches);
-    });
-  }
-
-  /**
-   * Claims one batch by id, whatever its {@code next_attempt_at}, unless another relay holds an
-   * unexpired lease on it; empty when it is gone (already published) or leased.
-   */
-  public Mono<ClaimedBatch> claimById(String batchId, Duration lease, String owner) {
-    return Mono.defer(() -> {
-      UUID token = Entropy.randomUuid();
-      return query(claimByIdSql,
-          s -> s.bind(0, batchId).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
-          row -> claimed(row, token))
-          .next();
-    });
-  }
-
-  /** Deletes a published batch; {@code false} when the lease was lost (row left alone). */
-  public Mono<Boolean> delete(ClaimedBatch batch) {
-    return update(deleteSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
-  }
-
-  /**
-   * Deletes many published batches in one statement, each fenced by its own lease token as in
-   * {@link #delete}. Emits the ids that were deleted; a missing id means that lease was lost.
-   */
-  public Flux<String> deleteAll(List<ClaimedBatch> batches) {
-    if (batches.isEmpty()) {
-      return Flux.empty();
-    }
-    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
-    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
-    return query(deleteAllSql, s -> s.bind(0, ids).bind(1, tokens),
-        row -> row.get("batch_id", String.class));
-  }
-
-  /**
-   * Extends the leases of batches still held to {@code lease} from now, in one statement, each
-   * fenced by its own lease token. Emits the ids renewed; a missing id means that lease was lost.
-   */
-  public Flux<String> renewLeases(List<ClaimedBatch> batches, Duration lease) {
-    if (batches.isEmpty()) {
-      return Flux.empty();
-    }
-    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
-    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
-    return query(renewSql, s -> s.bind(0, ids).bind(1, tokens).bind(2, lease.toMillis()),
-        row -> row.get("batch_id", String.class));
-  }
-
-  /**
-   * Gives a claim back after a failed attempt: {@code write_retries + 1}, the error text
-   * (truncated to 255 characters) in {@code last_write_error}, and no new claim before {@code
-   * delay} has passed. {@code false} when the lease was lost.
-   */
-  public Mono<Boolean> retryLater(ClaimedBatch batch, String error, Duration delay) {
-    return update(retrySql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
-        .bind(2, error).bind(3, Math.max(0, delay.toMillis())));
-  }
-
-  /** Gives a claim back untouched (it was not attempted), e.g. on shutdown. */
-  public Mono<Boolean> release(ClaimedBatch batch) {
-    return update(releaseSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken()));
-  }
-
-  /**
-   * Gives back every batch {@code owner} still holds (a batch reclaimed by another relay has
-   * another owner and is untouched), e.g. when a relay stops. Returns how many were released.
-   */
-  public Mono<Long> releaseAll(String owner) {
-    return rowsUpdated(releaseAllSql, s -> s.bind(0, owner));
-  }
-
-  /**
-   * Moves a claimed batch to the dead-letter table with {@code reason}, in one statement.
-   * {@code false} when the lease was lost.
-   */
-  public Mono<Boolean> deadLetter(ClaimedBatch batch, String reason) {
-    return update(deadLetterSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
-        .bind(2, reason));
-  }
-
-  /**
    * Moves a dead-lettered batch back into the outbox, due at once, keeping its id; {@code false}
    * when no such dead letter exists. It goes to the end of the insert order.
    */
   public Mono<Boolean> redrive(String batchId) {
-    return update(redriveSql, s -> s.bind(0, batchId).bindNull(1, byte[].class)
-        .bindNull(2, Integer.class).bindNull(3, String[].class));
+    return Sql.updated(connections, redriveSql, s -> s.bind(0, batchId)
+        .bindNull(1, byte[].class).bindNull(2, Integer.class).bindNull(3, String[].class));
   }
 
   /**
@@ -296,21 +91,21 @@ public final class OutboxStore {
       }
       byte[] raw = codec.encode(replacement);
       String[] keys = MessageKeys.of(replacement);
-      return update(redriveSql, s -> s.bind(0, batchId).bind(1, raw)
+      return Sql.updated(connections, redriveSql, s -> s.bind(0, batchId).bind(1, raw)
           .bind(2, replacement.size()).bind(3, keys));
     });
   }
 
   /** The outbox row of {@code batchId}; empty when there is none. */
   public Mono<StoredBatch> find(String batchId) {
-    return query(findSql, s -> s.bind(0, batchId), row -> new StoredBatch(
+    return Sql.query(connections, findSql, s -> s.bind(0, batchId), row -> new StoredBatch(
         row.get("batch_id", String.class),
         row.get("insert_seq", Long.class),
         row.get("in_flight", Boolean.class),
         row.get("message_count", Integer.class),
         row.get("write_retries", Integer.class),
         row.get("last_write_error", String.class),
-        bytes(row, "raw_data"),
+        Sql.bytes(row, "raw_data"),
         row.get("insert_time", Instant.class),
         row.get("next_attempt_at", Instant.class),
         row.get("lease_owner", String.class),
@@ -320,32 +115,21 @@ public final class OutboxStore {
 
   /** The dead letter of {@code batchId}; empty when there is none. */
   public Mono<DeadLetter> findDeadLetter(String batchId) {
-    return query(findDeadLetterSql, s -> s.bind(0, batchId), OutboxStore::deadLetter).next();
+    return Sql.query(connections, findDeadLetterSql, s -> s.bind(0, batchId),
+        OutboxStore::deadLetter).next();
   }
 
   /** Up to {@code limit} dead letters, oldest first. */
   public Flux<DeadLetter> deadLetters(int limit) {
-    return query(deadLettersSql, s -> s.bind(0, limit), OutboxStore::deadLetter);
+    return Sql.query(connections, deadLettersSql, s -> s.bind(0, limit), OutboxStore::deadLetter);
   }
 
   /** Backlog size, oldest row and dead-letter count. */
   public Mono<BacklogStats> stats() {
-    return query(statsSql, s -> s, row -> new BacklogStats(
+    return Sql.query(connections, statsSql, s -> s, row -> new BacklogStats(
         row.get("rows", Long.class),
         row.get("oldest", Instant.class),
         row.get("dead_letters", Long.class))).single();
-  }
-
-  private static ClaimedBatch claimed(Readable row, UUID token) {
-    return new ClaimedBatch(
-        row.get("batch_id", String.class),
-        row.get("insert_seq", Long.class),
-        row.get("message_count", Integer.class),
-        row.get("write_retries", Integer.class),
-        bytes(row, "raw_data"),
-        row.get("insert_time", Instant.class),
-        token,
-        row.get("lease_expires_at", Instant.class));
   }
 
   private static DeadLetter deadLetter(Readable row) {
@@ -354,32 +138,8 @@ public final class OutboxStore {
         row.get("message_count", Integer.class),
         row.get("write_retries", Integer.class),
         row.get("reason", String.class),
-        bytes(row, "raw_data"),
+        Sql.bytes(row, "raw_data"),
         row.get("insert_time", Instant.class),
         row.get("dead_lettered_at", Instant.class));
-  }
-
-  private static byte[] bytes(Readable row, String column) {
-    return Objects.requireNonNull(row.get(column, byte[].class), column);
-  }
-
-  private Mono<Boolean> update(String sql, Function<Statement, Statement> binder) {
-    return rowsUpdated(sql, binder).map(rows -> rows > 0);
-  }
-
-  private Mono<Long> rowsUpdated(String sql, Function<Statement, Statement> binder) {
-    return Mono.usingWhen(connections.create(),
-        connection -> Flux.from(binder.apply(connection.createStatement(sql)).execute())
-            .concatMap(result -> result.getRowsUpdated())
-            .reduce(0L, Long::sum),
-        Connection::close);
-  }
-
-  private <T> Flux<T> query(String sql, Function<Statement, Statement> binder,
-      Function<Readable, @Nullable T> mapper) {
-    return Flux.usingWhen(connections.create(),
-        connection -> Flux.from(binder.apply(connection.createStatement(sql)).execute())
-            .concatMap(result -> result.map(row -> mapper.apply(row))),
-        Connection::close);
   }
 }

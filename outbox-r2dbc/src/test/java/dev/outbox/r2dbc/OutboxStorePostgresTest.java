@@ -1,5 +1,8 @@
 package dev.outbox.r2dbc;
 
+import dev.outbox.r2dbc.internal.ClaimRequest;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.RelayStore;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.outbox.testing.PostgresExtension;
@@ -29,7 +32,8 @@ class OutboxStorePostgresTest {
   private final OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("store"));
   private final OutboxWriter writer = OutboxWriter.builder().table(table).build();
   private ConnectionPool pool;
-  private OutboxStore store;
+  private RelayStore store;
+  private OutboxStore admin;
 
   OutboxStorePostgresTest(TestPostgres postgres) {
     this.postgres = postgres;
@@ -39,7 +43,8 @@ class OutboxStorePostgresTest {
   void setUp() {
     pool = postgres.newPool(10);
     OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(30));
-    store = OutboxStore.create(pool, table);
+    store = RelayStore.create(pool, table);
+    admin = OutboxStore.create(pool, table);
   }
 
   @AfterEach
@@ -73,7 +78,7 @@ class OutboxStorePostgresTest {
     assertThat(claimed).extracting(ClaimedBatch::batchId).containsExactlyElementsOf(ids.subList(0, 3));
     assertThat(claimed).extracting(ClaimedBatch::leaseToken).containsOnly(claimed.get(0).leaseToken());
     assertThat(claimed.get(0).leaseExpiresAt()).isAfter(Instant.now().plusSeconds(200));
-    StoredBatch row = store.find(ids.get(0)).block();
+    StoredBatch row = admin.find(ids.get(0)).block();
     assertThat(row.inFlight()).isTrue();
     assertThat(row.leaseOwner()).isEqualTo("relay-a");
     assertThat(row.leaseToken()).isEqualTo(claimed.get(0).leaseToken());
@@ -117,10 +122,10 @@ class OutboxStorePostgresTest {
     StepVerifier.create(store.retryLater(first, "late", Duration.ZERO)).expectNext(false).verifyComplete();
     StepVerifier.create(store.deadLetter(first, "late")).expectNext(false).verifyComplete();
     StepVerifier.create(store.release(first)).expectNext(false).verifyComplete();
-    assertThat(store.find(id).block().leaseOwner()).isEqualTo("relay-fast");
-    assertThat(store.findDeadLetter(id).blockOptional()).isEmpty();
+    assertThat(admin.find(id).block().leaseOwner()).isEqualTo("relay-fast");
+    assertThat(admin.findDeadLetter(id).blockOptional()).isEmpty();
     StepVerifier.create(store.delete(second)).expectNext(true).verifyComplete();
-    assertThat(store.find(id).blockOptional()).isEmpty();
+    assertThat(admin.find(id).blockOptional()).isEmpty();
   }
 
   @Test
@@ -137,9 +142,9 @@ class OutboxStorePostgresTest {
     assertThat(store.renewLeases(List.of(held, lost), LONG_LEASE).collectList().block())
         .containsExactly(held.batchId());
 
-    assertThat(store.find(held.batchId()).block().leaseExpiresAt())
+    assertThat(admin.find(held.batchId()).block().leaseExpiresAt())
         .isAfter(Instant.now().plusSeconds(200));
-    assertThat(store.find(lost.batchId()).block().leaseOwner()).isEqualTo("relay-b");
+    assertThat(admin.find(lost.batchId()).block().leaseOwner()).isEqualTo("relay-b");
     assertThat(store.renewLeases(List.of(), LONG_LEASE).collectList().block()).isEmpty();
   }
 
@@ -178,7 +183,7 @@ class OutboxStorePostgresTest {
     StepVerifier.create(store.retryLater(claimed, longError, Duration.ofMillis(400)))
         .expectNext(true).verifyComplete();
 
-    StoredBatch row = store.find(id).block();
+    StoredBatch row = admin.find(id).block();
     assertThat(row.writeRetries()).isEqualTo(1);
     assertThat(row.lastWriteError()).hasSize(255);
     assertThat(row.inFlight()).isFalse();
@@ -196,7 +201,7 @@ class OutboxStorePostgresTest {
 
     StepVerifier.create(store.release(claimed)).expectNext(true).verifyComplete();
 
-    StoredBatch row = store.find(id).block();
+    StoredBatch row = admin.find(id).block();
     assertThat(row.writeRetries()).isZero();
     assertThat(row.inFlight()).isFalse();
     assertThat(claimOne(LONG_LEASE, "relay").batchId()).isEqualTo(id);
@@ -210,18 +215,18 @@ class OutboxStorePostgresTest {
     StepVerifier.create(store.deadLetter(claimed, "topic does not exist")).expectNext(true)
         .verifyComplete();
 
-    assertThat(store.find(id).blockOptional()).isEmpty();
-    DeadLetter dead = store.findDeadLetter(id).block();
+    assertThat(admin.find(id).blockOptional()).isEmpty();
+    DeadLetter dead = admin.findDeadLetter(id).block();
     assertThat(dead.reason()).isEqualTo("topic does not exist");
     assertThat(dead.rawData()).isEqualTo(claimed.rawData());
     assertThat(dead.insertTime()).isEqualTo(claimed.insertTime());
-    assertThat(store.deadLetters(10).map(DeadLetter::batchId).collectList().block()).containsExactly(id);
-    assertThat(store.stats().block()).isEqualTo(new BacklogStats(0, null, 1));
+    assertThat(admin.deadLetters(10).map(DeadLetter::batchId).collectList().block()).containsExactly(id);
+    assertThat(admin.stats().block()).isEqualTo(new BacklogStats(0, null, 1));
 
-    StepVerifier.create(store.redrive(id)).expectNext(true).verifyComplete();
-    StepVerifier.create(store.redrive(id)).expectNext(false).verifyComplete();
+    StepVerifier.create(admin.redrive(id)).expectNext(true).verifyComplete();
+    StepVerifier.create(admin.redrive(id)).expectNext(false).verifyComplete();
 
-    assertThat(store.findDeadLetter(id).blockOptional()).isEmpty();
+    assertThat(admin.findDeadLetter(id).blockOptional()).isEmpty();
     ClaimedBatch again = claimOne(LONG_LEASE, "relay");
     assertThat(again.batchId()).isEqualTo(id);
     assertThat(again.rawData()).isEqualTo(claimed.rawData());
@@ -236,7 +241,7 @@ class OutboxStorePostgresTest {
         Message.builder().stream("fixed").key("a").data(new byte[] {42}).build(),
         Message.builder().stream("fixed").key("b").data(new byte[] {43}).build());
 
-    StepVerifier.create(store.redrive(id, fixed)).expectNext(true).verifyComplete();
+    StepVerifier.create(admin.redrive(id, fixed)).expectNext(true).verifyComplete();
 
     ClaimedBatch redriven = claimOne(LONG_LEASE, "relay");
     assertThat(Codec.protobuf().decode(redriven.rawData())).extracting(Message::stream)
@@ -251,17 +256,17 @@ class OutboxStorePostgresTest {
     String id = writeBatches(1).get(0);
     store.deadLetter(claimOne(LONG_LEASE, "relay"), "bad content").block();
 
-    StepVerifier.create(store.redrive(id, List.of())).expectError(InvalidMessageException.class)
+    StepVerifier.create(admin.redrive(id, List.of())).expectError(InvalidMessageException.class)
         .verify();
 
-    assertThat(store.findDeadLetter(id).block()).isNotNull();
+    assertThat(admin.findDeadLetter(id).block()).isNotNull();
   }
 
   @Test
   void statsReportBacklogAndOldestRow() {
     Instant before = Instant.now().minusSeconds(1);
     writeBatches(3);
-    BacklogStats stats = store.stats().block();
+    BacklogStats stats = admin.stats().block();
     assertThat(stats.rows()).isEqualTo(3);
     assertThat(stats.oldestInsertTime()).isAfter(before);
     assertThat(stats.deadLetters()).isZero();

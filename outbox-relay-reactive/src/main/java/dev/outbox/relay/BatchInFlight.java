@@ -1,6 +1,6 @@
 package dev.outbox.relay;
 
-import dev.outbox.r2dbc.ClaimedBatch;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.Message;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;

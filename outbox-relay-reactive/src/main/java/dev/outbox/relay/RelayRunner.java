@@ -1,10 +1,10 @@
 package dev.outbox.relay;
 
-import dev.outbox.r2dbc.ClaimRequest;
-import dev.outbox.r2dbc.ClaimedBatch;
+import dev.outbox.r2dbc.internal.ClaimRequest;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.Message;
-import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.r2dbc.UndecodableBatchException;
 import dev.outbox.relay.BatchInFlight.RecordRef;
 import dev.outbox.relay.RelayOutcome.Kind;
@@ -53,7 +53,8 @@ final class RelayRunner implements RelayHandle {
   private static final Duration WAL_STATUS_INTERVAL = Duration.ofMillis(500);
 
   private final RelayOptions options;
-  private final OutboxStore store;
+  private final RelayStore store;
+  private final dev.outbox.r2dbc.OutboxStore admin;
   private final RelayMetrics metrics;
   private final AtomicLong inFlight = new AtomicLong();
   private final Set<BatchInFlight> unsettled = ConcurrentHashMap.newKeySet();
@@ -84,7 +85,8 @@ final class RelayRunner implements RelayHandle {
             options.instanceId(), options.leadershipRetry(), options.leadershipRetry().multipliedBy(2))
         : null;
     this.leader.set(leadership == null);
-    this.store = OutboxStore.create(connections, options.table());
+    this.store = RelayStore.create(connections, options.table());
+    this.admin = dev.outbox.r2dbc.OutboxStore.create(connections, options.table());
     this.metrics = options.metrics();
   }
 
@@ -132,7 +134,7 @@ final class RelayRunner implements RelayHandle {
     }
     stats.update(Flux.interval(Duration.ZERO, options.statsInterval())
         .onBackpressureDrop()
-        .concatMap(tick -> store.stats()
+        .concatMap(tick -> admin.stats()
             .doOnNext(metrics::backlog)
             .onErrorResume(e -> {
               log.debug("Could not read outbox backlog stats", e);
@@ -196,7 +198,7 @@ final class RelayRunner implements RelayHandle {
         .map(outcome -> outcome.kind() == Kind.RETRY_SCHEDULED && outcome.retryIn() != null
             ? Mono.delay(outcome.retryIn()).then(Mono.defer(() -> publishInCommitOrder(batchId)))
             : Mono.<Void>empty())
-        .switchIfEmpty(Mono.defer(() -> store.find(batchId)
+        .switchIfEmpty(Mono.defer(() -> admin.find(batchId)
             // Still there but not claimable: another holder's lease; wait for it to expire.
             .map(row -> Mono.delay(Duration.ofSeconds(1)).then(Mono.defer(() -> publishInCommitOrder(batchId))))))
         .flatMap(next -> next);

@@ -1,9 +1,10 @@
-package dev.outbox.r2dbc;
+package dev.outbox.r2dbc.internal;
 
+import dev.outbox.r2dbc.InvalidConfigurationException;
 import java.time.Duration;
 
 /**
- * What {@link OutboxStore#claim(ClaimRequest)} may take: at most {@code maxBatches} due batches,
+ * Internal (the relay's protocol with the table; may change without notice). What {@link RelayStore#claim(ClaimRequest)} may take: at most {@code maxBatches} due batches,
  * in insert order, whose messages add up to at most {@code maxMessages}. When {@code
  * admitOversizedFirst} is set, the first batch is taken even if it alone exceeds {@code
  * maxMessages}, so that a batch larger than the budget can still make progress (the relay sets

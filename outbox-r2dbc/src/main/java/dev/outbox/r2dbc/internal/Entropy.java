@@ -1,11 +1,11 @@
-package dev.outbox.r2dbc;
+package dev.outbox.r2dbc.internal;
 
 import java.security.NoSuchAlgorithmException;
 import java.security.SecureRandom;
 import java.util.UUID;
 
 /**
- * Random bytes for ids and lease tokens without blocking a Reactor thread.
+ * Internal: not part of the public API. Random bytes for ids and lease tokens without blocking a Reactor thread.
  *
  * <p>The platform default {@code SecureRandom} (and so {@link UUID#randomUUID()}) reads
  * {@code /dev/urandom} through a {@code FileInputStream} on every call, which BlockHound
@@ -13,12 +13,12 @@ import java.util.UUID;
  * seeded in {@link #seeded()}, and is pure computation afterwards. The bundled BlockHound
  * integration allows that one seeding call. {@code SecureRandom} is thread-safe.
  */
-final class Entropy {
+public final class Entropy {
   private static final SecureRandom RANDOM = seeded();
 
   private Entropy() {}
 
-  static SecureRandom seeded() {
+  public static SecureRandom seeded() {
     SecureRandom random;
     try {
       random = SecureRandom.getInstance("DRBG");
@@ -29,11 +29,11 @@ final class Entropy {
     return random;
   }
 
-  static void nextBytes(byte[] bytes) {
+  public static void nextBytes(byte[] bytes) {
     RANDOM.nextBytes(bytes);
   }
 
-  static UUID randomUuid() {
+  public static UUID randomUuid() {
     byte[] b = new byte[16];
     RANDOM.nextBytes(b);
     b[6] = (byte) ((b[6] & 0x0f) | 0x40); // version 4

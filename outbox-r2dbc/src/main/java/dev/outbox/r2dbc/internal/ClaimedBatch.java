@@ -1,12 +1,12 @@
-package dev.outbox.r2dbc;
+package dev.outbox.r2dbc.internal;
 
 import java.time.Instant;
 import java.util.UUID;
 
 /**
- * A batch claimed by {@link OutboxStore#claim}: the stored bytes plus the lease that fences its
- * settlement. Settle it with {@link OutboxStore#delete}, {@link OutboxStore#retryLater}, {@link
- * OutboxStore#release} or {@link OutboxStore#deadLetter}, passing this object back.
+ * Internal (the relay's protocol with the table; may change without notice). A batch claimed by {@link RelayStore#claim}: the stored bytes plus the lease that fences its
+ * settlement. Settle it with {@link RelayStore#delete}, {@link RelayStore#retryLater}, {@link
+ * RelayStore#release} or {@link RelayStore#deadLetter}, passing this object back.
  *
  * @param batchId KSUID of the batch
  * @param insertSeq position in insert order
