@@ -5,7 +5,7 @@ import dev.outbox.r2dbc.OutboxSchema;
 import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxTransactions;
 import dev.outbox.r2dbc.OutboxWriter;
-import dev.outbox.relay.HeartbeatNotifier;
+import dev.outbox.r2dbc.HeartbeatNotifier;
 import dev.outbox.relay.OutboundRecord;
 import dev.outbox.relay.OutboxRelay;
 import dev.outbox.relay.ReactorKafkaSink;

@@ -7,4 +7,8 @@ public class InvalidConfigurationException extends OutboxException {
   public InvalidConfigurationException(String message) {
     super(message);
   }
+
+  public InvalidConfigurationException(String message, Throwable cause) {
+    super(message, cause);
+  }
 }

@@ -1,36 +1,52 @@
 package dev.outbox.relay;
 
-import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jspecify.annotations.Nullable;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
 
-/** A claimed, decoded batch whose records are on their way; settled when the last one answers. */
+/**
+ * One claimed batch from claim to settlement: registered in the {@link Ledger} when claimed,
+ * decoded into records, answered record by record, settled once.
+ */
 final class BatchInFlight {
   /** Correlation of one record: its batch, and when it was handed to the sink. */
   record RecordRef(BatchInFlight batch, long handedOffNanos) {}
 
-  final ClaimedBatch claim;
-  private final List<Message> messages;
-  private final AtomicInteger pending;
+  /** Stored bytes this batch counts against the byte budget (its {@code raw_data}). */
+  final long bytes;
+  private volatile ClaimedBatch claim;
+  private final AtomicInteger pending = new AtomicInteger();
   private final AtomicReference<@Nullable Throwable> fatal = new AtomicReference<>();
   private final AtomicReference<@Nullable Throwable> retriable = new AtomicReference<>();
+  /** The settlement, once; empty when settling failed (the row keeps its lease until expiry). */
+  private final Sinks.One<Optional<RelayOutcome>> settled = Sinks.one();
 
-  BatchInFlight(ClaimedBatch claim, List<Message> messages) {
+  BatchInFlight(ClaimedBatch claim) {
     this.claim = claim;
-    this.messages = messages;
-    this.pending = new AtomicInteger(messages.size());
+    this.bytes = claim.rawData().length;
   }
 
-  /** The Kafka records of this batch, in batch order. */
-  List<OutboundRecord<RecordRef>> records() {
-    long now = System.nanoTime();
-    RecordRef ref = new RecordRef(this, now);
+  ClaimedBatch claim() {
+    return claim;
+  }
+
+  /**
+   * The Kafka records of this batch, in batch order; from here on the stored bytes are no longer
+   * held (they are what the byte budget bounds, and the records carry the payloads).
+   */
+  List<OutboundRecord<RecordRef>> records(List<Message> messages) {
+    claim = claim.withoutData();
+    pending.set(messages.size());
+    RecordRef ref = new RecordRef(this, System.nanoTime());
     List<OutboundRecord<RecordRef>> records = new ArrayList<>(messages.size());
     for (Message m : messages) {
       Map<String, String> headers = new LinkedHashMap<>(m.headers());
@@ -52,11 +68,30 @@ final class BatchInFlight {
     return pending.decrementAndGet() == 0;
   }
 
+  boolean fullyPublished() {
+    return fatal.get() == null && retriable.get() == null;
+  }
+
   @Nullable Throwable fatal() {
     return fatal.get();
   }
 
   @Nullable Throwable retriable() {
     return retriable.get();
+  }
+
+  /** Called by the settler, once per batch. */
+  void settled(@Nullable RelayOutcome outcome) {
+    settled.tryEmitValue(Optional.ofNullable(outcome));
+  }
+
+  /** Completes when the batch is settled: with its outcome, or empty when settling failed. */
+  Mono<Optional<RelayOutcome>> settlement() {
+    return settled.asMono();
+  }
+
+  @Override
+  public String toString() {
+    return "batch " + claim.batchId();
   }
 }

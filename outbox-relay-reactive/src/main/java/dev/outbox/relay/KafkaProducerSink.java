@@ -1,5 +1,6 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.InvalidConfigurationException;
 import java.time.Duration;
 import java.util.Map;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -39,11 +40,12 @@ public final class KafkaProducerSink implements RecordSink {
    */
   public static KafkaProducerSink create(Map<String, Object> producerProperties, int maxInFlight) {
     if (maxInFlight < 1) {
-      throw new dev.outbox.r2dbc.InvalidConfigurationException(
+      throw new InvalidConfigurationException(
           "maxInFlight must be >= 1, got " + maxInFlight);
     }
     return new KafkaProducerSink(
-        new KafkaProducer<>(KafkaRecords.producerProperties(producerProperties)), maxInFlight);
+        new KafkaProducer<>(KafkaRecords.producerProperties(
+            KafkaRecords.validated(producerProperties))), maxInFlight);
   }
 
   @Override

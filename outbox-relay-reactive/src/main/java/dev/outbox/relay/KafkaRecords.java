@@ -1,19 +1,28 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.InvalidConfigurationException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Pattern;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeader;
-import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.record.AbstractRecords;
+import org.apache.kafka.common.record.CompressionType;
+import org.apache.kafka.common.record.RecordBatch;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringSerializer;
+import org.jspecify.annotations.Nullable;
 
-/** Shared by the sinks: producer defaults and the record mapping. */
+/** Shared by the sinks: producer defaults and validation, and the record mapping. */
 final class KafkaRecords {
+  private static final Pattern LEGAL_TOPIC = Pattern.compile("[a-zA-Z0-9._-]{1,249}");
+
   private KafkaRecords() {}
 
   /**
@@ -34,11 +43,35 @@ final class KafkaRecords {
     return props;
   }
 
-  private static final java.util.regex.Pattern LEGAL_TOPIC =
-      java.util.regex.Pattern.compile("[a-zA-Z0-9._-]{1,249}");
+  /**
+   * {@code given} (unchanged, as an immutable copy) after checking it, over the relay's defaults,
+   * against the producer's own definitions, so that {@code acks=banana} or {@code linger.ms=-1}
+   * fail when the options are built rather than in every send of a running relay.
+   *
+   * @throws InvalidConfigurationException naming the property
+   */
+  static Map<String, Object> validated(Map<String, Object> given) {
+    Map<String, Object> parsed;
+    try {
+      parsed = ProducerConfig.configDef().parse(producerProperties(given));
+    } catch (ConfigException e) {
+      throw new InvalidConfigurationException("Invalid Kafka producer property: " + e.getMessage(), e);
+    }
+    if (parsed.get(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG) instanceof List<?> servers && servers.isEmpty()) {
+      throw new InvalidConfigurationException("Kafka producer property bootstrap.servers is missing:"
+          + " set it to the broker addresses, e.g. localhost:9092");
+    }
+    return Map.copyOf(given);
+  }
+
+  /** The producer's {@code max.request.size} in the effective properties. */
+  static int maxRequestSize(Map<String, Object> effective) {
+    Object parsed = ProducerConfig.configDef().parse(effective).get(ProducerConfig.MAX_REQUEST_SIZE_CONFIG);
+    return (Integer) parsed;
+  }
 
   /** Kafka's own rule for topic names; {@code null} when legal, else why not. */
-  static @org.jspecify.annotations.Nullable String illegalTopic(String topic) {
+  static @Nullable String illegalTopic(String topic) {
     if (topic.equals(".") || topic.equals("..") || !LEGAL_TOPIC.matcher(topic).matches()) {
       return "Invalid topic name '" + topic + "': Kafka topics are 1 to 249 characters of"
           + " [a-zA-Z0-9._-], and not '.' or '..'";
@@ -51,11 +84,10 @@ final class KafkaRecords {
    * max.request.size} before sending (no compression).
    */
   static int estimatedSize(OutboundRecord<?> r) {
-    org.apache.kafka.common.header.Header[] headers = toProducerRecord(r).headers().toArray();
+    Header[] headers = toProducerRecord(r).headers().toArray();
     byte[] key = r.key() == null ? null : r.key().getBytes(StandardCharsets.UTF_8);
-    return org.apache.kafka.common.record.AbstractRecords.estimateSizeInBytesUpperBound(
-        org.apache.kafka.common.record.RecordBatch.CURRENT_MAGIC_VALUE,
-        org.apache.kafka.common.record.CompressionType.NONE, key, r.value(), headers);
+    return AbstractRecords.estimateSizeInBytesUpperBound(RecordBatch.CURRENT_MAGIC_VALUE,
+        CompressionType.NONE, key, r.value(), headers);
   }
 
   static ProducerRecord<String, byte[]> toProducerRecord(OutboundRecord<?> r) {

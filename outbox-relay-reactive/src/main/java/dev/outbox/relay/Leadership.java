@@ -22,7 +22,7 @@ import reactor.util.retry.Retry;
  * lost its lock waits three retry intervals before competing again, so a waiting standby wins.
  */
 final class Leadership {
-  private static final Logger log = LoggerFactory.getLogger(OutboxRelay.class);
+  private static final Logger log = LoggerFactory.getLogger(Leadership.class);
 
   private final ConnectionFactory connections;
   private final String lockName;

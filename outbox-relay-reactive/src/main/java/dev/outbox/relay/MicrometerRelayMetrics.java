@@ -19,6 +19,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <tr><td>{@code outbox.relay.backlog.oldest.age}</td><td>gauge, seconds: age of the oldest row</td></tr>
  *   <tr><td>{@code outbox.relay.dead.letters}</td><td>gauge: rows in the dead-letter table</td></tr>
  *   <tr><td>{@code outbox.relay.in.flight}</td><td>gauge: records claimed, not yet settled</td></tr>
+ *   <tr><td>{@code outbox.relay.in.flight.bytes}</td><td>gauge, bytes: stored batch data claimed, not yet settled</td></tr>
+ *   <tr><td>{@code outbox.relay.outcomes.dropped}</td><td>counter: outcomes a lagging {@code outcomes()} subscriber missed</td></tr>
  *   <tr><td>{@code outbox.relay.leader}</td><td>gauge: 1 while this instance is the ORDERED leader</td></tr>
  *   <tr><td>{@code outbox.relay.records.published}</td><td>counter</td></tr>
  *   <tr><td>{@code outbox.relay.records.failed}</td><td>counter, tag {@code fatal}</td></tr>
@@ -36,11 +38,13 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   private final AtomicLong oldestEpochMillis = new AtomicLong();
   private final AtomicLong deadLetters = new AtomicLong();
   private final AtomicLong inFlight = new AtomicLong();
+  private final AtomicLong inFlightBytes = new AtomicLong();
   private final AtomicLong leader = new AtomicLong();
   private final Counter published;
   private final Counter failedRetriable;
   private final Counter failedFatal;
   private final Counter deadLettered;
+  private final Counter outcomesDropped;
   private final Timer publishLatency;
   private final Timer claimLatency;
 
@@ -55,6 +59,8 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
         .register(registry);
     Gauge.builder("outbox.relay.in.flight", inFlight, AtomicLong::get).tags(tags)
         .register(registry);
+    Gauge.builder("outbox.relay.in.flight.bytes", inFlightBytes, AtomicLong::get).baseUnit("bytes")
+        .tags(tags).register(registry);
     Gauge.builder("outbox.relay.leader", leader, AtomicLong::get).tags(tags).register(registry);
     published = Counter.builder("outbox.relay.records.published").tags(tags).register(registry);
     failedRetriable = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "false")
@@ -62,6 +68,8 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
     failedFatal = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "true")
         .register(registry);
     deadLettered = Counter.builder("outbox.relay.records.dead.lettered").tags(tags)
+        .register(registry);
+    outcomesDropped = Counter.builder("outbox.relay.outcomes.dropped").tags(tags)
         .register(registry);
     publishLatency = Timer.builder("outbox.relay.publish.latency").tags(tags).register(registry);
     claimLatency = Timer.builder("outbox.relay.claim.latency").tags(tags).register(registry);
@@ -79,6 +87,16 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   @Override
   public void inFlight(long records) {
     inFlight.set(records);
+  }
+
+  @Override
+  public void inFlightBytes(long bytes) {
+    inFlightBytes.set(bytes);
+  }
+
+  @Override
+  public void outcomesDropped(long count) {
+    outcomesDropped.increment(count);
   }
 
   @Override

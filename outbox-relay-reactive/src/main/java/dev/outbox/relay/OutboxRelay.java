@@ -5,7 +5,6 @@ import io.r2dbc.spi.Wrapped;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
 import reactor.core.publisher.Flux;
-import reactor.core.publisher.Sinks;
 
 /**
  * Publishes committed outbox batches to Kafka: claims due batches under a lease, streams their
@@ -31,12 +30,13 @@ import reactor.core.publisher.Sinks;
 public final class OutboxRelay {
   private final ConnectionFactory connections;
   private final RelayOptions options;
-  private final Sinks.Many<RelayOutcome> outcomes = Sinks.many().multicast().directBestEffort();
+  private final Outcomes outcomes;
   private final AtomicBoolean started = new AtomicBoolean();
 
   private OutboxRelay(ConnectionFactory connections, RelayOptions options) {
     this.connections = connections;
     this.options = options;
+    this.outcomes = new Outcomes(options.outcomeBuffer());
   }
 
   /**
@@ -63,7 +63,7 @@ public final class OutboxRelay {
 
   /** Same as {@link RelayHandle#outcomes()}; subscribe before {@link #start()} to see everything. */
   public Flux<RelayOutcome> outcomes() {
-    return outcomes.asFlux();
+    return outcomes.flux();
   }
 
   /**
@@ -75,8 +75,6 @@ public final class OutboxRelay {
     if (!started.compareAndSet(false, true)) {
       throw new IllegalStateException("This OutboxRelay was already started; create a new one");
     }
-    RelayRunner runner = new RelayRunner(connections, unpooled(connections), options, outcomes);
-    runner.start();
-    return runner;
+    return RunningRelay.start(connections, unpooled(connections), options, outcomes);
   }
 }

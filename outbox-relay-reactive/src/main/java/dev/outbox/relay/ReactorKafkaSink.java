@@ -1,5 +1,7 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.InvalidConfigurationException;
+import java.time.Duration;
 import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.Map;
@@ -29,6 +31,9 @@ import reactor.kafka.sender.SenderRecord;
  * KafkaProducerSink} is the drop-in alternative. Thread-safe.
  */
 public final class ReactorKafkaSink implements RecordSink {
+  /** Errors remembered per {@code send} to recognise reactor-kafka's terminal repeat of one. */
+  static final int ANSWERED_ERRORS_KEPT = 64;
+
   private final KafkaSender<String, byte[]> sender;
   private final int maxRequestSize;
 
@@ -43,16 +48,16 @@ public final class ReactorKafkaSink implements RecordSink {
    */
   public static ReactorKafkaSink create(Map<String, Object> producerProperties, int maxInFlight) {
     if (maxInFlight < 1) {
-      throw new dev.outbox.r2dbc.InvalidConfigurationException(
+      throw new InvalidConfigurationException(
           "maxInFlight must be >= 1, got " + maxInFlight);
     }
-    Map<String, Object> props = KafkaRecords.producerProperties(producerProperties);
-    int maxRequestSize = Integer.parseInt(String.valueOf(
-        props.getOrDefault(ProducerConfig.MAX_REQUEST_SIZE_CONFIG, 1_048_576)));
+    Map<String, Object> props = KafkaRecords.producerProperties(
+        KafkaRecords.validated(producerProperties));
     SenderOptions<String, byte[]> options = SenderOptions.<String, byte[]>create(props)
         .maxInFlight(maxInFlight)
         .stopOnError(false)
-        .closeTimeout(java.time.Duration.ofSeconds(10));
+        .closeTimeout(Duration.ofSeconds(10));
+    int maxRequestSize = KafkaRecords.maxRequestSize(props);
     return new ReactorKafkaSink(KafkaSender.create(options), maxRequestSize);
   }
 
@@ -80,22 +85,45 @@ public final class ReactorKafkaSink implements RecordSink {
       // With stopOnError(false), reactor-kafka still ends the Flux with the first failed record's
       // exception once everything is answered, although that record was already answered with
       // it. Complete instead: a bounded send (WAL mode: one batch) would otherwise lose its
-      // results' settlement.
-      // Every error already answered, by identity: callbacks on different threads may each be
-      // "first", so remembering one is not enough.
-      Set<Throwable> answered = Collections.synchronizedSet(
-          Collections.newSetFromMap(new IdentityHashMap<>()));
+      // results' settlement. That exception is the first one its callbacks recorded, so it is
+      // among the first errors answered (callbacks on different threads may each be "first",
+      // so one is not enough); only those are kept, not every error of a long outage.
+      AnsweredErrors answered = new AnsweredErrors(ANSWERED_ERRORS_KEPT);
       return Flux.merge(
           sender.send(legal)
               .map(result -> {
                 if (result.exception() != null) {
-                  answered.add(result.exception());
+                  answered.remember(result.exception());
                 }
                 return new SendResult<>(result.correlationMetadata(), result.exception());
               })
               .onErrorResume(answered::contains, error -> Flux.empty()),
           rejected.asFlux());
     });
+  }
+
+  /** The first few errors answered by one {@code send}, by identity; bounded. */
+  static final class AnsweredErrors {
+    private final Set<Throwable> errors = Collections.newSetFromMap(new IdentityHashMap<>());
+    private final int limit;
+
+    AnsweredErrors(int limit) {
+      this.limit = limit;
+    }
+
+    synchronized void remember(Throwable error) {
+      if (errors.size() < limit) {
+        errors.add(error);
+      }
+    }
+
+    synchronized boolean contains(Throwable error) {
+      return errors.contains(error);
+    }
+
+    synchronized int size() {
+      return errors.size();
+    }
   }
 
   private @Nullable RuntimeException rejectedLocally(OutboundRecord<?> record) {

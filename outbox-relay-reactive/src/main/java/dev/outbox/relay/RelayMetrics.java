@@ -17,6 +17,12 @@ public interface RelayMetrics {
   /** Records claimed and not yet settled, now. */
   default void inFlight(long records) {}
 
+  /** Bytes of stored batch data claimed and not yet settled, now. */
+  default void inFlightBytes(long bytes) {}
+
+  /** {@code count} outcomes were dropped because an {@code outcomes()} subscriber lagged. */
+  default void outcomesDropped(long count) {}
+
   /** One record was acknowledged {@code latency} after it was handed to the sink. */
   default void published(Duration latency) {}
 

@@ -23,53 +23,202 @@ import org.jspecify.annotations.Nullable;
  *     .build();
  * }</pre>
  *
- * @param table the outbox table
- * @param codec decodes {@code raw_data}
- * @param sink where records go
- * @param closeSinkOnStop whether {@link RelayHandle#stop} closes the sink (true when the relay
- *     created it from {@link Builder#kafka})
- * @param mode how relay instances share the table
- * @param claimSize most batches per claim statement
- * @param leaseDuration how long a claim is exclusive unless renewed
- * @param leaseRenewal how often the relay extends the leases of the batches it still holds
- *     (claimed, not yet settled) by {@code leaseDuration}; {@link Duration#ZERO} never, so a
- *     publish must then finish within the lease
- * @param maxInFlight most records claimed and not yet settled (a single batch larger than this
- *     is still taken when nothing else is in flight)
- * @param settleConcurrency settlement statements run at once
- * @param retryPolicy backoff and attempts for retriable failures
- * @param failureClassifier which failures are fatal
- * @param pollInterval how often the table is polled for due batches
- * @param leadershipRetry in ORDERED mode, how often a standby tries to become leader, and how
- *     often the leader checks its lock connection
- * @param triggers what else wakes the relay besides polling
- * @param walSlot WAL mode: the replication slot (created if missing)
- * @param walPublication WAL mode: the publication (created if missing)
- * @param statsInterval how often backlog meters are refreshed
- * @param instanceId this relay's lease owner name, unique per instance
- * @param metrics where measurements go
+ * <p>Options hold configuration only: a relay started from them creates what it owns (the Kafka
+ * sink built from {@link Builder#kafka}) when it starts and closes it when it stops, so one
+ * options object can start any number of relays, one after another or side by side (give each
+ * its own {@link Builder#instanceId} or leave the default). A sink passed to {@link
+ * Builder#sink} stays yours: no relay closes it.
+ *
+ * <p>Immutable and thread-safe; the builder is not thread-safe.
  */
-public record RelayOptions(
-    OutboxTable table,
-    Codec codec,
-    RecordSink sink,
-    boolean closeSinkOnStop,
-    RelayMode mode,
-    int claimSize,
-    Duration leaseDuration,
-    Duration leaseRenewal,
-    int maxInFlight,
-    int settleConcurrency,
-    RetryPolicy retryPolicy,
-    FailureClassifier failureClassifier,
-    Duration pollInterval,
-    Duration leadershipRetry,
-    Triggers triggers,
-    String walSlot,
-    String walPublication,
-    Duration statsInterval,
-    String instanceId,
-    RelayMetrics metrics) {
+public final class RelayOptions {
+  /** Default {@link Builder#maxInFlightBytes}: 32 MiB of stored batch data. */
+  public static final long DEFAULT_MAX_IN_FLIGHT_BYTES = 32L << 20;
+
+  private final OutboxTable table;
+  private final Codec codec;
+  private final @Nullable RecordSink sink;
+  private final @Nullable Map<String, Object> kafka;
+  private final RelayMode mode;
+  private final int claimSize;
+  private final Duration leaseDuration;
+  private final Duration leaseRenewal;
+  private final int maxInFlight;
+  private final long maxInFlightBytes;
+  private final int settleConcurrency;
+  private final RetryPolicy retryPolicy;
+  private final FailureClassifier failureClassifier;
+  private final Duration pollInterval;
+  private final Duration leadershipRetry;
+  private final Triggers triggers;
+  private final String walSlot;
+  private final String walPublication;
+  private final Duration statsInterval;
+  private final Duration statementTimeout;
+  private final int outcomeBuffer;
+  private final String instanceId;
+  private final RelayMetrics metrics;
+
+  private RelayOptions(Builder b, @Nullable Map<String, Object> kafka, Duration leaseRenewal,
+      String instanceId) {
+    this.table = b.table;
+    this.codec = b.codec;
+    this.sink = b.sink;
+    this.kafka = kafka;
+    this.mode = b.mode;
+    this.claimSize = b.claimSize;
+    this.leaseDuration = b.leaseDuration;
+    this.leaseRenewal = leaseRenewal;
+    this.maxInFlight = b.maxInFlight;
+    this.maxInFlightBytes = b.maxInFlightBytes;
+    this.settleConcurrency = b.settleConcurrency;
+    this.retryPolicy = b.retryPolicy;
+    this.failureClassifier = b.failureClassifier;
+    this.pollInterval = b.pollInterval;
+    this.leadershipRetry = b.leadershipRetry;
+    this.triggers = new Triggers(b.listenChannel, b.heartbeatTcp, b.heartbeatUdp,
+        b.heartbeatUnixSocket, b.wakeDebounce);
+    this.walSlot = b.walSlot != null ? b.walSlot : b.table.name() + "_relay";
+    this.walPublication = b.walPublication != null ? b.walPublication : b.table.name() + "_relay";
+    this.statsInterval = b.statsInterval;
+    this.statementTimeout = b.statementTimeout;
+    this.outcomeBuffer = b.outcomeBuffer;
+    this.instanceId = instanceId;
+    this.metrics = b.metrics;
+  }
+
+  /** The outbox table. */
+  public OutboxTable table() {
+    return table;
+  }
+
+  /** Decodes {@code raw_data}. */
+  public Codec codec() {
+    return codec;
+  }
+
+  /** The caller's sink (never closed by the relay), or {@code null} when {@link #kafka()} is set. */
+  public @Nullable RecordSink sink() {
+    return sink;
+  }
+
+  /**
+   * Producer properties of the sink each relay creates at start and closes at stop, or {@code
+   * null} when {@link #sink()} is set.
+   */
+  public @Nullable Map<String, Object> kafka() {
+    return kafka;
+  }
+
+  /** How relay instances share the table. */
+  public RelayMode mode() {
+    return mode;
+  }
+
+  /** Most batches per claim statement. */
+  public int claimSize() {
+    return claimSize;
+  }
+
+  /** How long a claim is exclusive unless renewed. */
+  public Duration leaseDuration() {
+    return leaseDuration;
+  }
+
+  /**
+   * How often the relay extends the leases of the batches it holds by {@link #leaseDuration()};
+   * {@link Duration#ZERO}: never, so a publish must then finish within the lease.
+   */
+  public Duration leaseRenewal() {
+    return leaseRenewal;
+  }
+
+  /** Most records claimed and not yet settled (a larger single batch still goes alone). */
+  public int maxInFlight() {
+    return maxInFlight;
+  }
+
+  /**
+   * Most bytes of stored batch data ({@code raw_data}) claimed and not yet settled (a larger
+   * single batch still goes alone).
+   */
+  public long maxInFlightBytes() {
+    return maxInFlightBytes;
+  }
+
+  /** Settlement statements run at once. */
+  public int settleConcurrency() {
+    return settleConcurrency;
+  }
+
+  /** Backoff and attempts for retriable failures. */
+  public RetryPolicy retryPolicy() {
+    return retryPolicy;
+  }
+
+  /** Which failures are fatal. */
+  public FailureClassifier failureClassifier() {
+    return failureClassifier;
+  }
+
+  /** How often the table is polled for due batches. */
+  public Duration pollInterval() {
+    return pollInterval;
+  }
+
+  /** ORDERED mode: how often a standby tries to lead and the leader checks its lock. */
+  public Duration leadershipRetry() {
+    return leadershipRetry;
+  }
+
+  /** What else wakes the relay besides polling. */
+  public Triggers triggers() {
+    return triggers;
+  }
+
+  /** WAL mode: the replication slot. */
+  public String walSlot() {
+    return walSlot;
+  }
+
+  /** WAL mode: the publication. */
+  public String walPublication() {
+    return walPublication;
+  }
+
+  /** How often backlog meters are refreshed. */
+  public Duration statsInterval() {
+    return statsInterval;
+  }
+
+  /** Longest any statement of the relay may run before it is abandoned. */
+  public Duration statementTimeout() {
+    return statementTimeout;
+  }
+
+  /** Outcomes buffered per {@link RelayHandle#outcomes()} subscriber before the newest drop. */
+  public int outcomeBuffer() {
+    return outcomeBuffer;
+  }
+
+  /** This relay's lease owner name. */
+  public String instanceId() {
+    return instanceId;
+  }
+
+  /** Where measurements go. */
+  public RelayMetrics metrics() {
+    return metrics;
+  }
+
+  @Override
+  public String toString() {
+    return "RelayOptions[table=" + table + ", mode=" + mode + ", sink="
+        + (sink != null ? sink : "kafka " + kafka.get("bootstrap.servers")) + ", claimSize="
+        + claimSize + ", maxInFlight=" + maxInFlight + ", maxInFlightBytes=" + maxInFlightBytes
+        + ", leaseDuration=" + leaseDuration + ", leaseRenewal=" + leaseRenewal
+        + ", instanceId=" + instanceId + "]";
+  }
 
   public static Builder builder() {
     return new Builder();
@@ -86,6 +235,7 @@ public record RelayOptions(
     private Duration leaseDuration = Duration.ofSeconds(30);
     private @Nullable Duration leaseRenewal;
     private int maxInFlight = 1_000;
+    private long maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_BYTES;
     private int settleConcurrency = 8;
     private RetryPolicy retryPolicy = RetryPolicy.DEFAULT;
     private FailureClassifier failureClassifier = FailureClassifier.kafkaDefault();
@@ -99,6 +249,8 @@ public record RelayOptions(
     private @Nullable String walSlot;
     private @Nullable String walPublication;
     private Duration statsInterval = Duration.ofSeconds(10);
+    private Duration statementTimeout = Duration.ofSeconds(30);
+    private int outcomeBuffer = 1_024;
     private @Nullable String instanceId;
     private RelayMetrics metrics = RelayMetrics.none();
 
@@ -116,7 +268,10 @@ public record RelayOptions(
       return this;
     }
 
-    /** A sink you own (the relay does not close it). Exclusive with {@link #kafka}. */
+    /**
+     * A sink you own: relays use it and never close it (close it yourself after the last relay
+     * using it has stopped). Exclusive with {@link #kafka}.
+     */
     public Builder sink(RecordSink sink) {
       this.sink = sink;
       return this;
@@ -124,8 +279,9 @@ public record RelayOptions(
 
     /**
      * Producer properties (at least {@code bootstrap.servers}) for a {@link ReactorKafkaSink}
-     * that the relay creates with {@code maxInFlight} and closes on stop. Exclusive with {@link
-     * #sink}.
+     * that each relay creates when it starts (with {@code maxInFlight}) and closes when it
+     * stops. Validated by {@link #build()} against the producer's own definitions. Exclusive
+     * with {@link #sink}.
      */
     public Builder kafka(Map<String, Object> producerProperties) {
       this.kafka = Map.copyOf(producerProperties);
@@ -163,6 +319,16 @@ public record RelayOptions(
     /** Default 1,000 records. */
     public Builder maxInFlight(int maxInFlight) {
       this.maxInFlight = maxInFlight;
+      return this;
+    }
+
+    /**
+     * Default {@link #DEFAULT_MAX_IN_FLIGHT_BYTES} (32 MiB): most bytes of stored batch data
+     * claimed and not yet settled, next to the record bound, so that large messages cannot
+     * exhaust the heap (the decoded records and the producer's buffer take about as much again).
+     */
+    public Builder maxInFlightBytes(long maxInFlightBytes) {
+      this.maxInFlightBytes = maxInFlightBytes;
       return this;
     }
 
@@ -251,6 +417,26 @@ public record RelayOptions(
       return this;
     }
 
+    /**
+     * Default 30 s: longest any statement of the relay may run; a statement that takes longer is
+     * abandoned (the connection given up), so a database that stops answering cannot wedge the
+     * relay.
+     */
+    public Builder statementTimeout(Duration statementTimeout) {
+      this.statementTimeout = statementTimeout;
+      return this;
+    }
+
+    /**
+     * Default 1,024: outcomes buffered for each {@link RelayHandle#outcomes()} subscriber. The
+     * relay never waits for a subscriber; when one falls this far behind, newer outcomes are
+     * dropped for it (and counted: {@link RelayMetrics#outcomesDropped}).
+     */
+    public Builder outcomeBuffer(int outcomeBuffer) {
+      this.outcomeBuffer = outcomeBuffer;
+      return this;
+    }
+
     /** Default {@code relay-<pid>-<random>}. */
     public Builder instanceId(String instanceId) {
       this.instanceId = instanceId;
@@ -274,6 +460,11 @@ public record RelayOptions(
       Objects.requireNonNull(failureClassifier, "failureClassifier");
       Objects.requireNonNull(metrics, "metrics");
       positive("claimSize", claimSize);
+      positive("outcomeBuffer", outcomeBuffer);
+      positive("statementTimeout", statementTimeout);
+      if (maxInFlightBytes < 1) {
+        throw new InvalidConfigurationException("maxInFlightBytes must be >= 1, got " + maxInFlightBytes);
+      }
       positive("maxInFlight", maxInFlight);
       positive("settleConcurrency", settleConcurrency);
       positive("leaseDuration", leaseDuration);
@@ -301,15 +492,8 @@ public record RelayOptions(
             ? "Set where records go: kafka(producerProperties) or sink(recordSink)"
             : "Set either kafka(producerProperties) or sink(recordSink), not both");
       }
-      boolean ownSink = sink == null;
-      RecordSink target = ownSink ? ReactorKafkaSink.create(kafka, maxInFlight) : sink;
-      return new RelayOptions(table, codec, target, ownSink, mode, claimSize, leaseDuration,
-          renewal, maxInFlight, settleConcurrency, retryPolicy, failureClassifier, pollInterval,
-          leadershipRetry,
-          new Triggers(listenChannel, heartbeatTcp, heartbeatUdp, heartbeatUnixSocket, wakeDebounce),
-          walSlot != null ? walSlot : table.name() + "_relay",
-          walPublication != null ? walPublication : table.name() + "_relay",
-          statsInterval, id, metrics);
+      Map<String, Object> producer = kafka == null ? null : KafkaRecords.validated(kafka);
+      return new RelayOptions(this, producer, renewal, id);
     }
 
     private static void positive(String name, int value) {

@@ -35,7 +35,7 @@ import reactor.util.retry.Retry;
  * huge lines and floods cost only their reads, and the relay debounces the signals.
  */
 final class WakeSources {
-  private static final Logger log = LoggerFactory.getLogger(OutboxRelay.class);
+  private static final Logger log = LoggerFactory.getLogger(WakeSources.class);
 
   private WakeSources() {}
 

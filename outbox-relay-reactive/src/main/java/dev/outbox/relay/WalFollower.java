@@ -12,13 +12,13 @@ import io.r2dbc.spi.R2dbcException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicReference;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.Sinks;
 import reactor.core.publisher.SynchronousSink;
 import org.jspecify.annotations.Nullable;
 
@@ -46,7 +46,6 @@ final class WalFollower {
   private final Duration statusInterval;
 
   private final AtomicReference<@Nullable ReplicationStream> stream = new AtomicReference<>();
-  private final AtomicReference<Sinks.@Nullable Empty<Void>> stopSignal = new AtomicReference<>();
   /** endLsn -> batches of that transaction not yet acknowledged (0 = done, waiting for older). */
   private final TreeMap<Long, int[]> pending = new TreeMap<>();
   private long confirmed;
@@ -88,14 +87,7 @@ final class WalFollower {
         Connection::close);
   }
 
-  /** Drops the slot (must not be active). Without this, an abandoned slot pins WAL forever. */
-  static Mono<Void> dropSlot(ConnectionFactory regular, String slot) {
-    return Mono.usingWhen(regular.create(),
-        c -> Flux.from(c.createStatement("SELECT pg_drop_replication_slot(slot_name) "
-                + "FROM pg_replication_slots WHERE slot_name = $1").bind("$1", slot).execute())
-            .flatMap(r -> r.getRowsUpdated()).then(),
-        Connection::close);
-  }
+
 
   // ---------------------------------------------------------------- following
 
@@ -123,27 +115,13 @@ final class WalFollower {
                 confirmed = 0;
               }
               stream.set(s);
-              Sinks.Empty<Void> stop = Sinks.empty();
-              stopSignal.set(stop);
               Decoder decoder = new Decoder();
               return s.map(decoder::decode)
                   .handle(decoder::assemble)
                   .concatMapIterable(list -> list)
-                  .takeUntilOther(stop.asMono())
-                  .doFinally(signal -> {
-                    stream.compareAndSet(s, null);
-                    stopSignal.compareAndSet(stop, null);
-                  });
+                  .doFinally(signal -> stream.compareAndSet(s, null));
             }),
         PostgresqlReplicationConnection::close);
-  }
-
-  /** Ends the current {@link #follow()}: the Flux completes and the connection is closed. */
-  void stop() {
-    Sinks.Empty<Void> stop = stopSignal.get();
-    if (stop != null) {
-      stop.tryEmitEmpty();
-    }
   }
 
   /**
@@ -176,13 +154,6 @@ final class WalFollower {
     }
   }
 
-  /** The position acknowledged so far in this stream (sent to the server asynchronously). */
-  LogSequenceNumber acknowledgedLsn() {
-    synchronized (pending) {
-      return LogSequenceNumber.valueOf(confirmed);
-    }
-  }
-
   // ---------------------------------------------------------------- pgoutput decoding
 
   private sealed interface Msg permits Begin, Commit, Relation, Insert, Other {}
@@ -195,7 +166,7 @@ final class WalFollower {
 
   /** Per-subscription state: relation cache and the transaction being assembled. */
   private final class Decoder {
-    private final Map<Integer, Relation> relations = new java.util.HashMap<>();
+    private final Map<Integer, Relation> relations = new HashMap<>();
     private @Nullable Begin begin;
     private final List<String> batchIds = new ArrayList<>();
 

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import java.time.Duration;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -33,7 +34,11 @@ class RelayOptionsTest {
     assertThat(options.pollInterval()).isEqualTo(Duration.ofSeconds(1));
     assertThat(options.mode()).isEqualTo(RelayMode.PARALLEL);
     assertThat(options.retryPolicy()).isEqualTo(RetryPolicy.DEFAULT);
-    assertThat(options.closeSinkOnStop()).isFalse();
+    assertThat(options.sink()).isSameAs(NOWHERE);
+    assertThat(options.kafka()).isNull();
+    assertThat(options.maxInFlightBytes()).isEqualTo(32L << 20);
+    assertThat(options.statementTimeout()).isEqualTo(Duration.ofSeconds(30));
+    assertThat(options.outcomeBuffer()).isEqualTo(1024);
     assertThat(options.instanceId()).startsWith("relay-");
     assertThat(RelayOptions.builder().sink(NOWHERE).build().instanceId())
         .isNotEqualTo(options.instanceId());
@@ -60,5 +65,33 @@ class RelayOptionsTest {
         .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("leaseRenewal");
     assertThat(RelayOptions.builder().sink(NOWHERE).leaseRenewal(Duration.ZERO).build()
         .leaseRenewal()).isZero();
+  }
+
+  @Test
+  void invalidProducerPropertiesAreNamedWhenBuilt() {
+    assertThatThrownBy(() -> RelayOptions.builder()
+            .kafka(Map.of("bootstrap.servers", "localhost:9092", "acks", "banana")).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("acks");
+    assertThatThrownBy(() -> RelayOptions.builder()
+            .kafka(Map.of("bootstrap.servers", "localhost:9092", "linger.ms", "-1")).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("linger.ms");
+    assertThatThrownBy(() -> RelayOptions.builder()
+            .kafka(Map.of("bootstrap.servers", "localhost:9092", "max.request.size", "lots")).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("max.request.size");
+    assertThatThrownBy(() -> RelayOptions.builder().kafka(Map.of("acks", "all")).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("bootstrap.servers");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).maxInFlightBytes(0).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("maxInFlightBytes");
+    assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).outcomeBuffer(0).build())
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("outcomeBuffer");
+  }
+
+  @Test
+  void optionsHoldConfigurationOnly() {
+    Map<String, Object> producer = Map.of("bootstrap.servers", "localhost:9092", "linger.ms", 20);
+    RelayOptions options = RelayOptions.builder().kafka(producer).build();
+    assertThat(options.sink()).isNull();
+    assertThat(options.kafka()).isEqualTo(producer);
+    assertThat(options.toString()).contains("localhost:9092");
   }
 }

@@ -1,5 +1,6 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.HeartbeatNotifier;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.outbox.r2dbc.Message;

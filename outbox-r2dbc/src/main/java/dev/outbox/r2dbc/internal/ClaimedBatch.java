@@ -25,4 +25,13 @@ public record ClaimedBatch(
     byte[] rawData,
     Instant insertTime,
     UUID leaseToken,
-    Instant leaseExpiresAt) {}
+    Instant leaseExpiresAt) {
+
+  private static final byte[] NO_DATA = new byte[0];
+
+  /** This claim without its stored bytes, to hold on to after decoding (settlement needs none). */
+  public ClaimedBatch withoutData() {
+    return new ClaimedBatch(batchId, insertSeq, messageCount, writeRetries, NO_DATA, insertTime,
+        leaseToken, leaseExpiresAt);
+  }
+}

@@ -130,17 +130,21 @@ public final class RelayStore {
         + " AND (o.message_keys = '{}' OR o.insert_seq IN (SELECT first_seq FROM heads))"
         + " AND NOT EXISTS (SELECT 1 FROM heads AS h"
         + " WHERE h.k = ANY (o.message_keys) AND h.first_seq < o.insert_seq)";
-    return "WITH " + heads + "candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count FROM "
+    // octet_length of a bytea reads the TOAST header, not the value.
+    return "WITH " + heads + "candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count,"
+        + " octet_length(o.raw_data) AS bytes FROM "
         + t + " AS o"
         + " WHERE o.next_attempt_at <= now()"
         + " AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())" + orderedOnly
         + " ORDER BY o.insert_seq LIMIT $1 FOR UPDATE SKIP LOCKED),"
         + " sized AS (SELECT batch_id, sum(message_count) OVER (ORDER BY insert_seq) AS running,"
+        + " sum(bytes) OVER (ORDER BY insert_seq) AS running_bytes,"
         + " row_number() OVER (ORDER BY insert_seq) AS position FROM candidates)"
         + " UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " FROM sized WHERE o.batch_id = sized.batch_id"
-        + " AND (sized.running <= $5 OR (sized.position = 1 AND $6))"
+        + " AND ((sized.running <= $5 AND sized.running_bytes <= $7)"
+        + " OR (sized.position = 1 AND $6))"
         + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
         + " o.insert_time, o.lease_expires_at";
   }
@@ -171,7 +175,7 @@ public final class RelayStore {
       return query(request.ordered() ? orderedClaimSql : claimSql,
           s -> s.bind(0, request.maxBatches()).bind(1, request.owner()).bind(2, token)
               .bind(3, request.lease().toMillis()).bind(4, (long) request.maxMessages())
-              .bind(5, request.admitOversizedFirst()),
+              .bind(5, request.admitOversizedFirst()).bind(6, request.maxBytes()),
           row -> claimed(row, token))
           // RETURNING does not keep the ORDER BY of the CTE.
           .collectSortedList(Comparator.comparingLong(ClaimedBatch::insertSeq))

@@ -1,4 +1,4 @@
-package dev.outbox.relay;
+package dev.outbox.r2dbc;
 
 import io.netty.channel.unix.DomainSocketAddress;
 import java.net.InetSocketAddress;
@@ -20,7 +20,8 @@ import reactor.netty.udp.UdpClient;
  *     .then(relay.notifyWork().onErrorResume(e -> Mono.empty()));   // a hint: never fail on it
  * }</pre>
  *
- * <p>Each {@link #notifyWork()} opens a connection (or sends one datagram) and sends one byte.
+ * <p>It lives in the writer's module so that a writer application need not depend on the relay;
+ * it needs reactor-netty, which r2dbc-postgresql already brings. Each {@link #notifyWork()} opens a connection (or sends one datagram) and sends one byte.
  * Immutable and thread-safe.
  */
 public final class HeartbeatNotifier {

@@ -1,0 +1,105 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.internal.ClaimRequest;
+import dev.outbox.r2dbc.internal.RelayStore;
+import java.time.Duration;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
+
+/**
+ * PARALLEL and ORDERED: claims due batches whenever a tick (poll interval, a wake-up from the
+ * triggers, room freed in the ledger) finds room in the budgets. Claims run one at a time; a
+ * full claim asks for another at once. In ORDERED mode only the leader claims.
+ */
+final class ClaimLoop implements BatchSource {
+  private static final Logger log = LoggerFactory.getLogger(ClaimLoop.class);
+
+  private final RelayStore store;
+  private final Ledger ledger;
+  private final RelayOptions options;
+  private final Flux<Long> externalWakeups;
+  private final AtomicBoolean mayClaim;
+  private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
+  private final Sinks.One<Boolean> stopped = Sinks.one();
+
+  /**
+   * @param externalWakeups notifications and heartbeats (debounced here)
+   * @param mayClaim false while this instance must not claim (ORDERED standby)
+   */
+  ClaimLoop(RelayStore store, Ledger ledger, RelayOptions options, Flux<Long> externalWakeups,
+      AtomicBoolean mayClaim) {
+    this.store = store;
+    this.ledger = ledger;
+    this.options = options;
+    this.externalWakeups = externalWakeups;
+    this.mayClaim = mayClaim;
+  }
+
+  @Override
+  public Flux<BatchInFlight> batches() {
+    // Notifications and heartbeats count once per debounce window, at its end.
+    Flux<Long> external = externalWakeups.sample(options.triggers().debounce());
+    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux(), external)
+        .onBackpressureLatest()
+        .takeUntilOther(stopped.asMono())
+        // Claims run one at a time, off the thread that woke them.
+        .publishOn(Schedulers.parallel(), 1)
+        .concatMap(tick -> claim(), 1);
+  }
+
+  /**
+   * Asks for a claim cycle. A wake that fails because another thread is emitting at that moment
+   * is not needed: that concurrent wake's cycle runs later and sees the same budget. Polling is
+   * the fallback for anything else.
+   */
+  @Override
+  public void wake() {
+    synchronized (wakeups) {
+      wakeups.tryEmitNext(System.nanoTime());
+    }
+  }
+
+  @Override
+  public void stop() {
+    stopped.tryEmitValue(true);
+  }
+
+  /** One claim within the free budgets; the batches are in the ledger before they are emitted. */
+  private Flux<BatchInFlight> claim() {
+    return Flux.defer(() -> {
+      Ledger.Room room = mayClaim.get() ? ledger.room() : null;
+      if (room == null) {
+        return Flux.empty(); // a settlement or leadership will wake us
+      }
+      ClaimRequest request = ClaimRequest
+          .of(options.claimSize(), options.leaseDuration(), options.instanceId())
+          .withMessageBudget(room.records(), room.empty())
+          .withByteBudget(room.bytes());
+      if (options.mode() == RelayMode.ORDERED) {
+        request = request.inOrder();
+      }
+      long started = System.nanoTime();
+      return store.claim(request)
+          .collectList()
+          .flatMapIterable(claimed -> {
+            var batches = ledger.register(claimed);
+            options.metrics().claimed(claimed.size(),
+                claimed.stream().mapToInt(c -> c.messageCount()).sum(),
+                Duration.ofNanos(System.nanoTime() - started));
+            if (claimed.size() == options.claimSize()) {
+              wake(); // a full claim: there is probably more
+            }
+            return batches;
+          })
+          .onErrorResume(error -> {
+            log.warn("Outbox relay {} could not claim; trying again at the next poll: {}",
+                options.instanceId(), error.toString());
+            return Flux.empty();
+          });
+    });
+  }
+}

@@ -1,0 +1,112 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import org.jspecify.annotations.Nullable;
+
+/**
+ * The one owner of claimed-but-unsettled work: what this relay holds (for renewal and release)
+ * and how much of the record and byte budgets it uses. A batch enters when its claim returns,
+ * before anything else can fail, and leaves exactly once ({@link #release}, {@link
+ * #releaseAll}), so the budgets cannot leak whatever happens in between. Thread-safe.
+ */
+final class Ledger {
+  /** What the next claim may take; see {@link Ledger#room()}. */
+  record Room(int records, long bytes, boolean empty) {}
+
+  private final int maxRecords;
+  private final long maxBytes;
+  private final RelayMetrics metrics;
+  private final Runnable onRelease;
+  private final Set<BatchInFlight> held = ConcurrentHashMap.newKeySet();
+  private final AtomicLong records = new AtomicLong();
+  private final AtomicLong bytes = new AtomicLong();
+
+  /**
+   * @param onRelease called after batches leave (room was freed: time to claim again)
+   */
+  Ledger(int maxRecords, long maxBytes, RelayMetrics metrics, Runnable onRelease) {
+    this.maxRecords = maxRecords;
+    this.maxBytes = maxBytes;
+    this.metrics = metrics;
+    this.onRelease = onRelease;
+  }
+
+  /**
+   * What a claim may take now, or {@code null} when less than half of either budget is free (a
+   * settlement will call {@code onRelease}). When nothing is held, a claim may take one batch
+   * larger than the budgets, so that such a batch still makes progress.
+   */
+  @Nullable Room room() {
+    long heldRecords = records.get();
+    long heldBytes = bytes.get();
+    boolean empty = heldRecords == 0 && heldBytes == 0;
+    long freeRecords = maxRecords - heldRecords;
+    long freeBytes = maxBytes - heldBytes;
+    if (!empty && (freeRecords < Math.max(1, maxRecords / 2) || freeBytes < Math.max(1, maxBytes / 2))) {
+      return null;
+    }
+    return new Room((int) Math.max(1, freeRecords), Math.max(1, freeBytes), empty);
+  }
+
+  /** Takes claimed batches into the ledger; each is released exactly once later. */
+  List<BatchInFlight> register(List<ClaimedBatch> claimed) {
+    List<BatchInFlight> batches = new ArrayList<>(claimed.size());
+    long addedRecords = 0;
+    long addedBytes = 0;
+    for (ClaimedBatch claim : claimed) {
+      BatchInFlight batch = new BatchInFlight(claim);
+      held.add(batch);
+      batches.add(batch);
+      addedRecords += claim.messageCount();
+      addedBytes += batch.bytes;
+    }
+    metrics.inFlight(records.addAndGet(addedRecords));
+    metrics.inFlightBytes(bytes.addAndGet(addedBytes));
+    return batches;
+  }
+
+  /** One batch leaves (settled, or its settlement failed); false when it had already left. */
+  boolean release(BatchInFlight batch) {
+    if (!held.remove(batch)) {
+      return false;
+    }
+    metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
+    metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+    onRelease.run();
+    return true;
+  }
+
+  /** Every batch still held leaves; returns them (for releasing their leases). */
+  List<BatchInFlight> releaseAll() {
+    List<BatchInFlight> left = new ArrayList<>();
+    for (BatchInFlight batch : held) {
+      if (held.remove(batch)) {
+        left.add(batch);
+        metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
+        metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+      }
+    }
+    if (!left.isEmpty()) {
+      onRelease.run();
+    }
+    return left;
+  }
+
+  /** The leases held now, for renewal. */
+  List<ClaimedBatch> leases() {
+    return held.stream().map(BatchInFlight::claim).toList();
+  }
+
+  long records() {
+    return records.get();
+  }
+
+  long bytes() {
+    return bytes.get();
+  }
+}

@@ -1,0 +1,113 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.UndecodableBatchException;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.relay.BatchInFlight.RecordRef;
+import java.time.Duration;
+import java.util.List;
+import java.util.function.BooleanSupplier;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.SynchronousSink;
+import reactor.core.scheduler.Schedulers;
+import reactor.util.retry.Retry;
+
+/**
+ * Sends what a {@link BatchSource} claims and has it settled, the same for every mode:
+ *
+ * <pre>
+ * source.batches() → (parallel scheduler) decode, build records → sink.send
+ *   → per-record answers → a batch's last answer → groups of batches → settler
+ * </pre>
+ *
+ * <p>Decoding and building records run on Reactor's parallel scheduler, never on the database
+ * driver's event loop that delivered the rows. If the sink fails as a whole, everything still
+ * held is released and the pipeline restarts with backoff, unless the relay is stopping.
+ */
+final class RelayPipeline {
+  private static final Logger log = LoggerFactory.getLogger(RelayPipeline.class);
+
+  /** Most batches settled by one statement, and how long to wait to fill a group. */
+  private static final int SETTLE_GROUP = 100;
+  private static final Duration SETTLE_WINDOW = Duration.ofMillis(5);
+  /** Claimed batches queued ahead of decoding (already bounded by the ledger's budgets). */
+  private static final int DECODE_QUEUE = 32;
+
+  private final BatchSource source;
+  private final RecordSink sink;
+  private final Settler settler;
+  private final RelayOptions options;
+  private final BooleanSupplier stopping;
+
+  RelayPipeline(BatchSource source, RecordSink sink, Settler settler, RelayOptions options,
+      BooleanSupplier stopping) {
+    this.source = source;
+    this.sink = sink;
+    this.settler = settler;
+    this.options = options;
+    this.stopping = stopping;
+  }
+
+  /** Runs until the source completes (after stop) and everything sent is settled. */
+  Mono<Void> run() {
+    return Mono.defer(() -> sink.send(records())
+            .handle(this::answered)
+            // Settle in groups: one DELETE for many published batches, not one per batch.
+            .bufferTimeout(SETTLE_GROUP, SETTLE_WINDOW, true)
+            .flatMap(settler::settle, options.settleConcurrency())
+            .then())
+        .onErrorResume(error -> settler.abandonAll(options.statementTimeout()).then(Mono.error(error)))
+        .retryWhen(Retry.backoff(Long.MAX_VALUE, Duration.ofSeconds(1))
+            .maxBackoff(Duration.ofSeconds(30))
+            .filter(error -> !stopping.getAsBoolean())
+            .doBeforeRetry(signal -> log.warn("Outbox relay {} restarting its pipeline after: {}",
+                options.instanceId(), signal.failure().toString())));
+  }
+
+  private Flux<OutboundRecord<RecordRef>> records() {
+    return source.batches()
+        .publishOn(Schedulers.parallel(), DECODE_QUEUE)
+        .concatMap(this::decode, 1)
+        .concatMapIterable(records -> records);
+  }
+
+  /** The batch's records; an undecodable batch is dead-lettered instead (nothing emitted). */
+  private Mono<List<OutboundRecord<RecordRef>>> decode(BatchInFlight batch) {
+    ClaimedBatch claimed = batch.claim();
+    List<Message> messages;
+    try {
+      messages = options.codec().decode(claimed.rawData());
+      if (messages.size() != claimed.messageCount()) {
+        // raw_data cut at a message boundary still decodes; the count catches the lost tail.
+        throw new UndecodableBatchException("raw_data holds " + messages.size()
+            + " messages but the row's message_count is " + claimed.messageCount());
+      }
+      if (messages.isEmpty()) { // nothing would ever answer for it
+        throw new UndecodableBatchException("raw_data holds no messages");
+      }
+    } catch (RuntimeException error) {
+      return settler.undecodable(batch, error).then(Mono.empty());
+    }
+    return Mono.just(batch.records(messages));
+  }
+
+  /** Accounts one record's answer; emits its batch when this was the batch's last record. */
+  private void answered(SendResult<RecordRef> result, SynchronousSink<BatchInFlight> done) {
+    BatchInFlight batch = result.correlation().batch();
+    Throwable error = result.error();
+    if (error == null) {
+      options.metrics().published(
+          Duration.ofNanos(System.nanoTime() - result.correlation().handedOffNanos()));
+    } else {
+      boolean fatal = options.failureClassifier().isFatal(error);
+      options.metrics().failed(fatal);
+      batch.failed(error, fatal);
+    }
+    if (batch.answered()) {
+      done.next(batch);
+    }
+  }
+}

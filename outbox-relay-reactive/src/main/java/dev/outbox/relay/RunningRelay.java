@@ -1,0 +1,251 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.RelayStore;
+import io.r2dbc.spi.ConnectionFactory;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
+import reactor.core.Disposables;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.SignalType;
+import reactor.core.publisher.Sinks;
+
+/**
+ * The lifecycle of one running relay: creates what it owns when it starts (the Kafka sink built
+ * from {@link RelayOptions#kafka()}, timers, the leadership connection, wake-up triggers) and
+ * closes all of it when it stops, whatever happens on the way. The work itself is the {@link
+ * RelayPipeline} over a {@link BatchSource}, with a {@link Ledger} and a {@link Settler}.
+ */
+final class RunningRelay implements RelayHandle {
+  private static final Logger log = LoggerFactory.getLogger(RunningRelay.class);
+
+  private final RelayOptions options;
+  private final Outcomes outcomes;
+  private final ConnectionFactory unpooled;
+  private final RelayStore store;
+  private final OutboxStore rows;
+  private final Ledger ledger;
+  private final Settler settler;
+  private final BatchSource source;
+  private final RecordSink sink;
+  private final boolean ownsSink;
+  private final @Nullable Leadership leadership;
+  /** Whether this instance may claim: always in PARALLEL and WAL, only as leader in ORDERED. */
+  private final AtomicBoolean mayClaim = new AtomicBoolean();
+  private final Sinks.Many<Long> externalWakeups = Sinks.many().multicast().directBestEffort();
+  private final Sinks.Empty<Void> terminated = Sinks.empty();
+  private final Disposable.Swap pipeline = Disposables.swap();
+  private final Disposable.Swap stats = Disposables.swap();
+  private final Disposable.Swap renewals = Disposables.swap();
+  private final Disposable.Swap leading = Disposables.swap();
+  private final Disposable.Swap triggers = Disposables.swap();
+  private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
+
+  private RunningRelay(ConnectionFactory connections, ConnectionFactory unpooled,
+      RelayOptions options, Outcomes outcomes) {
+    this.options = options;
+    this.outcomes = outcomes;
+    this.unpooled = unpooled;
+    this.store = RelayStore.create(connections, options.table());
+    this.rows = OutboxStore.create(connections, options.table());
+    this.leadership = options.mode() == RelayMode.ORDERED
+        ? new Leadership(unpooled, "dev.outbox.relay:" + options.table().qualifiedName(),
+            options.instanceId(), options.leadershipRetry(), options.leadershipRetry().multipliedBy(2))
+        : null;
+    this.mayClaim.set(leadership == null);
+    RecordSink given = options.sink();
+    this.ownsSink = given == null;
+    this.sink = given != null ? given : ReactorKafkaSink.create(producerProperties(options), options.maxInFlight());
+    BatchSource[] wakeTarget = new BatchSource[1];
+    this.ledger = new Ledger(options.maxInFlight(), options.maxInFlightBytes(), options.metrics(),
+        () -> wakeTarget[0].wake());
+    this.settler = new Settler(store, ledger, outcomes, options);
+    this.source = options.mode() == RelayMode.WAL
+        ? new WalSource(unpooled, store, rows, ledger, options)
+        : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
+    wakeTarget[0] = source;
+  }
+
+  /** The relay's own producer: the user's properties, with a client id that names this relay. */
+  private static Map<String, Object> producerProperties(RelayOptions options) {
+    Map<String, Object> props = new HashMap<>(options.kafka());
+    props.putIfAbsent(ProducerConfig.CLIENT_ID_CONFIG, "outbox-relay-" + options.instanceId());
+    return props;
+  }
+
+  static RunningRelay start(ConnectionFactory connections, ConnectionFactory unpooled,
+      RelayOptions options, Outcomes outcomes) {
+    RunningRelay relay = new RunningRelay(connections, unpooled, options, outcomes);
+    relay.start();
+    return relay;
+  }
+
+  private void start() {
+    log.info("Outbox relay {} starting on {} (mode {}, maxInFlight {} records / {} bytes,"
+            + " claimSize {}, lease {}, renewed every {})", options.instanceId(), options.table(),
+        options.mode(), options.maxInFlight(), options.maxInFlightBytes(), options.claimSize(),
+        options.leaseDuration(), options.leaseRenewal());
+    outcomes.metrics(options.metrics());
+    if (leadership != null) {
+      leading.update(leadership.states().subscribe(isLeader -> {
+        mayClaim.set(isLeader); // losing it stops claiming at once; leases fence late settlements
+        options.metrics().leadership(isLeader);
+        if (isLeader) {
+          source.wake();
+        }
+      }));
+    }
+    if (options.triggers().any()) {
+      triggers.update(WakeSources.of(options.triggers(), unpooled, options.instanceId())
+          .subscribe(signal -> {
+                synchronized (externalWakeups) {
+                  externalWakeups.tryEmitNext(signal);
+                }
+              },
+              error -> log.error("Outbox relay {} lost a wake-up trigger; polling continues",
+                  options.instanceId(), error)));
+    }
+    pipeline.update(new RelayPipeline(source, sink, settler, options, () -> stopping.get() != null)
+        .run()
+        .subscribe(done -> {}, error -> {
+          if (stopping.get() == null) {
+            log.error("Outbox relay {} stopped on an unexpected error", options.instanceId(), error);
+          } else {
+            log.warn("Outbox relay {} pipeline ended with an error while stopping: {}",
+                options.instanceId(), error.toString());
+          }
+          terminated.tryEmitEmpty();
+        }, terminated::tryEmitEmpty));
+    if (!options.leaseRenewal().isZero()) {
+      renewals.update(Flux.interval(options.leaseRenewal())
+          .onBackpressureDrop()
+          .concatMap(tick -> renewLeases())
+          .subscribe());
+    }
+    stats.update(Flux.interval(Duration.ZERO, options.statsInterval())
+        .onBackpressureDrop()
+        .concatMap(tick -> rows.stats()
+            .timeout(options.statementTimeout())
+            .doOnNext(options.metrics()::backlog)
+            .onErrorResume(e -> {
+              log.debug("Could not read outbox backlog stats", e);
+              return Mono.empty();
+            }))
+        .subscribe());
+  }
+
+  /**
+   * Extends the leases of every batch this relay holds, so that a slow Kafka does not let
+   * another relay publish them again; a crashed, frozen or cut-off relay stops renewing.
+   */
+  private Mono<Void> renewLeases() {
+    List<ClaimedBatch> held = ledger.leases();
+    if (held.isEmpty()) {
+      return Mono.empty();
+    }
+    return store.renewLeases(held, options.leaseDuration())
+        .count()
+        .timeout(options.leaseRenewal())
+        .doOnNext(renewed -> {
+          if (renewed < held.size()) {
+            log.debug("Outbox relay {} renewed {} of {} leases; the rest were settled or lost",
+                options.instanceId(), renewed, held.size());
+          }
+        })
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not renew {} leases: {}", options.instanceId(),
+              held.size(), error.toString());
+          return Mono.empty();
+        })
+        .then();
+  }
+
+  @Override
+  public Flux<RelayOutcome> outcomes() {
+    return outcomes.flux();
+  }
+
+  @Override
+  public long inFlightRecords() {
+    return ledger.records();
+  }
+
+  @Override
+  public Mono<Void> stop(Duration drain) {
+    Mono<Void> stop = stopping(drain).cache();
+    return stopping.compareAndSet(null, stop) ? stop : stopping.get();
+  }
+
+  /**
+   * Stops triggers and claims, waits for the drain, releases what is still held, closes what the
+   * relay owns. Each step is bounded, and the timers, the leadership connection, the owned sink
+   * and the outcomes are closed whatever happens (even if the caller cancels the stop).
+   */
+  private Mono<Void> stopping(Duration drain) {
+    // Keep a little of the drain time for releasing leases and closing the sink.
+    Duration reserve = drain.dividedBy(4).compareTo(Duration.ofSeconds(2)) < 0
+        ? drain.dividedBy(4) : Duration.ofSeconds(2);
+    Duration waitForDrain = drain.minus(reserve);
+    Duration step = reserve.dividedBy(2);
+    AtomicBoolean sinkClosing = new AtomicBoolean();
+    return Mono.defer(() -> {
+      log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
+      triggers.dispose(); // stop triggers first
+      source.stop();
+      return terminated.asMono()
+          .timeout(waitForDrain, Mono.fromRunnable(() -> {
+            log.warn("Outbox relay {} did not drain within {}; abandoning {} records in flight",
+                options.instanceId(), waitForDrain, ledger.records());
+            pipeline.dispose();
+          }))
+          .then(Mono.fromRunnable(this::stopTimers))
+          .then(settler.abandonAll(step))
+          .then(closeSink(sinkClosing, step))
+          .onErrorResume(error -> {
+            log.warn("Outbox relay {} stop: {}", options.instanceId(), error.toString());
+            return Mono.empty();
+          })
+          .doFinally(signal -> {
+            pipeline.dispose();
+            stopTimers();
+            leading.dispose(); // closes the lock connection: a standby takes over
+            if (signal == SignalType.CANCEL) {
+              closeSink(sinkClosing, Duration.ofSeconds(10)).subscribe();
+            }
+            outcomes.complete();
+            log.info("Outbox relay {} stopped", options.instanceId());
+          });
+    });
+  }
+
+  private void stopTimers() {
+    triggers.dispose();
+    stats.dispose();
+    renewals.dispose();
+  }
+
+  /** Closes the sink if the relay created it, once, waiting at most {@code timeout}. */
+  private Mono<Void> closeSink(AtomicBoolean closing, Duration timeout) {
+    if (!ownsSink || !closing.compareAndSet(false, true)) {
+      return Mono.empty();
+    }
+    return sink.close()
+        .timeout(timeout)
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not close its Kafka producer within {}: {}",
+              options.instanceId(), timeout, error.toString());
+          return Mono.empty();
+        });
+  }
+}

@@ -1,0 +1,88 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.InvalidConfigurationException;
+import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.internal.RelayStore;
+import dev.outbox.relay.RelayOutcome.Kind;
+import io.r2dbc.postgresql.PostgresqlConnectionFactory;
+import io.r2dbc.spi.ConnectionFactory;
+import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
+
+/**
+ * WAL mode: committed inserts in commit order, one batch at a time. Each batch is claimed by id
+ * and handed to the pipeline; the next waits until it is settled (a retry is waited out in
+ * place), and a transaction's log position is confirmed only once all its batches are.
+ */
+final class WalSource implements BatchSource {
+  /** How often confirmed positions are reported to the server. */
+  private static final Duration STATUS_INTERVAL = Duration.ofMillis(500);
+  /** How long to wait before claiming again a batch another holder's lease still covers. */
+  private static final Duration LEASED_WAIT = Duration.ofSeconds(1);
+
+  private final ConnectionFactory unpooled;
+  private final RelayStore store;
+  private final OutboxStore rows;
+  private final Ledger ledger;
+  private final RelayOptions options;
+  private final Sinks.One<Boolean> stopped = Sinks.one();
+
+  WalSource(ConnectionFactory unpooled, RelayStore store, OutboxStore rows, Ledger ledger,
+      RelayOptions options) {
+    this.unpooled = unpooled;
+    this.store = store;
+    this.rows = rows;
+    this.ledger = ledger;
+    this.options = options;
+  }
+
+  @Override
+  public Flux<BatchInFlight> batches() {
+    if (!(unpooled instanceof PostgresqlConnectionFactory postgres)) {
+      return Flux.error(new InvalidConfigurationException(
+          "WAL mode needs an r2dbc-postgresql ConnectionFactory, got " + unpooled.getClass()));
+    }
+    WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
+        options.table().name(), "batch_id", STATUS_INTERVAL);
+    return WalFollower.ensurePublication(unpooled, options.walPublication(),
+            options.table().qualifiedName(), "batch_id")
+        .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
+        .thenMany(Flux.defer(follower::follow).takeUntilOther(stopped.asMono()))
+        .concatMap(insert -> inCommitOrder(insert.batchId())
+            .concatWith(Mono.fromRunnable(() -> follower.acknowledge(insert))), 1);
+  }
+
+  @Override
+  public void stop() {
+    stopped.tryEmitValue(true);
+  }
+
+  /**
+   * The batch, and again after each retry it needs, until it is settled for good; empty when it
+   * is already gone (published before).
+   */
+  private Flux<BatchInFlight> inCommitOrder(String batchId) {
+    return store.claimById(batchId, options.leaseDuration(), options.instanceId())
+        .map(claimed -> ledger.register(List.of(claimed)).get(0))
+        .flatMapMany(batch -> Flux.just(batch).concatWith(batch.settlement()
+            .flatMapMany(outcome -> again(batchId, outcome))))
+        .switchIfEmpty(Flux.defer(() -> rows.find(batchId)
+            // Still there but not claimable: another holder's lease; wait for it to expire.
+            .flatMapMany(row -> Mono.delay(LEASED_WAIT).thenMany(inCommitOrder(batchId)))));
+  }
+
+  private Flux<BatchInFlight> again(String batchId, Optional<RelayOutcome> outcome) {
+    if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
+      return Mono.delay(LEASED_WAIT).thenMany(Flux.defer(() -> inCommitOrder(batchId)));
+    }
+    RelayOutcome settled = outcome.get();
+    if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
+      return Mono.delay(settled.retryIn()).thenMany(Flux.defer(() -> inCommitOrder(batchId)));
+    }
+    return Flux.empty();
+  }
+}
