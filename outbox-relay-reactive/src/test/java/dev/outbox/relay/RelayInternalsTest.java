@@ -161,6 +161,7 @@ class RelayInternalsTest {
     String instance = TestPostgres.uniqueName("stopper");
     Map<String, Object> producer = new HashMap<>(kafka.producerProperties());
     producer.put("max.block.ms", 60_000);
+    producer.put("client.id", "outbox-relay-" + instance); // the relay's default, set for clarity
     RelayHandle relay = start(options().mode(RelayMode.ORDERED).instanceId(instance)
         .kafka(producer).build());
     outbox.write(5, 1, i -> List.of(Message.builder().stream(missingTopic).key("k" + i)
