@@ -1,5 +1,7 @@
 package dev.outbox.r2dbc;
 
+import com.google.protobuf.MessageLite;
+import java.nio.charset.StandardCharsets;
 import java.time.Instant;
 import java.util.Arrays;
 import java.util.Collections;
@@ -18,9 +20,15 @@ import org.jspecify.annotations.Nullable;
  *     .key(order.id())                  // partition key; omit for none
  *     .header("schema", "OrderPlaced/v1")
  *     .contentType("application/json")
- *     .data(json)
+ *     .data(json)                        // byte[]; or data(String), json(Object), protobuf(...)
  *     .build();                          // id = new KSUID, time = now
  * }</pre>
+ *
+ * <p>Payload conveniences set a content type unless {@link Builder#contentType} is given
+ * (before or after): {@link Builder#data(String)} UTF-8 text ({@value #TEXT_CONTENT_TYPE}),
+ * {@link Builder#json(Object)} JSON through Jackson ({@value #JSON_CONTENT_TYPE}; Jackson 2 is an
+ * optional dependency the application adds), {@link Builder#protobuf(MessageLite)} a protobuf
+ * message's bytes ({@value #PROTOBUF_CONTENT_TYPE}).
  *
  * <p>Rules, checked by {@link Builder#build()} with an {@link InvalidMessageException} that names
  * the field: {@code id} and {@code stream} are non-blank; {@code key}, when present, is not
@@ -39,6 +47,15 @@ public final class Message {
 
   /** Content type used when none is given. */
   public static final String DEFAULT_CONTENT_TYPE = "application/octet-stream";
+
+  /** Content type set by {@link Builder#data(String)} unless one is given. */
+  public static final String TEXT_CONTENT_TYPE = "text/plain; charset=utf-8";
+
+  /** Content type set by {@link Builder#json(Object)} unless one is given. */
+  public static final String JSON_CONTENT_TYPE = "application/json";
+
+  /** Content type set by {@link Builder#protobuf(MessageLite)} unless one is given. */
+  public static final String PROTOBUF_CONTENT_TYPE = "application/x-protobuf";
 
   private final String id;
   private final String stream;
@@ -140,7 +157,10 @@ public final class Message {
     private @Nullable String key;
     private final Map<String, String> headers = new LinkedHashMap<>();
     private @Nullable String contentType = DEFAULT_CONTENT_TYPE;
+    // Whether contentType(...) was called: an explicit type wins over a payload method's default.
+    private boolean contentTypeGiven;
     private byte @Nullable [] data;
+    private @Nullable String invalidData;
     private @Nullable Instant time;
     private @Nullable String invalidHeader;
 
@@ -181,12 +201,71 @@ public final class Message {
     /** Defaults to {@value Message#DEFAULT_CONTENT_TYPE}. */
     public Builder contentType(@Nullable String contentType) {
       this.contentType = contentType;
+      this.contentTypeGiven = true;
       return this;
     }
 
-    /** The payload; copied. */
+    /**
+     * The payload; copied. Content type {@value Message#DEFAULT_CONTENT_TYPE} unless {@link
+     * #contentType} is given.
+     */
     public Builder data(byte @Nullable [] data) {
-      this.data = data == null ? null : data.clone();
+      return payload(data == null ? null : data.clone(), DEFAULT_CONTENT_TYPE, null);
+    }
+
+    /**
+     * The payload as UTF-8 text; content type {@value Message#TEXT_CONTENT_TYPE} unless {@link
+     * #contentType} is given (before or after).
+     */
+    public Builder data(@Nullable String text) {
+      return payload(text == null ? null : text.getBytes(StandardCharsets.UTF_8),
+          TEXT_CONTENT_TYPE, null);
+    }
+
+    /**
+     * The payload as {@code value} serialized to JSON by Jackson 2 ({@code
+     * com.fasterxml.jackson.core:jackson-databind}, an optional dependency: add it yourself), with
+     * a shared default {@code ObjectMapper} (no extra modules; for your own mapper use {@code
+     * data(mapper.writeValueAsBytes(value)).contentType(Message.JSON_CONTENT_TYPE)}). Content type
+     * {@value Message#JSON_CONTENT_TYPE} unless {@link #contentType} is given.
+     *
+     * <p>A value Jackson cannot serialize makes {@link #build()} throw {@link
+     * InvalidMessageException} naming its class; Jackson missing from the classpath throws {@link
+     * InvalidConfigurationException} here.
+     */
+    public Builder json(@Nullable Object value) {
+      if (value == null) {
+        return payload(null, JSON_CONTENT_TYPE, "Message json value is null");
+      }
+      try {
+        return payload(JacksonJson.write(value), JSON_CONTENT_TYPE, null);
+      } catch (NoClassDefFoundError e) {
+        throw new InvalidConfigurationException("Message.Builder.json needs Jackson 2 on the "
+            + "classpath: add com.fasterxml.jackson.core:jackson-databind (missing: "
+            + e.getMessage() + ")");
+      } catch (JacksonJson.NotSerializable e) {
+        return payload(null, JSON_CONTENT_TYPE, "Message json value of " + value.getClass().getName()
+            + " cannot be serialized by Jackson: " + e.getMessage());
+      }
+    }
+
+    /**
+     * The payload as a protobuf message's bytes ({@code toByteArray()}); content type {@value
+     * Message#PROTOBUF_CONTENT_TYPE} unless {@link #contentType} is given. Name the message type
+     * in a header if consumers need it.
+     */
+    public Builder protobuf(@Nullable MessageLite message) {
+      return payload(message == null ? null : message.toByteArray(), PROTOBUF_CONTENT_TYPE,
+          message == null ? "Message protobuf value is null" : null);
+    }
+
+    private Builder payload(byte @Nullable [] bytes, String impliedContentType,
+        @Nullable String invalid) {
+      this.data = bytes;
+      this.invalidData = invalid;
+      if (!contentTypeGiven) {
+        this.contentType = impliedContentType;
+      }
       return this;
     }
 
@@ -215,6 +294,9 @@ public final class Message {
       if (key != null && key.isEmpty()) {
         throw new InvalidMessageException(
             "Message key must not be empty; use null for a message without a key");
+      }
+      if (invalidData != null) {
+        throw new InvalidMessageException(invalidData);
       }
       if (data == null) {
         throw new InvalidMessageException("Message data is required (use an empty array for none)");

@@ -30,7 +30,10 @@ public final class OutboxSchema {
   /** Classpath folder of the versioned DDL files. */
   public static final String RESOURCE_DIR = "dev/outbox/r2dbc/schema/";
 
-  private static final List<String> MIGRATIONS = List.of("V1__create_outbox.sql", "V2__message_keys.sql");
+  // V0_1 adopts a table that exists without our columns (the Go package's, or our version 1)
+  // before V1 and V2 run; it does nothing on a new or current table.
+  private static final List<String> MIGRATIONS = List.of(
+      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}
@@ -57,7 +60,7 @@ public final class OutboxSchema {
   public static List<String> statements(OutboxTable table) {
     List<String> statements = new ArrayList<>();
     for (String migration : MIGRATIONS) {
-      for (String sql : withoutComments(read(migration)).split(";")) {
+      for (String sql : split(withoutComments(read(migration)))) {
         if (!sql.isBlank()) {
           statements.add(rename(sql.strip(), table));
         }
@@ -78,6 +81,24 @@ public final class OutboxSchema {
     }
     m.appendTail(out);
     return out.toString();
+  }
+
+  /** Splits at semicolons outside {@code $$} bodies (a DO block is one statement). */
+  private static List<String> split(String sql) {
+    List<String> parts = new ArrayList<>();
+    boolean inBody = false;
+    int start = 0;
+    for (int i = 0; i < sql.length(); i++) {
+      if (sql.startsWith("$$", i)) {
+        inBody = !inBody;
+        i++;
+      } else if (sql.charAt(i) == ';' && !inBody) {
+        parts.add(sql.substring(start, i));
+        start = i + 1;
+      }
+    }
+    parts.add(sql.substring(start));
+    return parts;
   }
 
   private static String withoutComments(String sql) {
