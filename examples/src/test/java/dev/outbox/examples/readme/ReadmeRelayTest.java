@@ -2,11 +2,11 @@ package dev.outbox.examples.readme;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import dev.outbox.r2dbc.HeartbeatNotifier;
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxTransactions;
 import dev.outbox.r2dbc.OutboxWriter;
-import dev.outbox.relay.HeartbeatNotifier;
 import dev.outbox.relay.MicrometerRelayMetrics;
 import dev.outbox.relay.OutboxRelay;
 import dev.outbox.relay.RelayHandle;
