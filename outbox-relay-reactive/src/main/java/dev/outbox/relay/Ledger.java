@@ -72,11 +72,9 @@ final class Ledger {
 
   /** One batch leaves (settled, or its settlement failed); false when it had already left. */
   boolean release(BatchInFlight batch) {
-    if (!held.remove(batch)) {
+    if (!leave(batch)) {
       return false;
     }
-    metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
-    metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
     onRelease.run();
     return true;
   }
@@ -85,16 +83,23 @@ final class Ledger {
   List<BatchInFlight> releaseAll() {
     List<BatchInFlight> left = new ArrayList<>();
     for (BatchInFlight batch : held) {
-      if (held.remove(batch)) {
+      if (leave(batch)) {
         left.add(batch);
-        metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
-        metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
       }
     }
     if (!left.isEmpty()) {
       onRelease.run();
     }
     return left;
+  }
+
+  private boolean leave(BatchInFlight batch) {
+    if (!held.remove(batch)) {
+      return false;
+    }
+    metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
+    metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+    return true;
   }
 
   /** The leases held now, for renewal. */
