@@ -136,8 +136,10 @@ class FaultScenariosTest {
     silenceThenReturn("kafka-silent-never", RelayMode.PARALLEL, w -> w.kafkaProxy, true);
   }
 
+  /** Long form only (-Dfaults.long=true). */
   @Test
   void networkToKafkaSilentThenResumed() {
+    assumeTrue(FaultRun.LONG, "long form only (-Dfaults.long=true)");
     silenceThenReturn("kafka-silent-resume", RelayMode.PARALLEL, w -> w.kafkaProxy, false);
   }
 
