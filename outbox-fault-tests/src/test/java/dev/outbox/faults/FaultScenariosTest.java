@@ -24,6 +24,8 @@ import org.junit.jupiter.api.Test;
 class FaultScenariosTest {
   private static final Duration PROGRESS = Duration.ofSeconds(120);
   private static final Duration OUTAGE = Duration.ofSeconds(FaultRun.LONG ? 15 : 5);
+  /** Runs every silent-network scenario in its short form: -Dfaults.silent=true. */
+  private static final boolean SILENT_ALL = Boolean.getBoolean("faults.silent");
   /**
    * After a silent network returns, the relay must have published everything written before
    * within this long: the relay's statement timeout (30 s by default) and the Kafka producer's
@@ -31,8 +33,6 @@ class FaultScenariosTest {
    * (the issue's wedge: no progress 90 s after the network returned). Kafka never-return took
    * 56 s here.
    */
-  /** Runs every silent-network scenario in its short form: -Dfaults.silent=true. */
-  private static final boolean SILENT_ALL = Boolean.getBoolean("faults.silent");
   private static final Duration CATCH_UP = Duration.ofSeconds(90);
 
   private static List<RelayMode> modes(RelayMode shortForm) {
