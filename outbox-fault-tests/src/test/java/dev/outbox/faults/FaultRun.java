@@ -15,7 +15,9 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.HashMap;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
@@ -39,6 +41,7 @@ final class FaultRun implements AutoCloseable {
   private final LoadWriter load;
   private final Map<String, RelayProcess> relays = new LinkedHashMap<>();
   private final Map<String, Integer> launches = new HashMap<>();
+  private final List<String> notes = new ArrayList<>();
 
   private FaultRun(String scenario, RelayMode mode, FaultWorld world, OutboxTable table,
       String topic, LoadWriter load) {
@@ -105,6 +108,34 @@ final class FaultRun implements AutoCloseable {
     }
   }
 
+  /** The last insert position written so far: what {@link #awaitCaughtUp} measures against. */
+  long insertedSoFar() {
+    return world.db().queryLong("SELECT coalesce(max(insert_seq), 0) FROM "
+        + table.qualifiedName());
+  }
+
+  /**
+   * Waits until no row inserted at or before {@code mark} is left in the table (all of them
+   * published and deleted); returns the seconds that took.
+   */
+  double awaitCaughtUp(long mark, Duration deadline) {
+    long started = System.nanoTime();
+    try {
+      Poll.until(scenario + ": every row written up to insert_seq " + mark + " published",
+          deadline, () -> world.db().queryLong("SELECT count(*) FROM " + table.qualifiedName()
+              + " WHERE insert_seq <= " + mark) == 0);
+    } catch (AssertionError e) {
+      throw new AssertionError(e.getMessage() + diagnostics(), e);
+    }
+    return (System.nanoTime() - started) / 1e9;
+  }
+
+  /** Adds {@code text} to this scenario's report line. */
+  void note(String text) {
+    System.out.println("FAULT " + scenario + " (" + mode + "): " + text);
+    notes.add(text);
+  }
+
   /** The table's state, the database sessions and the relays' output, for failure messages. */
   private String diagnostics() {
     StringBuilder text = new StringBuilder();
@@ -158,6 +189,12 @@ final class FaultRun implements AutoCloseable {
     }
     long drainMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
     relays.values().forEach(RelayProcess::stop);
+    relays.values().forEach(relay -> {
+      assertThat(relay.blockHoundInstalled()).as("%s runs under BlockHound; output:%n%s",
+          relay, tail(relay)).isTrue();
+      assertThat(relay.reportedBlocking()).as("%s blocked a non-blocking thread; output:%n%s",
+          relay, violation(relay)).isFalse();
+    });
     DeliveryChecker.Report report = DeliveryChecker.check(scenario + " (" + mode + ")",
         world.kafka, topic, load.committedTags(), load.rolledBackTags(),
         mode == RelayMode.ORDERED);
@@ -165,7 +202,7 @@ final class FaultRun implements AutoCloseable {
         + table.deadLetterQualifiedName());
     String line = report + ", dead letters " + deadLetters + ", writer transactions failed by the"
         + " fault " + load.failedTransactions() + ", drained " + drainMillis + " ms after the"
-        + " writer stopped";
+        + " writer stopped" + notes.stream().map(note -> ", " + note).reduce("", String::concat);
     System.out.println("FAULT REPORT " + line);
     appendToReport(line);
     assertThat(report.holds()).as(line).isTrue();
@@ -179,6 +216,12 @@ final class FaultRun implements AutoCloseable {
   public void close() {
     relays.values().stream().filter(RelayProcess::isAlive).forEach(RelayProcess::kill);
     load.close();
+  }
+
+  private static String violation(RelayProcess relay) {
+    String output = relay.output();
+    int at = Math.max(0, output.indexOf(BlockHoundRelayMain.VIOLATION));
+    return output.substring(at, Math.min(output.length(), at + 6_000));
   }
 
   private static String tail(RelayProcess relay) {

@@ -1,6 +1,7 @@
 package dev.outbox.faults;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.outbox.relay.RelayMode;
 import dev.outbox.testing.Poll;
@@ -23,6 +24,16 @@ import org.junit.jupiter.api.Test;
 class FaultScenariosTest {
   private static final Duration PROGRESS = Duration.ofSeconds(120);
   private static final Duration OUTAGE = Duration.ofSeconds(FaultRun.LONG ? 15 : 5);
+  /** Runs every silent-network scenario in its short form: -Dfaults.silent=true. */
+  private static final boolean SILENT_ALL = Boolean.getBoolean("faults.silent");
+  /**
+   * After a silent network returns, the relay must have published everything written before
+   * within this long: the relay's statement timeout (30 s by default) and the Kafka producer's
+   * {@code request.timeout.ms} (30 s) plus reconnecting. Without them the relay never catches up
+   * (the issue's wedge: no progress 90 s after the network returned). Kafka never-return took
+   * 56 s here.
+   */
+  private static final Duration CATCH_UP = Duration.ofSeconds(90);
 
   private static List<RelayMode> modes(RelayMode shortForm) {
     return FaultRun.LONG ? List.of(RelayMode.PARALLEL, RelayMode.ORDERED) : List.of(shortForm);
@@ -104,6 +115,68 @@ class FaultScenariosTest {
             .isGreaterThan(refusedBefore);
         run.awaitProgress(200, PROGRESS);
         run.finish();
+      }
+    }
+  }
+
+  /** The short form runs this one: it is where a relay without statement timeouts wedges. */
+  @Test
+  void networkToPostgresSilentThenOnlyNewConnectionsWork() {
+    silenceThenReturn("postgres-silent-never", RelayMode.PARALLEL, w -> w.postgresProxy, true);
+  }
+
+  /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
+  @Test
+  void networkToPostgresSilentThenResumed() {
+    assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
+    silenceThenReturn("postgres-silent-resume", RelayMode.PARALLEL, w -> w.postgresProxy, false);
+  }
+
+  /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
+  @Test
+  void networkToKafkaSilentThenOnlyNewConnectionsWork() {
+    assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
+    silenceThenReturn("kafka-silent-never", RelayMode.PARALLEL, w -> w.kafkaProxy, true);
+  }
+
+  /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
+  @Test
+  void networkToKafkaSilentThenResumed() {
+    assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
+    silenceThenReturn("kafka-silent-resume", RelayMode.PARALLEL, w -> w.kafkaProxy, false);
+  }
+
+  /**
+   * The network to one server goes silent (a black hole: connections stay open, nothing
+   * forwarded, nothing reset) while the writer goes on; then either every connection forwards
+   * again, or only new connections do and the old ones stay silent for good. Reports how long
+   * after the network returned every row written before was published.
+   */
+  private static void silenceThenReturn(String scenario, RelayMode shortForm,
+      Function<FaultWorld, TcpProxy> proxyOf, boolean neverReturn) {
+    for (RelayMode mode : modes(shortForm)) {
+      try (FaultRun run = FaultRun.start(scenario, mode)) {
+        TcpProxy proxy = proxyOf.apply(run.world);
+        try {
+          run.startRelay("a");
+          run.awaitProgress(200, PROGRESS);
+          proxy.silence();
+          FaultRun.hold(OUTAGE);
+          assertThat(proxy.silentConnections()).as("connections held silent").isPositive();
+          long mark = run.insertedSoFar();
+          if (neverReturn) {
+            proxy.resumeNewConnectionsOnly();
+          } else {
+            proxy.resume();
+          }
+          double seconds = run.awaitCaughtUp(mark, CATCH_UP);
+          run.note(String.format(java.util.Locale.ROOT, "silent %d s then %s: caught up %.1f s"
+                  + " after the network returned", OUTAGE.toSeconds(),
+              neverReturn ? "only new connections work" : "resumed", seconds));
+          run.finish();
+        } finally {
+          proxy.restore(); // resets connections left silent, for the next scenario
+        }
       }
     }
   }

@@ -7,12 +7,15 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
  * The standalone relay ({@link RelayMain}) in its own JVM, so a test can kill it with SIGKILL or
- * freeze it with SIGSTOP as an operating system would. Output goes to a log file per launch.
+ * freeze it with SIGSTOP as an operating system would; it runs under BlockHound ({@link
+ * BlockHoundRelayMain}). Output goes to a log file per relay name (launches append).
  */
 final class RelayProcess {
   private final String name;
@@ -25,12 +28,25 @@ final class RelayProcess {
     this.log = log;
   }
 
-  /** Starts a relay JVM with exactly these {@code OUTBOX_*} variables. */
+  /**
+   * Starts a relay JVM ({@code -Xmx256m}) with exactly these {@code OUTBOX_*} variables, under
+   * BlockHound ({@link BlockHoundRelayMain}).
+   */
   static RelayProcess start(String name, Map<String, String> outboxEnv, Path log) {
+    return start(name, outboxEnv, log, List.of());
+  }
+
+  /** As {@link #start(String, Map, Path)}, with extra JVM options (after the defaults). */
+  static RelayProcess start(String name, Map<String, String> outboxEnv, Path log,
+      List<String> jvmOptions) {
     String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
-    ProcessBuilder builder = new ProcessBuilder(java, "-Xmx256m", "-XX:+UseSerialGC",
+    List<String> command = new ArrayList<>(List.of(java, "-Xmx256m", "-XX:+UseSerialGC",
         "-XX:TieredStopAtLevel=1", // starts faster, and it is restarted ten times a run
-        "-cp", System.getProperty("java.class.path"), RelayMain.class.getName());
+        "-XX:+AllowRedefinitionToAddDeleteMethods")); // BlockHound on Java 13+
+    command.addAll(jvmOptions);
+    command.addAll(List.of("-cp", System.getProperty("java.class.path"),
+        BlockHoundRelayMain.class.getName()));
+    ProcessBuilder builder = new ProcessBuilder(command);
     builder.environment().keySet().removeIf(variable -> variable.startsWith("OUTBOX_"));
     builder.environment().putAll(outboxEnv);
     builder.redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
@@ -88,7 +104,23 @@ final class RelayProcess {
     }
   }
 
-  private boolean awaitExit(int seconds) {
+  /** Whether the relay's output so far reports a BlockHound violation. */
+  boolean reportedBlocking() {
+    return output().contains(BlockHoundRelayMain.VIOLATION);
+  }
+
+  /** Whether the relay's JVM has installed BlockHound. */
+  boolean blockHoundInstalled() {
+    return output().contains(BlockHoundRelayMain.INSTALLED);
+  }
+
+  /** The process's exit status; only once it has exited. */
+  int exitValue() {
+    return process.exitValue();
+  }
+
+  /** Waits up to {@code seconds} for the JVM to exit; whether it did. */
+  boolean awaitExit(long seconds) {
     try {
       return process.waitFor(seconds, TimeUnit.SECONDS);
     } catch (InterruptedException e) {

@@ -8,6 +8,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
@@ -17,6 +18,13 @@ import java.util.concurrent.atomic.AtomicLong;
  * refuses new ones until {@link #restore()}, which is what a relay sees when the network to
  * PostgreSQL or Kafka goes away.
  *
+ * <p>{@link #silence()} is the other way a network fails: a black hole. Connections stay open
+ * and new ones are accepted, but no byte is forwarded either way and nothing is reset (bytes
+ * already read are held, not dropped). Then either {@link #resume()}: every connection
+ * forwards again, held bytes first; or {@link #resumeNewConnectionsOnly()}: connections opened
+ * from then on work, the earlier ones stay silent for good (a NAT or firewall that lost its
+ * state, a failed-over address), until {@link #restore()} resets them.
+ *
  * <p>Blocking sockets on daemon platform threads (test code, never a Reactor thread).
  * Thread-safe.
  */
@@ -25,10 +33,17 @@ final class TcpProxy implements AutoCloseable {
   private volatile int targetPort;
   private final ServerSocket server;
   private final Set<Socket> open = ConcurrentHashMap.newKeySet();
+  private final Map<Socket, Long> ids = new ConcurrentHashMap<>();
   private final AtomicLong accepted = new AtomicLong();
   private final AtomicLong refused = new AtomicLong();
+  private final AtomicLong connectionIds = new AtomicLong();
+  /** Guards the silence state; pumps wait on it while their connection is silent. */
+  private final Object gate = new Object();
   private volatile boolean cut;
   private volatile boolean closed;
+  private volatile boolean silent;
+  /** Connections with an id below this never forward again (until {@link #restore()}). */
+  private volatile long abandonedBelow;
 
   private TcpProxy(String name, int targetPort, ServerSocket server) {
     this.name = name;
@@ -63,9 +78,52 @@ final class TcpProxy implements AutoCloseable {
     open.forEach(TcpProxy::reset);
   }
 
-  /** Forwards new connections again. */
+  /**
+   * Forwards new connections again. After {@link #resumeNewConnectionsOnly()}, also resets the
+   * connections left silent (so that no session stays behind for the next scenario).
+   */
   void restore() {
     cut = false;
+    synchronized (gate) {
+      silent = false;
+      if (abandonedBelow > 0) {
+        open.stream().filter(s -> idOf(s) < abandonedBelow).forEach(TcpProxy::reset);
+        abandonedBelow = 0;
+      }
+      gate.notifyAll();
+    }
+  }
+
+  /** Every connection, open or new, stops forwarding; none is reset. */
+  void silence() {
+    synchronized (gate) {
+      silent = true;
+    }
+  }
+
+  /** After {@link #silence()}: every connection forwards again, bytes held first. */
+  void resume() {
+    synchronized (gate) {
+      silent = false;
+      gate.notifyAll();
+    }
+  }
+
+  /**
+   * After {@link #silence()}: connections opened from now on forward; every connection opened
+   * before stays silent, without a reset, until {@link #restore()}.
+   */
+  void resumeNewConnectionsOnly() {
+    synchronized (gate) {
+      abandonedBelow = connectionIds.get() + 1;
+      silent = false;
+      gate.notifyAll();
+    }
+  }
+
+  /** Connections open now that will not forward (silenced or abandoned). */
+  long silentConnections() {
+    return open.stream().filter(s -> silent || idOf(s) < abandonedBelow).count() / 2;
   }
 
   long acceptedConnections() {
@@ -100,29 +158,56 @@ final class TcpProxy implements AutoCloseable {
         continue;
       }
       accepted.incrementAndGet();
+      long id = connectionIds.incrementAndGet();
+      ids.put(client, id);
+      ids.put(upstream, id);
       open.add(client);
       open.add(upstream);
-      daemon("proxy-" + name + "-up", () -> pump(client, upstream)).start();
-      daemon("proxy-" + name + "-down", () -> pump(upstream, client)).start();
+      daemon("proxy-" + name + "-up-" + id, () -> pump(id, client, upstream)).start();
+      daemon("proxy-" + name + "-down-" + id, () -> pump(id, upstream, client)).start();
     }
   }
 
-  private void pump(Socket from, Socket to) {
+  private void pump(long id, Socket from, Socket to) {
     byte[] buffer = new byte[64 * 1024];
     try {
       InputStream in = from.getInputStream();
       OutputStream out = to.getOutputStream();
+      awaitForwarding(id, from);
       for (int n; (n = in.read(buffer)) >= 0; ) {
+        // Read bytes are held while silent: no byte lost, none forwarded, and no further read,
+        // so the sender's buffers fill as they would in front of a black hole.
+        awaitForwarding(id, from);
         out.write(buffer, 0, n);
       }
     } catch (IOException e) {
       // the other side went away, or cut() reset it
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
     } finally {
       reset(from);
       reset(to);
       open.remove(from);
       open.remove(to);
+      ids.remove(from);
+      ids.remove(to);
     }
+  }
+
+  /** Returns when connection {@code id} may forward; throws when it was reset meanwhile. */
+  private void awaitForwarding(long id, Socket from) throws InterruptedException, IOException {
+    synchronized (gate) {
+      while (silent || id < abandonedBelow) {
+        if (closed || from.isClosed()) {
+          throw new IOException("reset while silent");
+        }
+        gate.wait(200);
+      }
+    }
+  }
+
+  private long idOf(Socket socket) {
+    return ids.getOrDefault(socket, Long.MAX_VALUE);
   }
 
   /** Closes with SO_LINGER 0, so the peer sees a reset rather than an orderly end. */
@@ -150,6 +235,9 @@ final class TcpProxy implements AutoCloseable {
   @Override
   public void close() {
     closed = true;
+    synchronized (gate) {
+      gate.notifyAll();
+    }
     try {
       server.close();
     } catch (IOException e) {

@@ -7,6 +7,7 @@ import java.time.Instant;
 import java.util.List;
 import java.util.Objects;
 import java.util.UUID;
+import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -50,9 +51,16 @@ public final class OutboxStore {
         + " insert_time, dead_lettered_at FROM " + dl;
     findDeadLetterSql = deadLetterColumns + " WHERE batch_id = $1";
     deadLettersSql = deadLetterColumns + " ORDER BY dead_lettered_at, batch_id LIMIT $1";
-    statsSql = "SELECT (SELECT count(*) FROM " + t + ") AS rows,"
-        + " (SELECT min(insert_time) FROM " + t + ") AS oldest,"
-        + " (SELECT count(*) FROM " + dl + ") AS dead_letters";
+    // Everything indexed or bounded: a backlog of millions must not make this slow (a relay
+    // reads it every few seconds). Counts stop at EXACT_UP_TO + 1 rows; above that the
+    // planner's estimate stands in. The first row in insert order comes from the insert_seq
+    // index (min(insert_time) has no index and read the whole table).
+    long bound = BacklogStats.EXACT_UP_TO + 1;
+    statsSql = "SELECT (SELECT count(*) FROM (SELECT 1 FROM " + t + " LIMIT " + bound + ") AS r)"
+        + " AS rows_counted, " + estimate("$1") + " AS rows_estimated,"
+        + " (SELECT insert_time FROM " + t + " ORDER BY insert_seq LIMIT 1) AS oldest,"
+        + " (SELECT count(*) FROM (SELECT 1 FROM " + dl + " LIMIT " + bound + ") AS d)"
+        + " AS dead_letters_counted, " + estimate("$2") + " AS dead_letters_estimated";
   }
 
   /** A store over {@code table}, taking connections from {@code connections} (a pool). */
@@ -124,12 +132,41 @@ public final class OutboxStore {
     return Sql.query(connections, deadLettersSql, s -> s.bind(0, limit), OutboxStore::deadLetter);
   }
 
-  /** Backlog size, oldest row and dead-letter count. */
+  /**
+   * Backlog size, oldest row and dead-letter count, in one statement that stays fast whatever
+   * the backlog: exact counts up to {@value BacklogStats#EXACT_UP_TO} rows, the planner's
+   * estimate above (see {@link BacklogStats}).
+   */
   public Mono<BacklogStats> stats() {
-    return Sql.query(connections, statsSql, s -> s, row -> new BacklogStats(
-        row.get("rows", Long.class),
-        row.get("oldest", Instant.class),
-        row.get("dead_letters", Long.class))).single();
+    return Sql.query(connections, statsSql,
+        s -> s.bind(0, table.qualifiedName()).bind(1, table.deadLetterQualifiedName()),
+        row -> new BacklogStats(
+            count(row.get("rows_counted", Long.class), row.get("rows_estimated", Long.class)),
+            row.get("oldest", Instant.class),
+            count(row.get("dead_letters_counted", Long.class),
+                row.get("dead_letters_estimated", Long.class)))).single();
+  }
+
+  /** The statement behind {@link #stats()} ($1, $2: table names), for tests that explain it. */
+  String statsSql() {
+    return statsSql;
+  }
+
+  /** The planner's row estimate of the table named by {@code parameter}; null when unknown. */
+  private static String estimate(String parameter) {
+    return "(SELECT CASE WHEN c.reltuples >= 0 AND c.relpages > 0"
+        + " THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid)"
+        + " / current_setting('block_size')::float8))::bigint END"
+        + " FROM pg_class AS c WHERE c.oid = to_regclass(" + parameter + "))";
+  }
+
+  /** Exact below the bound; above it the estimate, never below the bound. */
+  private static long count(@Nullable Long counted, @Nullable Long estimated) {
+    long exact = counted == null ? 0 : counted;
+    if (exact <= BacklogStats.EXACT_UP_TO) {
+      return exact;
+    }
+    return Math.max(exact, estimated == null ? 0 : estimated);
   }
 
   private static DeadLetter deadLetter(Readable row) {

@@ -38,7 +38,8 @@ import reactor.core.publisher.Mono;
  * the settlement both lock the row and whichever comes second sees the other's effect.
  *
  * <p>Each operation runs in its own auto-commit statement on a connection taken from the factory
- * (use a pool). Times ({@code now()}) are the database's, so relays need no synchronized clocks.
+ * (use a pool), bounded by the statement timeout; a connection whose statement timed out is
+ * closed, never reused. Times ({@code now()}) are the database's, so relays need no synchronized clocks.
  * Immutable and thread-safe.
  */
 public final class RelayStore {
@@ -46,6 +47,7 @@ public final class RelayStore {
 
   private final ConnectionFactory connections;
   private final OutboxTable table;
+  private final Duration statementTimeout;
   private final String claimSql;
   private final String orderedClaimSql;
   private final String deleteSql;
@@ -58,9 +60,10 @@ public final class RelayStore {
   private final String deadLetterSql;
   private final String renewSql;
 
-  private RelayStore(ConnectionFactory connections, OutboxTable table) {
+  private RelayStore(ConnectionFactory connections, OutboxTable table, Duration statementTimeout) {
     this.connections = connections;
     this.table = table;
+    this.statementTimeout = statementTimeout;
     String t = table.qualifiedName();
     String dl = table.deadLetterQualifiedName();
     // Candidates are locked in insert order; the running message total then decides which of
@@ -149,14 +152,36 @@ public final class RelayStore {
         + " o.insert_time, o.lease_expires_at";
   }
 
-  /** A store over {@code table}, taking connections from {@code connections} (a pool). */
+  /**
+   * A store over {@code table}, taking connections from {@code connections} (a pool), with the
+   * default statement timeout ({@link Sql#DEFAULT_STATEMENT_TIMEOUT}, 30 s).
+   */
   public static RelayStore create(ConnectionFactory connections, OutboxTable table) {
+    return create(connections, table, Sql.DEFAULT_STATEMENT_TIMEOUT);
+  }
+
+  /**
+   * A store over {@code table}, taking connections from {@code connections} (a pool). Every
+   * statement must complete within {@code statementTimeout} (from execution to its last row);
+   * otherwise it fails with {@link io.r2dbc.spi.R2dbcTimeoutException} and its connection is
+   * closed instead of being returned to the pool for reuse (see {@link Sql}). The same holds
+   * when a statement is cancelled before the server answered anything.
+   *
+   * @throws IllegalArgumentException when {@code statementTimeout} is not positive
+   */
+  public static RelayStore create(ConnectionFactory connections, OutboxTable table,
+      Duration statementTimeout) {
     return new RelayStore(Objects.requireNonNull(connections, "connections"),
-        Objects.requireNonNull(table, "table"));
+        Objects.requireNonNull(table, "table"), Sql.requirePositive(statementTimeout));
   }
 
   public OutboxTable table() {
     return table;
+  }
+
+  /** How long each statement may take before it fails and its connection is given up. */
+  public Duration statementTimeout() {
+    return statementTimeout;
   }
 
   /**
@@ -288,15 +313,15 @@ public final class RelayStore {
   }
 
   private Mono<Boolean> update(String sql, Function<Statement, Statement> binder) {
-    return Sql.updated(connections, sql, binder);
+    return Sql.updated(connections, statementTimeout, sql, binder);
   }
 
   private Mono<Long> rowsUpdated(String sql, Function<Statement, Statement> binder) {
-    return Sql.rowsUpdated(connections, sql, binder);
+    return Sql.rowsUpdated(connections, statementTimeout, sql, binder);
   }
 
   private <T> Flux<T> query(String sql, Function<Statement, Statement> binder,
       Function<Readable, @Nullable T> mapper) {
-    return Sql.query(connections, sql, binder, mapper);
+    return Sql.query(connections, statementTimeout, sql, binder, mapper);
   }
 }
