@@ -57,7 +57,7 @@ final class RunningRelay implements RelayHandle {
     this.options = options;
     this.outcomes = outcomes;
     this.unpooled = unpooled;
-    this.store = RelayStore.create(connections, options.table());
+    this.store = RelayStore.create(connections, options.table(), options.statementTimeout());
     this.rows = OutboxStore.create(connections, options.table());
     this.leadership = options.mode() == RelayMode.ORDERED
         ? new Leadership(unpooled, "dev.outbox.relay:" + options.table().qualifiedName(),
