@@ -74,6 +74,9 @@ final class RelayRunner implements RelayHandle {
   private final java.util.concurrent.atomic.AtomicBoolean leader =
       new java.util.concurrent.atomic.AtomicBoolean();
   private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
+  // ---- health: HealthProbe wiring (to move into the relay lifecycle) ----
+  private final HealthProbe healthProbe;
+  // ---- end health ----
 
   RelayRunner(ConnectionFactory connections, ConnectionFactory unpooled, RelayOptions options,
       Sinks.Many<RelayOutcome> outcomes) {
@@ -88,6 +91,10 @@ final class RelayRunner implements RelayHandle {
     this.store = RelayStore.create(connections, options.table());
     this.admin = dev.outbox.r2dbc.OutboxStore.create(connections, options.table());
     this.metrics = options.metrics();
+    // ---- health: producer properties are not known here until the relay creates its sink ----
+    this.healthProbe = new HealthProbe(connections, options.table(), options.mode(), null,
+        options.walSlot(), metrics, HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
+    // ---- end health ----
   }
 
   void start() {
@@ -141,6 +148,7 @@ final class RelayRunner implements RelayHandle {
               return Mono.empty();
             }))
         .subscribe());
+    healthProbe.start(); // ---- health ----
   }
 
   /** The whole pipeline; restarted with backoff if the sink fails as a whole. */
@@ -469,6 +477,13 @@ final class RelayRunner implements RelayHandle {
     return inFlight.get();
   }
 
+  // ---- health ----
+  @Override
+  public RelayHealth health() {
+    return healthProbe.health();
+  }
+  // ---- end health ----
+
   @Override
   public Mono<Void> stop(Duration drain) {
     Mono<Void> stop = stopping(drain).cache();
@@ -482,6 +497,7 @@ final class RelayRunner implements RelayHandle {
     Duration waitForDrain = drain.minus(reserve);
     return Mono.defer(() -> {
       log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
+      healthProbe.dispose(); // ---- health: before the sink closes ----
       triggers.dispose(); // stop triggers first
       stopClaiming.tryEmitValue(true);
       return terminated.asMono()
