@@ -400,16 +400,11 @@ final class HealthProbe implements Disposable {
             "producer network thread: " + error)));
   }
 
+  /** Only until the thread is first seen; after that its liveness alone is checked. */
   private static @Nullable Thread findThread(String name) {
-    ThreadGroup root = Thread.currentThread().getThreadGroup();
-    while (root.getParent() != null) {
-      root = root.getParent();
-    }
-    Thread[] threads = new Thread[root.activeCount() + 16];
-    int count = root.enumerate(threads, true);
-    for (int i = 0; i < count; i++) {
-      if (name.equals(threads[i].getName()) && threads[i].isAlive()) {
-        return threads[i];
+    for (Thread thread : Thread.getAllStackTraces().keySet()) {
+      if (name.equals(thread.getName()) && thread.isAlive()) {
+        return thread;
       }
     }
     return null;
