@@ -211,7 +211,7 @@ final class HealthProbe implements Disposable {
               RelayHealth before = current;
               current = health;
               metrics.health(health.isUp());
-              if (before.isUp() && !health.isUp()) {
+              if (!health.isUp() && !health.reasons().equals(before.reasons())) {
                 log.warn("Outbox relay health DOWN on {}: {}", table, reasons);
               } else if (!before.isUp() && health.isUp() && !before.details().isEmpty()) {
                 log.info("Outbox relay health UP again on {}", table);
