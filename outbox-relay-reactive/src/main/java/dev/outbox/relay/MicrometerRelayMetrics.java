@@ -27,6 +27,12 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <tr><td>{@code outbox.relay.records.dead.lettered}</td><td>counter</td></tr>
  *   <tr><td>{@code outbox.relay.publish.latency}</td><td>timer: hand-off to acknowledgement</td></tr>
  *   <tr><td>{@code outbox.relay.claim.latency}</td><td>timer: one claim statement</td></tr>
+ *   <tr><td>{@code outbox.relay.health}</td><td>gauge: 1 while the health checks say UP, 0 when
+ *       DOWN (also 0 before the first check)</td></tr>
+ *   <tr><td>{@code outbox.relay.held.back.age}</td><td>gauge, seconds: ORDERED and WAL mode, age
+ *       of the oldest transaction holding publication back (0 when none)</td></tr>
+ *   <tr><td>{@code outbox.relay.wal.slot.missing}</td><td>gauge: WAL mode, 1 while the
+ *       replication slot does not exist</td></tr>
  * </table>
  *
  * <pre>{@code
@@ -40,6 +46,9 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   private final AtomicLong inFlight = new AtomicLong();
   private final AtomicLong inFlightBytes = new AtomicLong();
   private final AtomicLong leader = new AtomicLong();
+  private final AtomicLong healthUp = new AtomicLong();
+  private final AtomicLong heldBackSeconds = new AtomicLong();
+  private final AtomicLong walSlotMissing = new AtomicLong();
   private final Counter published;
   private final Counter failedRetriable;
   private final Counter failedFatal;
@@ -62,6 +71,11 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
     Gauge.builder("outbox.relay.in.flight.bytes", inFlightBytes, AtomicLong::get).baseUnit("bytes")
         .tags(tags).register(registry);
     Gauge.builder("outbox.relay.leader", leader, AtomicLong::get).tags(tags).register(registry);
+    Gauge.builder("outbox.relay.health", healthUp, AtomicLong::get).tags(tags).register(registry);
+    Gauge.builder("outbox.relay.held.back.age", heldBackSeconds, AtomicLong::get)
+        .baseUnit("seconds").tags(tags).register(registry);
+    Gauge.builder("outbox.relay.wal.slot.missing", walSlotMissing, AtomicLong::get).tags(tags)
+        .register(registry);
     published = Counter.builder("outbox.relay.records.published").tags(tags).register(registry);
     failedRetriable = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "false")
         .register(registry);
@@ -126,5 +140,20 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
     deadLetters.set(stats.deadLetters());
     Instant oldest = stats.oldestInsertTime();
     oldestEpochMillis.set(oldest == null ? 0 : oldest.toEpochMilli());
+  }
+
+  @Override
+  public void health(boolean up) {
+    healthUp.set(up ? 1 : 0);
+  }
+
+  @Override
+  public void heldBack(Duration age) {
+    heldBackSeconds.set(age.toSeconds());
+  }
+
+  @Override
+  public void walSlotMissing(boolean missing) {
+    walSlotMissing.set(missing ? 1 : 0);
   }
 }

@@ -19,6 +19,12 @@ public interface RelayHandle {
   long inFlightRecords();
 
   /**
+   * The last answer of the relay's periodic health checks (see {@link RelayHealth}); DOWN before
+   * the first check completes and once stopped. Never blocks.
+   */
+  RelayHealth health();
+
+  /**
    * Stops the relay: no more claims, then waits for records already handed to Kafka to be
    * acknowledged and settled; whatever is not settled when {@code drain} is nearly spent is
    * abandoned and its leases released, so other relays can take it at once. Completes within

@@ -38,6 +38,18 @@ public interface RelayMetrics {
   /** A periodic reading of the table. */
   default void backlog(BacklogStats stats) {}
 
+  /** The relay's health checks answered UP (true) or DOWN (false); see {@link RelayHealth}. */
+  default void health(boolean up) {}
+
+  /**
+   * ORDERED and WAL mode: how long the oldest running transaction that holds publication back
+   * has been running ({@link Duration#ZERO} when none is over the threshold).
+   */
+  default void heldBack(Duration age) {}
+
+  /** WAL mode: whether the replication slot does not exist (yet). */
+  default void walSlotMissing(boolean missing) {}
+
   /** Discards everything. */
   static RelayMetrics none() {
     return new RelayMetrics() {};

@@ -51,6 +51,7 @@ final class RunningRelay implements RelayHandle {
   private final Disposable.Swap leading = Disposables.swap();
   private final Disposable.Swap triggers = Disposables.swap();
   private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
+  private final HealthProbe health;
 
   private RunningRelay(ConnectionFactory connections, ConnectionFactory unpooled,
       RelayOptions options, Outcomes outcomes) {
@@ -66,7 +67,12 @@ final class RunningRelay implements RelayHandle {
     this.mayClaim.set(leadership == null);
     RecordSink given = options.sink();
     this.ownsSink = given == null;
-    this.sink = given != null ? given : ReactorKafkaSink.create(producerProperties(options), options.maxInFlight());
+    Map<String, Object> producer = given == null ? producerProperties(options) : null;
+    this.sink = given != null ? given : ReactorKafkaSink.create(producer, options.maxInFlight());
+    // Kafka and the producer thread are checked only for the producer this relay owns.
+    this.health = new HealthProbe(connections, options.table(), options.mode(),
+        producer == null ? null : KafkaRecords.producerProperties(producer), options.walSlot(),
+        options.metrics(), HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
     BatchSource[] wakeTarget = new BatchSource[1];
     this.ledger = new Ledger(options.maxInFlight(), options.maxInFlightBytes(), options.metrics(),
         () -> wakeTarget[0].wake());
@@ -143,6 +149,7 @@ final class RunningRelay implements RelayHandle {
               return Mono.empty();
             }))
         .subscribe());
+    health.start();
   }
 
   /**
@@ -182,6 +189,11 @@ final class RunningRelay implements RelayHandle {
   }
 
   @Override
+  public RelayHealth health() {
+    return health.health();
+  }
+
+  @Override
   public Mono<Void> stop(Duration drain) {
     Mono<Void> stop = stopping(drain).cache();
     return stopping.compareAndSet(null, stop) ? stop : stopping.get();
@@ -201,6 +213,7 @@ final class RunningRelay implements RelayHandle {
     AtomicBoolean sinkClosing = new AtomicBoolean();
     return Mono.defer(() -> {
       log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
+      health.dispose(); // before the producer closes: its ended thread is not a failure
       triggers.dispose(); // stop triggers first
       source.stop();
       return terminated.asMono()
@@ -217,6 +230,7 @@ final class RunningRelay implements RelayHandle {
             return Mono.empty();
           })
           .doFinally(signal -> {
+            health.dispose();
             pipeline.dispose();
             stopTimers();
             leading.dispose(); // closes the lock connection: a standby takes over

@@ -7,6 +7,7 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import org.apache.kafka.common.config.ConfigException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -57,7 +58,8 @@ public final class RelayMain {
     StandaloneRelay relay;
     try {
       relay = StandaloneRelay.start(config);
-    } catch (InvalidConfigurationException e) {
+    } catch (InvalidConfigurationException | ConfigException e) {
+      // ConfigException: Kafka refused a producer property the checks above let through.
       System.err.println("Invalid outbox relay configuration: " + e.getMessage());
       System.exit(EXIT_INVALID_CONFIGURATION);
       return;

@@ -2,23 +2,38 @@ package dev.outbox.relay.standalone;
 
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.OutboundRecord;
+import dev.outbox.relay.RecordSink;
 import dev.outbox.relay.RelayMode;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.relay.SendResult;
 import io.r2dbc.spi.ConnectionFactories;
 import io.r2dbc.spi.ConnectionFactoryOptions;
 import java.time.Duration;
 import java.time.format.DateTimeParseException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.TreeMap;
+import java.util.function.UnaryOperator;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import java.util.stream.Collectors;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.jspecify.annotations.Nullable;
+import org.reactivestreams.Publisher;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
 
 /**
  * The standalone relay's configuration, read from environment variables by {@link
@@ -36,7 +51,7 @@ import org.jspecify.annotations.Nullable;
  *   <tr><td>{@value #DATABASE_URL}</td><td>required</td><td>R2DBC URL of the database</td></tr>
  *   <tr><td>{@value #KAFKA_BOOTSTRAP_SERVERS}</td><td>required</td><td>{@code host:port,...}</td></tr>
  *   <tr><td>{@value #TABLE}</td><td>{@code streams_egress}</td><td>the outbox table</td></tr>
- *   <tr><td>{@value #MODE}</td><td>{@code PARALLEL}</td><td>{@code PARALLEL} or {@code ORDERED}</td></tr>
+ *   <tr><td>{@value #MODE}</td><td>{@code PARALLEL}</td><td>{@code PARALLEL}, {@code ORDERED} or {@code WAL}</td></tr>
  *   <tr><td>{@value #POLL_INTERVAL}</td><td>1s</td><td>how often to look for due batches</td></tr>
  *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>1000</td><td>records claimed, not yet settled</td></tr>
  *   <tr><td>{@value #CLAIM_SIZE}</td><td>100</td><td>batches per claim</td></tr>
@@ -123,22 +138,20 @@ public record StandaloneConfig(
     Objects.requireNonNull(lease, "lease");
     Objects.requireNonNull(drain, "drain");
     Objects.requireNonNull(kafkaProperties, "kafkaProperties");
-    positive(POLL_INTERVAL, pollInterval);
-    positive(LEASE, lease);
-    positive(DRAIN, drain);
-    if (lease.compareTo(Duration.ofSeconds(1)) < 0) {
-      throw new InvalidConfigurationException(
-          LEASE + " must be at least 1s (a lease must outlast a publish), got " + format(lease));
+    // The relay's own options are checked by RelayOptions.builder(), named by their variable.
+    validateRelayOption(POLL_INTERVAL, b -> b.pollInterval(pollInterval));
+    validateRelayOption(MAX_IN_FLIGHT, b -> b.maxInFlight(maxInFlight));
+    validateRelayOption(CLAIM_SIZE, b -> b.claimSize(claimSize));
+    validateRelayOption(LEASE, b -> b.leaseDuration(lease));
+    if (instanceId != null) {
+      String id = instanceId;
+      validateRelayOption(INSTANCE_ID, b -> b.instanceId(id));
     }
-    atLeast(MAX_IN_FLIGHT, maxInFlight, 1);
-    atLeast(CLAIM_SIZE, claimSize, 1);
+    positive(DRAIN, drain);
     atLeast(DB_POOL_SIZE, dbPoolSize, 1);
     if (httpPort < 0 || httpPort > 65_535) {
       throw new InvalidConfigurationException(
           HTTP_PORT + " must be a port from 0 to 65535 (0 = any free port), got " + httpPort);
-    }
-    if (instanceId != null && (instanceId.isBlank() || instanceId.length() > 255)) {
-      throw new InvalidConfigurationException(INSTANCE_ID + " must be 1 to 255 characters");
     }
     validateDatabaseUrl(databaseUrl);
     validateBootstrapServers(kafkaBootstrapServers);
@@ -147,6 +160,7 @@ public record StandaloneConfig(
       throw new InvalidConfigurationException(
           "Set the Kafka bootstrap servers with " + KAFKA_BOOTSTRAP_SERVERS + " only");
     }
+    validateProducerProperties(sorted, kafkaBootstrapServers);
     kafkaProperties = Collections.unmodifiableMap(sorted);
   }
 
@@ -296,8 +310,9 @@ public record StandaloneConfig(
     try {
       return RelayMode.valueOf(value.toUpperCase(Locale.ROOT));
     } catch (IllegalArgumentException e) {
-      throw new InvalidConfigurationException(
-          MODE + " must be PARALLEL or ORDERED, got '" + value + "'");
+      throw new InvalidConfigurationException(MODE + " must be one of "
+          + Arrays.stream(RelayMode.values()).map(Enum::name).collect(Collectors.joining(", "))
+          + ", got '" + value + "'");
     }
   }
 
@@ -392,11 +407,128 @@ public record StandaloneConfig(
     if (options.getValue(ConnectionFactoryOptions.HOST) == null) {
       throw new InvalidConfigurationException(DATABASE_URL + " names no host" + expected);
     }
+    if (!portsAreNumbers(url)) {
+      throw new InvalidConfigurationException(DATABASE_URL
+          + " must name a port from 1 to 65535" + expected);
+    }
+    Object port = options.getValue(ConnectionFactoryOptions.PORT);
+    if (port != null) {
+      int number;
+      try {
+        number = Integer.parseInt(port.toString());
+      } catch (NumberFormatException e) {
+        number = -1;
+      }
+      if (number < 1 || number > 65_535) {
+        throw new InvalidConfigurationException(DATABASE_URL
+            + " must name a port from 1 to 65535" + expected);
+      }
+    }
     if (!ConnectionFactories.supports(options)) {
       throw new InvalidConfigurationException(DATABASE_URL + " names driver '"
           + options.getValue(ConnectionFactoryOptions.DRIVER)
           + "', which is not on the classpath (this relay ships r2dbc-postgresql: r2dbc:postgresql://...)");
     }
+    try {
+      // Reads every option (port, timeouts, SSL mode...) as the relay will; connects nowhere.
+      ConnectionFactories.get(options);
+    } catch (RuntimeException e) {
+      String why = String.valueOf(e.getMessage());
+      Object password = options.getValue(ConnectionFactoryOptions.PASSWORD);
+      if (password != null && !password.toString().isEmpty()) {
+        why = why.replace(password.toString(), MASK);
+      }
+      throw new InvalidConfigurationException(DATABASE_URL + " holds an invalid value: "
+          + e.getClass().getSimpleName() + ": " + why + expected);
+    }
+  }
+
+  /** Each {@code host:port} of the URL's authority has a numeric port (the parser keeps others). */
+  private static boolean portsAreNumbers(String url) {
+    int start = url.indexOf("://");
+    if (start < 0) {
+      return true;
+    }
+    String rest = url.substring(start + 3);
+    int end = rest.length();
+    for (char stop : new char[] {'/', '?'}) {
+      int at = rest.indexOf(stop);
+      if (at >= 0 && at < end) {
+        end = at;
+      }
+    }
+    String authority = rest.substring(0, end);
+    authority = authority.substring(authority.lastIndexOf('@') + 1);
+    for (String host : authority.split(",", -1)) {
+      int bracket = host.lastIndexOf(']');
+      int colon = host.lastIndexOf(':');
+      if (colon > bracket && !host.substring(colon + 1).matches("\\d{1,5}")) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Builds relay options with only {@code option} set; its error names {@code variable}. */
+  private static void validateRelayOption(String variable,
+      UnaryOperator<RelayOptions.Builder> option) {
+    try {
+      option.apply(RelayOptions.builder().sink(VALIDATION_SINK)).build();
+    } catch (InvalidConfigurationException e) {
+      throw new InvalidConfigurationException(variable + ": " + e.getMessage());
+    }
+  }
+
+  /** Only for {@link #validateRelayOption}: options need a destination, this one is never used. */
+  private static final RecordSink VALIDATION_SINK = new RecordSink() {
+    @Override
+    public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
+      return Flux.error(new UnsupportedOperationException("validation only"));
+    }
+
+    @Override
+    public Mono<Void> close() {
+      return Mono.empty();
+    }
+  };
+
+  /**
+   * Kafka's own producer validation, one property at a time so that the error names its
+   * variable ({@code OUTBOX_KAFKA_ACKS=banana}, {@code OUTBOX_KAFKA_LINGER_MS=-1}, a
+   * {@code max.request.size} that is no number), then all together for rules that combine
+   * properties (such as idempotence, on by default in the relay, with {@code acks}).
+   */
+  private static void validateProducerProperties(Map<String, String> properties,
+      String bootstrapServers) {
+    Map<String, Object> base = new HashMap<>();
+    base.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+    base.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class);
+    base.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class);
+    ConfigDef definitions = ProducerConfig.configDef();
+    for (Map.Entry<String, String> property : properties.entrySet()) {
+      Map<String, Object> one = new HashMap<>(base);
+      one.put(property.getKey(), property.getValue());
+      try {
+        definitions.parse(one);
+      } catch (ConfigException e) {
+        throw new InvalidConfigurationException(variableOf(property.getKey()) + ": "
+            + e.getMessage());
+      }
+    }
+    Map<String, Object> all = new HashMap<>(base);
+    all.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true"); // the relay's default
+    all.putAll(properties);
+    try {
+      new ProducerConfig(all);
+    } catch (ConfigException e) {
+      throw new InvalidConfigurationException("Kafka producer properties (" + KAFKA_PREFIX
+          + "*): " + e.getMessage());
+    }
+  }
+
+  /** {@code linger.ms} → {@code OUTBOX_KAFKA_LINGER_MS}. */
+  static String variableOf(String producerProperty) {
+    return KAFKA_PREFIX + producerProperty.toUpperCase(Locale.ROOT).replace('.', '_');
   }
 
   private static void validateBootstrapServers(String servers) {

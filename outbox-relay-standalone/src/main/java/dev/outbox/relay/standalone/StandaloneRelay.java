@@ -3,6 +3,7 @@ package dev.outbox.relay.standalone;
 import dev.outbox.relay.MicrometerRelayMetrics;
 import dev.outbox.relay.OutboxRelay;
 import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayHealth;
 import dev.outbox.relay.RelayOptions;
 import dev.outbox.relay.RelayOutcome;
 import io.micrometer.core.instrument.Gauge;
@@ -19,20 +20,21 @@ import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.util.concurrent.GlobalEventExecutor;
 import io.r2dbc.pool.ConnectionPool;
 import io.r2dbc.pool.ConnectionPoolConfiguration;
+import io.r2dbc.spi.ValidationDepth;
 import io.r2dbc.pool.PoolMetrics;
-import io.r2dbc.spi.Connection;
 import io.r2dbc.spi.ConnectionFactories;
 import io.r2dbc.spi.ConnectionFactory;
 import io.r2dbc.spi.ConnectionFactoryOptions;
 import java.time.Duration;
+import java.util.Collection;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.ToDoubleFunction;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.scheduler.Schedulers;
 import reactor.netty.DisposableServer;
@@ -45,8 +47,9 @@ import reactor.netty.http.server.HttpServerResponse;
  * OutboxRelay} publishing to Kafka, and an HTTP server with two endpoints:
  *
  * <ul>
- *   <li>{@code GET /health}: {@code 200 {"status":"UP"}} while the relay runs and {@code SELECT 1}
- *       answers within 2 s; otherwise {@code 503 {"status":"DOWN","reason":"..."}}.
+ *   <li>{@code GET /health}: {@code 200 {"status":"UP","details":{...}}} while the relay runs and
+ *       its last health check ({@link RelayHandle#health()}) found it able to publish; otherwise
+ *       {@code 503 {"status":"DOWN","reason":"...","reasons":[...],"details":{...}}}.
  *   <li>{@code GET /metrics}: every meter of the relay ({@code outbox_relay_*}), of the database
  *       pool ({@code outbox_relay_db_pool_*}) and of the JVM, in the Prometheus text format.
  * </ul>
@@ -61,8 +64,6 @@ import reactor.netty.http.server.HttpServerResponse;
  * <p>{@link RelayMain} is the process entry point around this class. Thread-safe.
  */
 public final class StandaloneRelay {
-  /** How long the health check waits for {@code SELECT 1}. */
-  public static final Duration HEALTH_QUERY_TIMEOUT = Duration.ofSeconds(2);
   /** How long {@link #stop} waits for the HTTP server to close. */
   private static final Duration HTTP_CLOSE_TIMEOUT = Duration.ofSeconds(5);
   private static final String PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
@@ -109,6 +110,11 @@ public final class StandaloneRelay {
         .initialSize(0)
         .maxSize(config.dbPoolSize())
         .maxAcquireTime(Duration.ofSeconds(30))
+        // Opening a connection through a silent network never completes, and a pending creation
+        // holds a pool slot: bound it (connectTimeout covers only the TCP connect).
+        .maxCreateConnectionTime(Duration.ofSeconds(10))
+        // LOCAL: a connection the relay gave up after a statement timeout (closed) is dropped.
+        .validationDepth(ValidationDepth.LOCAL)
         .build());
     StandaloneRelay relay = new StandaloneRelay(config, pool, registry);
     try {
@@ -259,51 +265,80 @@ public final class StandaloneRelay {
   // ---- HTTP ----
 
   private Mono<Void> health(HttpServerRequest request, HttpServerResponse response) {
-    return checkHealth().flatMap(health -> respond(response, health.downReason()));
-  }
-
-  /** The health check's answer: {@code downReason} is {@code null} when healthy. */
-  record Health(@Nullable String downReason) {
-    static final Health UP = new Health(null);
-
-    boolean up() {
-      return downReason == null;
-    }
-  }
-
-  private Mono<Void> respond(HttpServerResponse response, @Nullable String downReason) {
-    String body = downReason == null ? "{\"status\":\"UP\"}"
-        : "{\"status\":\"DOWN\",\"reason\":\"" + jsonEscape(downReason) + "\"}";
-    return response.status(downReason == null ? HttpResponseStatus.OK
+    RelayHealth health = checkHealth();
+    return response.status(health.isUp() ? HttpResponseStatus.OK
             : HttpResponseStatus.SERVICE_UNAVAILABLE)
         .header(HttpHeaderNames.CONTENT_TYPE, JSON)
         .header(HttpHeaderNames.CACHE_CONTROL, "no-store")
-        .sendString(Mono.just(body))
+        .sendString(Mono.just(toJson(health)))
         .then();
   }
 
   /**
-   * UP while the relay runs and the database answers {@code SELECT 1} in time. A pool
-   * acquisition that waits is cut short by the timeout (the waiting acquisition is cancelled).
+   * The relay's last health check ({@link RelayHandle#health()}: database and table, Kafka, the
+   * producer's network thread, what holds publication back), or DOWN while the relay is not
+   * running (starting, stopping, ended). Never blocks: the checks run in the background.
    */
-  Mono<Health> checkHealth() {
-    return Mono.defer(() -> {
-      State now = state.get();
-      if (now != State.RUNNING) {
-        return Mono.just(new Health("relay is " + now.name().toLowerCase(java.util.Locale.ROOT)));
+  RelayHealth checkHealth() {
+    State now = state.get();
+    RelayHandle running = handle;
+    if (now != State.RUNNING || running == null) {
+      return RelayHealth.down("relay is " + now.name().toLowerCase(java.util.Locale.ROOT));
+    }
+    return running.health();
+  }
+
+  /**
+   * {@code {"status":"UP","details":{...}}} or {@code {"status":"DOWN","reason":"a; b",
+   * "reasons":["a","b"],"details":{...}}}.
+   */
+  static String toJson(RelayHealth health) {
+    Map<String, Object> body = new LinkedHashMap<>();
+    body.put("status", health.status().name());
+    if (!health.isUp()) {
+      body.put("reason", String.join("; ", health.reasons()));
+      body.put("reasons", health.reasons());
+    }
+    if (!health.details().isEmpty()) {
+      body.put("details", health.details());
+    }
+    body.put("checkedAt", health.checkedAt().toString());
+    StringBuilder out = new StringBuilder();
+    json(out, body);
+    return out.toString();
+  }
+
+  private static void json(StringBuilder out, @Nullable Object value) {
+    if (value == null) {
+      out.append("null");
+    } else if (value instanceof Map<?, ?> map) {
+      out.append('{');
+      boolean first = true;
+      for (Map.Entry<?, ?> entry : map.entrySet()) {
+        if (!first) {
+          out.append(',');
+        }
+        first = false;
+        out.append('"').append(jsonEscape(String.valueOf(entry.getKey()))).append("\":");
+        json(out, entry.getValue());
       }
-      return Mono.usingWhen(pool.create(),
-              connection -> Flux.from(connection.createStatement("SELECT 1").execute())
-                  .concatMap(result -> result.map((row, meta) -> 1))
-                  .then(),
-              Connection::close)
-          .timeout(HEALTH_QUERY_TIMEOUT)
-          .thenReturn(Health.UP)
-          .onErrorResume(TimeoutException.class, e -> Mono.just(new Health(
-              "database did not answer SELECT 1 within "
-                  + StandaloneConfig.format(HEALTH_QUERY_TIMEOUT))))
-          .onErrorResume(e -> Mono.just(new Health("database: " + e)));
-    });
+      out.append('}');
+    } else if (value instanceof Collection<?> list) {
+      out.append('[');
+      boolean first = true;
+      for (Object element : list) {
+        if (!first) {
+          out.append(',');
+        }
+        first = false;
+        json(out, element);
+      }
+      out.append(']');
+    } else if (value instanceof Number || value instanceof Boolean) {
+      out.append(value);
+    } else {
+      out.append('"').append(jsonEscape(value.toString())).append('"');
+    }
   }
 
   private Mono<Void> metrics(HttpServerRequest request, HttpServerResponse response) {

@@ -28,6 +28,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
 /** {@link RelayMain} as its own JVM, configured by environment variables, stopped by SIGTERM. */
 @ExtendWith(PostgresExtension.class)
@@ -159,7 +161,35 @@ class RelayMainProcessTest {
     String log = read(output);
     assertThat(relay.exitValue()).as("exit status; output:\n%s", log)
         .isEqualTo(RelayMain.EXIT_INVALID_CONFIGURATION);
-    assertThat(log).contains("Invalid outbox relay configuration: OUTBOX_MODE must be PARALLEL or"
-        + " ORDERED, got 'SIDEWAYS'").doesNotContain("hunter2");
+    assertThat(log).contains("Invalid outbox relay configuration: OUTBOX_MODE must be one of"
+        + " PARALLEL, ORDERED, WAL, got 'SIDEWAYS'").doesNotContain("hunter2");
+  }
+
+  @ParameterizedTest(name = "{0}={1}")
+  @CsvSource(delimiter = '|', value = {
+      "OUTBOX_KAFKA_ACKS             | banana                                        | OUTBOX_KAFKA_ACKS: Invalid value banana for configuration acks",
+      "OUTBOX_KAFKA_LINGER_MS        | -1                                            | OUTBOX_KAFKA_LINGER_MS: Invalid value -1 for configuration linger.ms",
+      "OUTBOX_KAFKA_MAX_REQUEST_SIZE | 1MB                                           | OUTBOX_KAFKA_MAX_REQUEST_SIZE: Invalid value 1MB for configuration max.request.size",
+      "OUTBOX_DATABASE_URL           | r2dbc:postgresql://relay:hunter2@db:port/app  | OUTBOX_DATABASE_URL must name a port",
+      "OUTBOX_DATABASE_URL           | r2dbc:postgresql://relay:hunter2@db:5432/app?sslMode=banana | OUTBOX_DATABASE_URL holds an invalid value",
+  })
+  void invalidProducerPropertiesAndDatabaseUrlsExitWithStatusTwo(String variable, String value,
+      String message) throws Exception {
+    Path output = dir.resolve("invalid-" + variable + ".log");
+    Map<String, String> env = new java.util.HashMap<>(Map.of(
+        "OUTBOX_DATABASE_URL", "r2dbc:postgresql://relay:hunter2@localhost:5432/app",
+        "OUTBOX_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"));
+    env.put(variable, value);
+
+    Process relay = launch(env, output);
+
+    assertThat(relay.waitFor(60, TimeUnit.SECONDS)).as("exited within 60 s").isTrue();
+    String log = read(output);
+    assertThat(relay.exitValue()).as("exit status; output:\n%s", log)
+        .isEqualTo(RelayMain.EXIT_INVALID_CONFIGURATION);
+    assertThat(log).contains("Invalid outbox relay configuration: " + message)
+        .doesNotContain("hunter2")
+        .doesNotContain("Exception in thread")
+        .doesNotContain("\tat ");
   }
 }

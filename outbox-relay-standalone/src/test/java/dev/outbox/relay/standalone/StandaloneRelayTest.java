@@ -7,6 +7,7 @@ import dev.outbox.r2dbc.OutboxSchema;
 import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxTransactions;
 import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.relay.RelayHealth;
 import dev.outbox.testing.Poll;
 import dev.outbox.testing.PostgresExtension;
 import dev.outbox.testing.TestKafka;
@@ -102,7 +103,10 @@ class StandaloneRelayTest {
       return health != null && health.statusCode() == 200;
     });
     HttpResponse<String> health = Http.get(relay.httpPort(), "/health");
-    assertThat(health.body()).isEqualTo("{\"status\":\"UP\"}");
+    assertThat(health.body()).startsWith("{\"status\":\"UP\",\"details\":{")
+        .contains("\"database\":\"ok, tables present\"")
+        .contains("\"table\":\"" + table.qualifiedName() + "\"")
+        .doesNotContain("reason");
     assertThat(health.headers().firstValue("content-type")).hasValue("application/json");
 
     HttpResponse<String> metrics = Http.get(relay.httpPort(), "/metrics");
@@ -137,10 +141,15 @@ class StandaloneRelayTest {
     StandaloneRelay relay = start(env("r2dbc:postgresql://postgres:pw@localhost:" + closedPort
         + "/postgres"));
 
-    HttpResponse<String> health = Http.get(relay.httpPort(), "/health");
+    Poll.until("/health is DOWN naming the database", Duration.ofSeconds(30), () -> {
+      HttpResponse<String> health = Http.tryGet(relay.httpPort(), "/health");
+      return health != null && health.body().contains("\"reason\":\"database");
+    });
 
+    HttpResponse<String> health = Http.get(relay.httpPort(), "/health");
     assertThat(health.statusCode()).isEqualTo(503);
-    assertThat(health.body()).startsWith("{\"status\":\"DOWN\",\"reason\":\"database");
+    assertThat(health.body()).startsWith("{\"status\":\"DOWN\",\"reason\":\"database")
+        .contains("\"reasons\":[\"database");
     assertThat(Http.get(relay.httpPort(), "/metrics").statusCode()).isEqualTo(200);
   }
 
@@ -152,13 +161,44 @@ class StandaloneRelayTest {
       return health != null && health.statusCode() == 200;
     });
 
-    StandaloneRelay.Health health = relay.stop(Duration.ofSeconds(5))
-        .then(relay.checkHealth())
-        .block(Duration.ofSeconds(20));
+    relay.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(20));
+    RelayHealth health = relay.checkHealth();
 
-    assertThat(health).isNotNull();
-    assertThat(health.up()).isFalse();
-    assertThat(health.downReason()).isEqualTo("relay is stopping");
+    assertThat(health.isUp()).isFalse();
+    assertThat(health.reasons()).containsExactly("relay is stopping");
+  }
+
+  @Test
+  void healthIsDownWhileTheTableIsMissingAndUpOnceItExists() throws IOException {
+    OutboxTable missing = OutboxTable.of(TestPostgres.uniqueName("standalone_later"));
+    Map<String, String> env = env(postgres.url());
+    env.put("OUTBOX_TABLE", missing.qualifiedName());
+    StandaloneRelay relay = start(env);
+
+    Poll.until("/health is 503 naming the missing table", Duration.ofSeconds(30), () -> {
+      HttpResponse<String> health = Http.tryGet(relay.httpPort(), "/health");
+      return health != null && health.statusCode() == 503 && health.body()
+          .contains("outbox table " + missing.qualifiedName() + " does not exist");
+    });
+
+    OutboxSchema.createIfMissing(writerPool, missing).block(Duration.ofSeconds(60));
+
+    Poll.until("/health is 200 once the table exists", Duration.ofSeconds(30), () -> {
+      HttpResponse<String> health = Http.tryGet(relay.httpPort(), "/health");
+      return health != null && health.statusCode() == 200;
+    });
+    assertThat(Http.get(relay.httpPort(), "/metrics").body())
+        .contains("outbox_relay_health{table=\"" + missing.qualifiedName() + "\"} 1.0");
+  }
+
+  @Test
+  void healthJsonEscapesAndNestsDetails() {
+    RelayHealth health = new RelayHealth(RelayHealth.Status.DOWN, List.of("a \"quoted\"\nline", "b"),
+        Map.of("kafka", Map.of("brokers", 1)), java.time.Instant.EPOCH);
+
+    assertThat(StandaloneRelay.toJson(health)).isEqualTo("{\"status\":\"DOWN\","
+        + "\"reason\":\"a \\\"quoted\\\"\\nline; b\",\"reasons\":[\"a \\\"quoted\\\"\\nline\",\"b\"],"
+        + "\"details\":{\"kafka\":{\"brokers\":1}},\"checkedAt\":\"1970-01-01T00:00:00Z\"}");
   }
 
   @Test
