@@ -3,10 +3,12 @@ package dev.outbox.relay;
 import dev.outbox.r2dbc.internal.ClaimRequest;
 import dev.outbox.r2dbc.internal.RelayStore;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
 import reactor.core.scheduler.Schedulers;
 
@@ -25,6 +27,7 @@ final class ClaimLoop implements BatchSource {
   private final AtomicBoolean mayClaim;
   private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
   private final Sinks.One<Boolean> stopped = Sinks.one();
+  private volatile boolean stopping;
 
   /**
    * @param externalWakeups notifications and heartbeats (debounced here)
@@ -65,13 +68,14 @@ final class ClaimLoop implements BatchSource {
 
   @Override
   public void stop() {
+    stopping = true;
     stopped.tryEmitValue(true);
   }
 
   /** One claim within the free budgets; the batches are in the ledger before they are emitted. */
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
-      Ledger.Room room = mayClaim.get() ? ledger.room() : null;
+      Ledger.Room room = mayClaim.get() && !stopping ? ledger.room() : null;
       if (room == null) {
         return Flux.empty(); // a settlement or leadership will wake us
       }
@@ -83,17 +87,21 @@ final class ClaimLoop implements BatchSource {
         request = request.inOrder();
       }
       long started = System.nanoTime();
+      long generation = ledger.generation();
       return store.claim(request)
           .collectList()
-          .flatMapIterable(claimed -> {
-            var batches = ledger.register(claimed);
+          .flatMapMany(claimed -> {
+            List<BatchInFlight> batches = ledger.register(claimed, generation);
+            if (batches == null) { // the pipeline was abandoned meanwhile: give them back
+              return store.releaseAll(claimed).onErrorResume(e -> Mono.empty()).thenMany(Flux.empty());
+            }
             options.metrics().claimed(claimed.size(),
                 claimed.stream().mapToInt(c -> c.messageCount()).sum(),
                 Duration.ofNanos(System.nanoTime() - started));
             if (claimed.size() == options.claimSize()) {
               wake(); // a full claim: there is probably more
             }
-            return batches;
+            return Flux.fromIterable(batches);
           })
           .onErrorResume(error -> {
             log.warn("Outbox relay {} could not claim; trying again at the next poll: {}",

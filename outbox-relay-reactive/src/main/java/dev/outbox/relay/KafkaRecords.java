@@ -53,7 +53,10 @@ final class KafkaRecords {
   static Map<String, Object> validated(Map<String, Object> given) {
     Map<String, Object> parsed;
     try {
-      parsed = ProducerConfig.configDef().parse(producerProperties(given));
+      Map<String, Object> effective = producerProperties(given);
+      parsed = ProducerConfig.configDef().parse(effective);
+      // The producer's own cross-checks (acks=1 or retries=0 with idempotence, ...).
+      new ProducerConfig(effective);
     } catch (ConfigException e) {
       throw new InvalidConfigurationException("Invalid Kafka producer property: " + e.getMessage(), e);
     }

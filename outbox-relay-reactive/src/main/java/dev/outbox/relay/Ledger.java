@@ -25,6 +25,8 @@ final class Ledger {
   private final Set<BatchInFlight> held = ConcurrentHashMap.newKeySet();
   private final AtomicLong records = new AtomicLong();
   private final AtomicLong bytes = new AtomicLong();
+  /** Bumped by {@link #releaseAll}: a claim started before it may no longer register. */
+  private final AtomicLong generation = new AtomicLong();
 
   /**
    * @param onRelease called after batches leave (room was freed: time to claim again)
@@ -53,17 +55,31 @@ final class Ledger {
     return new Room((int) Math.max(1, freeRecords), Math.max(1, freeBytes), empty);
   }
 
-  /** Takes claimed batches into the ledger; each is released exactly once later. */
-  List<BatchInFlight> register(List<ClaimedBatch> claimed) {
+  /** To pass to {@link #register} for a claim about to start. */
+  long generation() {
+    return generation.get();
+  }
+
+  /**
+   * Takes claimed batches into the ledger; each is released exactly once later. {@code null}
+   * when everything was released ({@link #releaseAll}) since the claim started: the pipeline that
+   * asked for it is gone, so the caller must give those leases back itself.
+   */
+  @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed, long claimGeneration) {
     List<BatchInFlight> batches = new ArrayList<>(claimed.size());
     long addedRecords = 0;
     long addedBytes = 0;
-    for (ClaimedBatch claim : claimed) {
-      BatchInFlight batch = new BatchInFlight(claim);
-      held.add(batch);
-      batches.add(batch);
-      addedRecords += claim.messageCount();
-      addedBytes += batch.bytes;
+    synchronized (generation) {
+      if (generation.get() != claimGeneration) {
+        return null;
+      }
+      for (ClaimedBatch claim : claimed) {
+        BatchInFlight batch = new BatchInFlight(claim);
+        held.add(batch);
+        batches.add(batch);
+        addedRecords += claim.messageCount();
+        addedBytes += batch.bytes;
+      }
     }
     metrics.inFlight(records.addAndGet(addedRecords));
     metrics.inFlightBytes(bytes.addAndGet(addedBytes));
@@ -82,6 +98,9 @@ final class Ledger {
   /** Every batch still held leaves; returns them (for releasing their leases). */
   List<BatchInFlight> releaseAll() {
     List<BatchInFlight> left = new ArrayList<>();
+    synchronized (generation) {
+      generation.incrementAndGet();
+    }
     for (BatchInFlight batch : held) {
       if (leave(batch)) {
         left.add(batch);

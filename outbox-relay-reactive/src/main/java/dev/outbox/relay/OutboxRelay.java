@@ -35,7 +35,7 @@ public final class OutboxRelay {
 
   private OutboxRelay(ConnectionFactory connections, RelayOptions options) {
     this.connections = connections;
-    this.options = options;
+    this.options = options.forOneRelay();
     this.outcomes = new Outcomes(options.outcomeBuffer());
   }
 

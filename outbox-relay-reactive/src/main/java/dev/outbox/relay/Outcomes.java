@@ -13,7 +13,8 @@ import reactor.core.scheduler.Schedulers;
  * Hands outcomes to {@link RelayHandle#outcomes()} subscribers without ever making the relay
  * wait for them. Emitting only appends to each subscriber's bounded buffer (settlement and
  * Kafka's I/O threads call it); subscribers run on their own worker. When a subscriber falls
- * {@code buffer} outcomes behind, newer outcomes are dropped for it and counted. Thread-safe.
+ * {@code buffer} outcomes behind, newer outcomes are dropped for it and counted (once per
+ * subscriber that missed them). Thread-safe.
  */
 final class Outcomes {
   private static final Logger log = LoggerFactory.getLogger(Outcomes.class);
@@ -36,7 +37,7 @@ final class Outcomes {
   Flux<RelayOutcome> flux() {
     return sink.asFlux()
         .onBackpressureBuffer(buffer, this::drop, BufferOverflowStrategy.DROP_LATEST)
-        .publishOn(delivery);
+        .publishOn(delivery, 1);
   }
 
   void emit(RelayOutcome outcome) {

@@ -25,8 +25,8 @@ import org.jspecify.annotations.Nullable;
  *
  * <p>Options hold configuration only: a relay started from them creates what it owns (the Kafka
  * sink built from {@link Builder#kafka}) when it starts and closes it when it stops, so one
- * options object can start any number of relays, one after another or side by side (give each
- * its own {@link Builder#instanceId} or leave the default). A sink passed to {@link
+ * options object can start any number of relays, one after another or side by side (leave the
+ * default {@link Builder#instanceId}: each relay then gets its own). A sink passed to {@link
  * Builder#sink} stays yours: no relay closes it.
  *
  * <p>Immutable and thread-safe; the builder is not thread-safe.
@@ -57,7 +57,36 @@ public final class RelayOptions {
   private final Duration statementTimeout;
   private final int outcomeBuffer;
   private final String instanceId;
+  private final boolean instanceIdGiven;
   private final RelayMetrics metrics;
+
+  /** A copy with another {@code instanceId}. */
+  private RelayOptions(RelayOptions o, String instanceId, boolean instanceIdGiven) {
+    this.table = o.table;
+    this.codec = o.codec;
+    this.sink = o.sink;
+    this.kafka = o.kafka;
+    this.mode = o.mode;
+    this.claimSize = o.claimSize;
+    this.leaseDuration = o.leaseDuration;
+    this.leaseRenewal = o.leaseRenewal;
+    this.maxInFlight = o.maxInFlight;
+    this.maxInFlightBytes = o.maxInFlightBytes;
+    this.settleConcurrency = o.settleConcurrency;
+    this.retryPolicy = o.retryPolicy;
+    this.failureClassifier = o.failureClassifier;
+    this.pollInterval = o.pollInterval;
+    this.leadershipRetry = o.leadershipRetry;
+    this.triggers = o.triggers;
+    this.walSlot = o.walSlot;
+    this.walPublication = o.walPublication;
+    this.statsInterval = o.statsInterval;
+    this.statementTimeout = o.statementTimeout;
+    this.outcomeBuffer = o.outcomeBuffer;
+    this.instanceId = instanceId;
+    this.instanceIdGiven = instanceIdGiven;
+    this.metrics = o.metrics;
+  }
 
   private RelayOptions(Builder b, @Nullable Map<String, Object> kafka, Duration leaseRenewal,
       String instanceId) {
@@ -84,6 +113,7 @@ public final class RelayOptions {
     this.statementTimeout = b.statementTimeout;
     this.outcomeBuffer = b.outcomeBuffer;
     this.instanceId = instanceId;
+    this.instanceIdGiven = b.instanceId != null;
     this.metrics = b.metrics;
   }
 
@@ -201,9 +231,23 @@ public final class RelayOptions {
     return outcomeBuffer;
   }
 
-  /** This relay's lease owner name. */
+  /**
+   * The lease owner name: the one given to {@link Builder#instanceId}, or a default {@code
+   * relay-<pid>-<random>}. With the default, each relay started from these options gets a fresh
+   * one of its own (relays side by side must not share a lease owner or a producer client id).
+   */
   public String instanceId() {
     return instanceId;
+  }
+
+  /** The options one relay runs with: its own default instance id unless one was given. */
+  RelayOptions forOneRelay() {
+    return instanceIdGiven ? this : new RelayOptions(this, defaultInstanceId(), false);
+  }
+
+  private static String defaultInstanceId() {
+    return "relay-" + ProcessHandle.current().pid() + "-"
+        + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
   }
 
   /** Where measurements go. */
@@ -481,9 +525,7 @@ public final class RelayOptions {
         throw new InvalidConfigurationException("leaseRenewal must be zero (off) or shorter than"
             + " leaseDuration " + leaseDuration + ", got " + renewal);
       }
-      String id = instanceId != null ? instanceId
-          : "relay-" + ProcessHandle.current().pid() + "-"
-              + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
+      String id = instanceId != null ? instanceId : defaultInstanceId();
       if (id.isBlank() || id.length() > 255) {
         throw new InvalidConfigurationException("instanceId must be 1 to 255 characters");
       }

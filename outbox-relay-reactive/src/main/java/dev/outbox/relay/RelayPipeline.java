@@ -1,5 +1,6 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.UndecodableBatchException;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
@@ -62,7 +63,8 @@ final class RelayPipeline {
         .onErrorResume(error -> settler.abandonAll(options.statementTimeout()).then(Mono.error(error)))
         .retryWhen(Retry.backoff(Long.MAX_VALUE, Duration.ofSeconds(1))
             .maxBackoff(Duration.ofSeconds(30))
-            .filter(error -> !stopping.getAsBoolean())
+            .filter(error -> !stopping.getAsBoolean()
+                && !(error instanceof InvalidConfigurationException))
             .doBeforeRetry(signal -> log.warn("Outbox relay {} restarting its pipeline after: {}",
                 options.instanceId(), signal.failure().toString())));
   }
@@ -70,7 +72,11 @@ final class RelayPipeline {
   private Flux<OutboundRecord<RecordRef>> records() {
     return source.batches()
         .publishOn(Schedulers.parallel(), DECODE_QUEUE)
-        .concatMap(this::decode, 1)
+        // Prefetch 0: each batch is requested, so delivered, on the parallel worker once the
+        // previous one is done; a queued batch would otherwise be decoded on whichever thread
+        // finished the previous step (the driver's, after a dead-letter) or asked for more (the
+        // sink's).
+        .concatMap(this::decode, 0)
         .concatMapIterable(records -> records);
   }
 

@@ -18,7 +18,6 @@ import reactor.core.Disposable;
 import reactor.core.Disposables;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.SignalType;
 import reactor.core.publisher.Sinks;
 
 /**
@@ -52,6 +51,8 @@ final class RunningRelay implements RelayHandle {
   private final Disposable.Swap triggers = Disposables.swap();
   private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
   private final HealthProbe health;
+  private final AtomicBoolean sinkClosing = new AtomicBoolean();
+  private final Sinks.Empty<Void> sinkClosed = Sinks.empty();
 
   private RunningRelay(ConnectionFactory connections, ConnectionFactory unpooled,
       RelayOptions options, Outcomes outcomes) {
@@ -202,7 +203,7 @@ final class RunningRelay implements RelayHandle {
   /**
    * Stops triggers and claims, waits for the drain, releases what is still held, closes what the
    * relay owns. Each step is bounded, and the timers, the leadership connection, the owned sink
-   * and the outcomes are closed whatever happens (even if the caller cancels the stop).
+   * and the outcomes are closed whatever happens on the way (a step that times out or fails).
    */
   private Mono<Void> stopping(Duration drain) {
     // Keep a little of the drain time for releasing leases and closing the sink.
@@ -210,7 +211,6 @@ final class RunningRelay implements RelayHandle {
         ? drain.dividedBy(4) : Duration.ofSeconds(2);
     Duration waitForDrain = drain.minus(reserve);
     Duration step = reserve.dividedBy(2);
-    AtomicBoolean sinkClosing = new AtomicBoolean();
     return Mono.defer(() -> {
       log.info("Outbox relay {} stopping (drain {})", options.instanceId(), drain);
       health.dispose(); // before the producer closes: its ended thread is not a failure
@@ -224,19 +224,21 @@ final class RunningRelay implements RelayHandle {
           }))
           .then(Mono.fromRunnable(this::stopTimers))
           .then(settler.abandonAll(step))
-          .then(closeSink(sinkClosing, step))
           .onErrorResume(error -> {
             log.warn("Outbox relay {} stop: {}", options.instanceId(), error.toString());
             return Mono.empty();
           })
+          // Closing runs whatever happened before; waiting for it is bounded, the close is not
+          // cancelled when the wait ends.
+          .then(Mono.defer(() -> closeOwnedSink().timeout(step, Mono.fromRunnable(() ->
+              log.warn("Outbox relay {} is still closing its Kafka producer after {}",
+                  options.instanceId(), step)))))
           .doFinally(signal -> {
             health.dispose();
             pipeline.dispose();
             stopTimers();
             leading.dispose(); // closes the lock connection: a standby takes over
-            if (signal == SignalType.CANCEL) {
-              closeSink(sinkClosing, Duration.ofSeconds(10)).subscribe();
-            }
+            closeOwnedSink();
             outcomes.complete();
             log.info("Outbox relay {} stopped", options.instanceId());
           });
@@ -249,17 +251,21 @@ final class RunningRelay implements RelayHandle {
     renewals.dispose();
   }
 
-  /** Closes the sink if the relay created it, once, waiting at most {@code timeout}. */
-  private Mono<Void> closeSink(AtomicBoolean closing, Duration timeout) {
-    if (!ownsSink || !closing.compareAndSet(false, true)) {
+  /**
+   * Starts closing the sink if the relay created it (once; later calls return the same close),
+   * and returns its completion. Subscribed here, so a caller that stops waiting does not cancel
+   * the close.
+   */
+  private Mono<Void> closeOwnedSink() {
+    if (!ownsSink) {
       return Mono.empty();
     }
-    return sink.close()
-        .timeout(timeout)
-        .onErrorResume(error -> {
-          log.warn("Outbox relay {} could not close its Kafka producer within {}: {}",
-              options.instanceId(), timeout, error.toString());
-          return Mono.empty();
-        });
+    if (sinkClosing.compareAndSet(false, true)) {
+      sink.close()
+          .doOnError(error -> log.warn("Outbox relay {} could not close its Kafka producer: {}",
+              options.instanceId(), error.toString()))
+          .subscribe(done -> {}, error -> sinkClosed.tryEmitEmpty(), sinkClosed::tryEmitEmpty);
+    }
+    return sinkClosed.asMono();
   }
 }

@@ -66,23 +66,39 @@ final class WalSource implements BatchSource {
    * is already gone (published before).
    */
   private Flux<BatchInFlight> inCommitOrder(String batchId) {
-    return store.claimById(batchId, options.leaseDuration(), options.instanceId())
-        .map(claimed -> ledger.register(List.of(claimed)).get(0))
-        .flatMapMany(batch -> Flux.just(batch).concatWith(batch.settlement()
-            .flatMapMany(outcome -> again(batchId, outcome))))
-        .switchIfEmpty(Flux.defer(() -> rows.find(batchId)
-            // Still there but not claimable: another holder's lease; wait for it to expire.
-            .flatMapMany(row -> Mono.delay(LEASED_WAIT).thenMany(inCommitOrder(batchId)))));
+    return Flux.defer(() -> {
+      long generation = ledger.generation();
+      return store.claimById(batchId, options.leaseDuration(), options.instanceId())
+          .flatMapMany(claimed -> {
+            List<BatchInFlight> registered = ledger.register(List.of(claimed), generation);
+            if (registered == null) { // the pipeline was abandoned meanwhile: give it back
+              return store.releaseAll(List.of(claimed)).onErrorResume(e -> Mono.empty())
+                  .thenMany(Flux.empty());
+            }
+            BatchInFlight batch = registered.get(0);
+            return Flux.just(batch).concatWith(batch.settlement()
+                .flatMapMany(outcome -> again(batchId, outcome)));
+          })
+          .switchIfEmpty(Flux.defer(() -> rows.find(batchId)
+              // Still there but not claimable: another holder's lease; wait for it to expire.
+              .flatMapMany(row -> after(LEASED_WAIT, batchId))));
+    });
   }
 
   private Flux<BatchInFlight> again(String batchId, Optional<RelayOutcome> outcome) {
     if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
-      return Mono.delay(LEASED_WAIT).thenMany(Flux.defer(() -> inCommitOrder(batchId)));
+      return after(LEASED_WAIT, batchId);
     }
     RelayOutcome settled = outcome.get();
     if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
-      return Mono.delay(settled.retryIn()).thenMany(Flux.defer(() -> inCommitOrder(batchId)));
+      return after(settled.retryIn(), batchId);
     }
     return Flux.empty();
+  }
+
+  /** The batch again after {@code wait}, unless the relay stops meanwhile. */
+  private Flux<BatchInFlight> after(Duration wait, String batchId) {
+    return Mono.delay(wait).takeUntilOther(stopped.asMono())
+        .flatMapMany(tick -> inCommitOrder(batchId));
   }
 }

@@ -28,6 +28,8 @@ import org.junit.jupiter.api.extension.ExtendWith;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Scheduler;
+import reactor.core.scheduler.Schedulers;
 
 /**
  * The relay's internals, each test about one defect found in review: the budget cannot leak,
@@ -189,6 +191,22 @@ class RelayInternalsTest {
     }
   }
 
+  @Test
+  void stopWithNoDrainTimeStillClosesTheRelaysProducer() {
+    TestKafka kafka = TestKafka.get();
+    String topic = TestPostgres.uniqueName("topic");
+    kafka.createTopic(topic, 1);
+    String instance = TestPostgres.uniqueName("nodrain");
+    RelayHandle relay = start(options().instanceId(instance).kafka(kafka.producerProperties()).build());
+    outbox.write(5, 1, i -> batch(topic, 1, 10));
+    Poll.until("published", Duration.ofSeconds(30), () -> kafka.recordCount(topic) == 5);
+    String producerThread = "kafka-producer-network-thread | outbox-relay-" + instance;
+    assertThat(threadAlive(producerThread)).isTrue();
+
+    relay.stop(Duration.ZERO).block(Duration.ofSeconds(10));
+    Poll.until("the relay's producer is closed", Duration.ofSeconds(15), () -> !threadAlive(producerThread));
+  }
+
   private long advisoryLocksHeld() {
     return outbox.postgres.queryLong("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
         + " AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())");
@@ -201,27 +219,42 @@ class RelayInternalsTest {
   @Test
   void aSlowOutcomesSubscriberNeitherHoldsTheRelayBackNorRunsOnItsThreads() {
     outbox.write(300, 10, i -> batch("any", 1, 10));
-    OutboxRelay relay = OutboxRelay.create(outbox.pool, options().outcomeBuffer(16)
+    AtomicLong dropped = new AtomicLong();
+    RelayMetrics counting = new RelayMetrics() {
+      @Override
+      public void outcomesDropped(long count) {
+        dropped.addAndGet(count);
+      }
+    };
+    OutboxRelay relay = OutboxRelay.create(outbox.pool, options().outcomeBuffer(16).metrics(counting)
         .sink(TestSinks.answering(r -> null)).build());
     AtomicInteger received = new AtomicInteger();
+    AtomicBoolean completed = new AtomicBoolean();
     Set<String> subscriberThreads = ConcurrentHashMap.newKeySet();
     relay.outcomes().subscribe(outcome -> {
       subscriberThreads.add(Thread.currentThread().getName());
       received.incrementAndGet();
       try {
-        Thread.sleep(200); // a subscriber that blocks: allowed on the thread it is given
+        Thread.sleep(100); // a subscriber that blocks: allowed on the thread it is given
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
       }
-    });
+    }, error -> {}, () -> completed.set(true));
     long started = System.nanoTime();
-    relays.add(relay.start());
+    RelayHandle handle = relay.start();
+    relays.add(handle);
 
-    // 300 outcomes at 200 ms each would take a minute if the relay waited for the subscriber.
+    // 300 outcomes at 100 ms each would take 30 s if the relay waited for the subscriber.
     Poll.until("every batch is published", Duration.ofSeconds(20), () -> outbox.rows() == 0);
     assertThat(Duration.ofNanos(System.nanoTime() - started)).isLessThan(Duration.ofSeconds(20));
-    assertThat(received.get()).isLessThan(300);
+    Poll.until("every outcome is either delivered or counted as dropped", Duration.ofSeconds(20),
+        () -> received.get() + dropped.get() == 300);
+    assertThat(received.get()).as("the buffer, the one being handled and one in hand-off")
+        .isBetween(1, 16 + 2);
     assertThat(subscriberThreads).allSatisfy(name -> assertThat(name).startsWith("boundedElastic"));
+
+    handle.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(10));
+    Poll.until("the outcomes complete when the relay stops", Duration.ofSeconds(5), completed::get);
   }
 
   @Test
@@ -240,12 +273,32 @@ class RelayInternalsTest {
         return protobuf.decode(raw);
       }
     };
+    // An undecodable row first: its dead-letter completes on the driver's thread. And a sink that
+    // asks for records from a thread of its own.
+    insertUndecodable(1, 1);
     outbox.write(50, 5, i -> batch("any", 2, 10));
-    start(options().codec(watching).sink(TestSinks.answering(r -> null)).build());
+    Scheduler sinkThread = Schedulers.newSingle("own-sink");
+    RecordSink answering = TestSinks.answering(r -> null);
+    RecordSink ownThread = new RecordSink() {
+      @Override
+      public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
+        return answering.send(Flux.from(records).publishOn(sinkThread, 2));
+      }
 
-    Poll.until("published", Duration.ofSeconds(20), () -> outbox.rows() == 0);
-    assertThat(decodingThreads).isNotEmpty()
-        .allSatisfy(name -> assertThat(name).startsWith("parallel-"));
+      @Override
+      public Mono<Void> close() {
+        return Mono.empty();
+      }
+    };
+    try {
+      start(options().codec(watching).sink(ownThread).build());
+
+      Poll.until("published", Duration.ofSeconds(20), () -> outbox.rows() == 0);
+      assertThat(decodingThreads).isNotEmpty()
+          .allSatisfy(name -> assertThat(name).startsWith("parallel-"));
+    } finally {
+      sinkThread.dispose();
+    }
   }
 
   @Test

@@ -78,6 +78,10 @@ class RelayOptionsTest {
     assertThatThrownBy(() -> RelayOptions.builder()
             .kafka(Map.of("bootstrap.servers", "localhost:9092", "max.request.size", "lots")).build())
         .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("max.request.size");
+    assertThatThrownBy(() -> RelayOptions.builder()
+            .kafka(Map.of("bootstrap.servers", "localhost:9092", "acks", "1")).build())
+        .as("the producer's own cross-check: acks=1 with idempotence")
+        .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("acks");
     assertThatThrownBy(() -> RelayOptions.builder().kafka(Map.of("acks", "all")).build())
         .isInstanceOf(InvalidConfigurationException.class).hasMessageContaining("bootstrap.servers");
     assertThatThrownBy(() -> RelayOptions.builder().sink(NOWHERE).maxInFlightBytes(0).build())
@@ -93,5 +97,9 @@ class RelayOptionsTest {
     assertThat(options.sink()).isNull();
     assertThat(options.kafka()).isEqualTo(producer);
     assertThat(options.toString()).contains("localhost:9092");
+    assertThat(options.forOneRelay().instanceId()).startsWith("relay-")
+        .isNotEqualTo(options.instanceId()).isNotEqualTo(options.forOneRelay().instanceId());
+    RelayOptions named = RelayOptions.builder().kafka(producer).instanceId("relay-a").build();
+    assertThat(named.forOneRelay()).isSameAs(named);
   }
 }
