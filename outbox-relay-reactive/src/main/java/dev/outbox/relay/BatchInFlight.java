@@ -27,12 +27,16 @@ final class BatchInFlight {
   private final AtomicInteger pending = new AtomicInteger();
   private final AtomicReference<@Nullable Throwable> fatal = new AtomicReference<>();
   private final AtomicReference<@Nullable Throwable> retriable = new AtomicReference<>();
-  /** The settlement, once; empty when settling failed (the row keeps its lease until expiry). */
-  private final Sinks.One<Optional<RelayOutcome>> settled = Sinks.one();
+  /**
+   * The settlement, once, for a source that waits for it (WAL); empty when settling failed (the
+   * row keeps its lease until expiry). {@code null} when nobody waits: one object less per batch.
+   */
+  private final Sinks.@Nullable One<Optional<RelayOutcome>> settled;
 
-  BatchInFlight(ClaimedBatch claim) {
+  BatchInFlight(ClaimedBatch claim, boolean awaited) {
     this.claim = claim;
     this.bytes = claim.rawData().length;
+    this.settled = awaited ? Sinks.one() : null;
   }
 
   ClaimedBatch claim() {
@@ -82,11 +86,20 @@ final class BatchInFlight {
 
   /** Called by the settler, once per batch. */
   void settled(@Nullable RelayOutcome outcome) {
-    settled.tryEmitValue(Optional.ofNullable(outcome));
+    if (settled != null) {
+      settled.tryEmitValue(Optional.ofNullable(outcome));
+    }
   }
 
-  /** Completes when the batch is settled: with its outcome, or empty when settling failed. */
+  /**
+   * Completes when the batch is settled: with its outcome, or empty when settling failed.
+   *
+   * @throws IllegalStateException unless registered as awaited
+   */
   Mono<Optional<RelayOutcome>> settlement() {
+    if (settled == null) {
+      throw new IllegalStateException(this + " was not registered as awaited");
+    }
     return settled.asMono();
   }
 

@@ -91,7 +91,7 @@ final class ClaimLoop implements BatchSource {
       return store.claim(request)
           .collectList()
           .flatMapMany(claimed -> {
-            List<BatchInFlight> batches = ledger.register(claimed, generation);
+            List<BatchInFlight> batches = ledger.register(claimed, generation, false);
             if (batches == null) { // the pipeline was abandoned meanwhile: give them back
               return store.releaseAll(claimed).onErrorResume(e -> Mono.empty()).thenMany(Flux.empty());
             }

@@ -16,6 +16,7 @@ import java.util.Set;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
+import java.util.function.Function;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
@@ -247,6 +248,7 @@ final class HealthProbe implements Disposable {
       default -> name;
     };
     if (cause instanceof TimeoutException
+        // Kafka's own TimeoutException; the name clashes with java.util.concurrent's.
         || cause instanceof org.apache.kafka.common.errors.TimeoutException) {
       if (name.equals("kafka")) {
         return "Kafka unreachable: no answer from "
@@ -299,7 +301,7 @@ final class HealthProbe implements Disposable {
         });
   }
 
-  private <T> Mono<T> query(String sql, java.util.function.Function<Row, T> mapper) {
+  private <T> Mono<T> query(String sql, Function<Row, T> mapper) {
     return Mono.usingWhen(connections.create(),
         connection -> Flux.from(connection.createStatement(sql).execute())
             .concatMap(result -> result.map((row, meta) -> mapper.apply(row)))

@@ -63,9 +63,11 @@ final class Ledger {
   /**
    * Takes claimed batches into the ledger; each is released exactly once later. {@code null}
    * when everything was released ({@link #releaseAll}) since the claim started: the pipeline that
-   * asked for it is gone, so the caller must give those leases back itself.
+   * asked for it is gone, so the caller must give those leases back itself. {@code awaited}: the
+   * caller will wait for each batch's {@link BatchInFlight#settlement()}.
    */
-  @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed, long claimGeneration) {
+  @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed, long claimGeneration,
+      boolean awaited) {
     List<BatchInFlight> batches = new ArrayList<>(claimed.size());
     long addedRecords = 0;
     long addedBytes = 0;
@@ -74,7 +76,7 @@ final class Ledger {
         return null;
       }
       for (ClaimedBatch claim : claimed) {
-        BatchInFlight batch = new BatchInFlight(claim);
+        BatchInFlight batch = new BatchInFlight(claim, awaited);
         held.add(batch);
         batches.add(batch);
         addedRecords += claim.messageCount();

@@ -15,6 +15,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Function;
 import java.util.function.Supplier;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
@@ -105,7 +106,7 @@ final class WakeSources {
 
   /** A server bound on subscription and disposed on cancel, emitting what its handler signals. */
   private static Flux<Long> server(String what,
-      java.util.function.Function<FluxSink<Long>, Mono<Disposable>> bind) {
+      Function<FluxSink<Long>, Mono<Disposable>> bind) {
     return Flux.create(sink -> {
       AtomicReference<@Nullable Disposable> server = new AtomicReference<>();
       sink.onDispose(() -> {

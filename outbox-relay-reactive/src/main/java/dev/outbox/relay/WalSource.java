@@ -70,7 +70,7 @@ final class WalSource implements BatchSource {
       long generation = ledger.generation();
       return store.claimById(batchId, options.leaseDuration(), options.instanceId())
           .flatMapMany(claimed -> {
-            List<BatchInFlight> registered = ledger.register(List.of(claimed), generation);
+            List<BatchInFlight> registered = ledger.register(List.of(claimed), generation, true);
             if (registered == null) { // the pipeline was abandoned meanwhile: give it back
               return store.releaseAll(List.of(claimed)).onErrorResume(e -> Mono.empty())
                   .thenMany(Flux.empty());

@@ -55,7 +55,6 @@ public final class RelayStore {
   private final String deleteAllSql;
   private final String retrySql;
   private final String releaseSql;
-  private final String releaseAllSql;
   private final String releaseHeldSql;
   private final String deadLetterSql;
   private final String renewSql;
@@ -101,7 +100,6 @@ public final class RelayStore {
     releaseHeldSql = "UPDATE " + t + " AS o SET " + unlease
         + " FROM unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
         + " WHERE o.batch_id = held.batch_id AND o.lease_token = held.lease_token";
-    releaseAllSql = "UPDATE " + t + " SET " + unlease + " WHERE lease_owner = $1";
     deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
         + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time, message_keys)"
         + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
@@ -281,14 +279,6 @@ public final class RelayStore {
     String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
     UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
     return rowsUpdated(releaseHeldSql, s -> s.bind(0, ids).bind(1, tokens));
-  }
-
-  /**
-   * Gives back every batch {@code owner} still holds (a batch reclaimed by another relay has
-   * another owner and is untouched), e.g. when a relay stops. Returns how many were released.
-   */
-  public Mono<Long> releaseAll(String owner) {
-    return rowsUpdated(releaseAllSql, s -> s.bind(0, owner));
   }
 
   /**

@@ -130,7 +130,9 @@ class SqlTimeoutPostgresTest {
       StepVerifier.create(store.claim(10, Duration.ofSeconds(30), "relay"))
           .expectError(R2dbcTimeoutException.class)
           .verify(Duration.ofSeconds(5));
-      StepVerifier.create(store.releaseAll("relay"))
+      ClaimedBatch held = new ClaimedBatch("heldheldheldheldheldheld000", 1, 1, 0, new byte[0],
+          java.time.Instant.EPOCH, java.util.UUID.randomUUID(), java.time.Instant.EPOCH);
+      StepVerifier.create(store.releaseAll(java.util.List.of(held)))
           .expectError(R2dbcTimeoutException.class)
           .verify(Duration.ofSeconds(5));
     } finally {
