@@ -65,7 +65,7 @@ import reactor.core.publisher.Mono;
  * </table>
  *
  * <p>Durations are ISO-8601 ({@code PT1.5S}) or a whole number with a unit: {@code 500ms},
- * {@code 2s}, {@code 5m}, {@code 1h}.
+ * {@code 2s}, {@code 5m}, {@code 1h}, {@code 30d}.
  *
  * @param databaseUrl R2DBC URL; may hold a password, so never log it directly
  * @param kafkaBootstrapServers Kafka {@code bootstrap.servers}
@@ -124,7 +124,7 @@ public record StandaloneConfig(
       "OUTBOX_TEST_POSTGRES_URL", "OUTBOX_TEST_KAFKA_BOOTSTRAP");
   private static final List<String> SECRET_MARKERS =
       List.of("password", "secret", "sasl.jaas", "keystore.key");
-  private static final Pattern SHORT_DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h)");
+  private static final Pattern SHORT_DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h|d)");
   private static final Pattern SECRET_QUERY_PARAMETER =
       Pattern.compile("([?&][^=&]*(?i:password|secret)[^=&]*=)[^&]*");
 
@@ -173,12 +173,7 @@ public record StandaloneConfig(
   public static StandaloneConfig fromEnvironment(Map<String, String> env) {
     String url = required(env, DATABASE_URL);
     String bootstrap = required(env, KAFKA_BOOTSTRAP_SERVERS);
-    OutboxTable table;
-    try {
-      table = OutboxTable.of(value(env, TABLE, OutboxTable.DEFAULT_NAME));
-    } catch (InvalidConfigurationException e) {
-      throw new InvalidConfigurationException(TABLE + ": " + e.getMessage());
-    }
+    OutboxTable table = tableFromEnvironment(env);
     return new StandaloneConfig(url, bootstrap, table, mode(env),
         duration(env, POLL_INTERVAL, Duration.ofSeconds(1)),
         integer(env, MAX_IN_FLIGHT, 1_000),
@@ -285,6 +280,31 @@ public record StandaloneConfig(
     return masked;
   }
 
+  /**
+   * Only what the dead-letter and backlog subcommands need ({@link AdminCommands}): the
+   * database URL, checked as for the relay.
+   *
+   * @throws InvalidConfigurationException naming the variable
+   */
+  static String databaseUrlFromEnvironment(Map<String, String> env) {
+    String url = required(env, DATABASE_URL);
+    validateDatabaseUrl(url);
+    return url;
+  }
+
+  /**
+   * The outbox table of {@value #TABLE} (default {@code streams_egress}).
+   *
+   * @throws InvalidConfigurationException naming the variable
+   */
+  static OutboxTable tableFromEnvironment(Map<String, String> env) {
+    try {
+      return OutboxTable.of(value(env, TABLE, OutboxTable.DEFAULT_NAME));
+    } catch (InvalidConfigurationException e) {
+      throw new InvalidConfigurationException(TABLE + ": " + e.getMessage());
+    }
+  }
+
   // ---- parsing helpers ----
 
   private static @Nullable String optional(Map<String, String> env, String name) {
@@ -337,12 +357,12 @@ public record StandaloneConfig(
     Duration parsed = parseDuration(value);
     if (parsed == null) {
       throw new InvalidConfigurationException(name + " must be a duration such as 500ms, 2s, 5m,"
-          + " 1h or ISO-8601 PT1.5S, got '" + value + "'");
+          + " 1h, 30d or ISO-8601 PT1.5S, got '" + value + "'");
     }
     return parsed;
   }
 
-  /** {@code 500ms}, {@code 2s}, {@code 5m}, {@code 1h} or ISO-8601; {@code null} if neither. */
+  /** {@code 500ms}, {@code 2s}, {@code 5m}, {@code 1h}, {@code 30d} or ISO-8601; {@code null} if neither. */
   static @Nullable Duration parseDuration(String text) {
     String value = text.trim().toLowerCase(Locale.ROOT);
     Matcher shortForm = SHORT_DURATION.matcher(value);
@@ -356,6 +376,8 @@ public record StandaloneConfig(
             return Duration.ofSeconds(amount);
           case "m":
             return Duration.ofMinutes(amount);
+          case "d":
+            return Duration.ofDays(amount);
           default:
             return Duration.ofHours(amount);
         }
