@@ -3,6 +3,7 @@ package dev.outbox.r2dbc;
 import dev.outbox.r2dbc.internal.Sql;
 import io.r2dbc.spi.ConnectionFactory;
 import io.r2dbc.spi.Readable;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.List;
 import java.util.Objects;
@@ -26,6 +27,9 @@ import reactor.core.publisher.Mono;
  * (use a pool). Immutable and thread-safe.
  */
 public final class OutboxStore {
+  /** Rows per statement of {@link #deleteDeadLettersOlderThan(Duration)}. */
+  public static final int PURGE_BATCH = 1_000;
+
   private final ConnectionFactory connections;
   private final OutboxTable table;
   private final String redriveSql;
@@ -33,6 +37,8 @@ public final class OutboxStore {
   private final String findDeadLetterSql;
   private final String deadLettersSql;
   private final String statsSql;
+  private final String deleteDeadLetterSql;
+  private final String deleteDeadLettersOlderThanSql;
 
   private OutboxStore(ConnectionFactory connections, OutboxTable table) {
     this.connections = connections;
@@ -51,6 +57,12 @@ public final class OutboxStore {
         + " insert_time, dead_lettered_at FROM " + dl;
     findDeadLetterSql = deadLetterColumns + " WHERE batch_id = $1";
     deadLettersSql = deadLetterColumns + " ORDER BY dead_lettered_at, batch_id LIMIT $1";
+    deleteDeadLetterSql = "DELETE FROM " + dl + " WHERE batch_id = $1";
+    // Bounded, oldest first, so one call never holds locks on (or waits for) a whole table of
+    // dead letters; SKIP LOCKED leaves rows a concurrent redrive or purge is moving.
+    deleteDeadLettersOlderThanSql = "DELETE FROM " + dl + " WHERE batch_id IN (SELECT batch_id"
+        + " FROM " + dl + " WHERE dead_lettered_at < now() - $1 * interval '1 millisecond'"
+        + " ORDER BY dead_lettered_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
     // Everything indexed or bounded: a backlog of millions must not make this slow (a relay
     // reads it every few seconds). Counts stop at EXACT_UP_TO + 1 rows; above that the
     // planner's estimate stands in. The first row in insert order comes from the insert_seq
@@ -102,6 +114,62 @@ public final class OutboxStore {
       return Sql.updated(connections, redriveSql, s -> s.bind(0, batchId).bind(1, raw)
           .bind(2, replacement.size()).bind(3, keys));
     });
+  }
+
+  /**
+   * Deletes the dead letter of {@code batchId} for good (its messages are never published);
+   * {@code false} when no such dead letter exists.
+   *
+   * <pre>{@code
+   * store.deleteDeadLetter(batchId)
+   *     .doOnNext(deleted -> log.info("purged {}: {}", batchId, deleted));
+   * }</pre>
+   */
+  public Mono<Boolean> deleteDeadLetter(String batchId) {
+    Objects.requireNonNull(batchId, "batchId");
+    return Sql.updated(connections, deleteDeadLetterSql, s -> s.bind(0, batchId));
+  }
+
+  /**
+   * Deletes up to {@code limit} dead letters that were dead-lettered more than {@code age} ago
+   * (by the database's clock), oldest first; emits how many it deleted. Call it again while it
+   * returns {@code limit} to delete them all, as {@link #deleteDeadLettersOlderThan(Duration)}
+   * does. Rows that another statement is moving or deleting at the same moment are skipped.
+   *
+   * <pre>{@code
+   * store.deleteDeadLettersOlderThan(Duration.ofDays(30), 1_000)
+   *     .doOnNext(count -> log.info("deleted {} dead letters older than 30 days", count));
+   * }</pre>
+   *
+   * <p>Fails with {@link InvalidConfigurationException} when {@code age} is negative or {@code
+   * limit} is below 1.
+   */
+  public Mono<Long> deleteDeadLettersOlderThan(Duration age, int limit) {
+    Objects.requireNonNull(age, "age");
+    return Mono.defer(() -> {
+      if (age.isNegative()) {
+        return Mono.error(new InvalidConfigurationException(
+            "The age of dead letters to delete must not be negative, was " + age));
+      }
+      if (limit < 1) {
+        return Mono.error(new InvalidConfigurationException(
+            "The most dead letters to delete must be at least 1, was " + limit));
+      }
+      long millis = saturatedMillis(age);
+      return Sql.rowsUpdated(connections, deleteDeadLettersOlderThanSql,
+          s -> s.bind(0, millis).bind(1, limit));
+    });
+  }
+
+  /**
+   * Deletes every dead letter that was dead-lettered more than {@code age} ago, in statements of
+   * {@value #PURGE_BATCH} rows one after another (none holds locks for long); emits the total.
+   * Fails with {@link InvalidConfigurationException} when {@code age} is negative.
+   */
+  public Mono<Long> deleteDeadLettersOlderThan(Duration age) {
+    Mono<Long> batch = deleteDeadLettersOlderThan(age, PURGE_BATCH);
+    return batch.expand(deleted -> deleted < PURGE_BATCH ? Mono.empty() : batch)
+        .reduce(0L, Long::sum);
   }
 
   /** The outbox row of {@code batchId}; empty when there is none. */
@@ -168,6 +236,17 @@ public final class OutboxStore {
     }
     return Math.max(exact, estimated == null ? 0 : estimated);
   }
+
+  /** Longer ages are cut to 1,000 years (now() minus more could leave the timestamp range). */
+  private static long saturatedMillis(Duration age) {
+    try {
+      return Math.min(age.toMillis(), MAX_AGE_MILLIS);
+    } catch (ArithmeticException e) {
+      return MAX_AGE_MILLIS;
+    }
+  }
+
+  private static final long MAX_AGE_MILLIS = Duration.ofDays(365L * 1_000).toMillis();
 
   private static DeadLetter deadLetter(Readable row) {
     return new DeadLetter(

@@ -262,6 +262,81 @@ class OutboxStorePostgresTest {
     assertThat(admin.findDeadLetter(id).block()).isNotNull();
   }
 
+  /** Dead-letters every outbox row, as dead-lettered {@code ageSql} ago (e.g. {@code 40 days}). */
+  private void deadLetterAll(String ageSql) {
+    String t = table.qualifiedName();
+    postgres.execute("WITH moved AS (DELETE FROM " + t + " RETURNING batch_id, message_count,"
+        + " raw_data, insert_time, message_keys) INSERT INTO " + table.deadLetterQualifiedName()
+        + " (batch_id, message_count, write_retries, reason, raw_data, insert_time, message_keys,"
+        + " dead_lettered_at) SELECT batch_id, message_count, 0, 'test', raw_data, insert_time,"
+        + " message_keys, now() - interval '" + ageSql + "' FROM moved");
+  }
+
+  @Test
+  void deleteDeadLetterRemovesOnlyThatDeadLetterAndTheOutboxRowIsUntouched() {
+    List<String> ids = writeBatches(3);
+    deadLetterAll("1 minute");
+    // A batch of the same id back in the outbox (re-driven) must not be deleted by the purge.
+    StepVerifier.create(admin.redrive(ids.get(2))).expectNext(true).verifyComplete();
+
+    StepVerifier.create(admin.deleteDeadLetter(ids.get(0))).expectNext(true).verifyComplete();
+    StepVerifier.create(admin.deleteDeadLetter(ids.get(0))).expectNext(false).verifyComplete();
+    StepVerifier.create(admin.deleteDeadLetter(ids.get(2))).expectNext(false).verifyComplete();
+
+    assertThat(admin.deadLetters(10).map(DeadLetter::batchId).collectList().block())
+        .containsExactly(ids.get(1));
+    assertThat(admin.find(ids.get(2)).block()).as("the re-driven row").isNotNull();
+  }
+
+  @Test
+  void deleteDeadLettersOlderThanDeletesOnlyOlderOnesInBoundedStatements() {
+    List<String> old = writeBatches(5);
+    deadLetterAll("40 days");
+    String recent = writeBatches(1).get(0);
+    deadLetterAll("1 day");
+
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(30), 2))
+        .expectNext(2L).verifyComplete();
+    assertThat(admin.deadLetters(10).map(DeadLetter::batchId).collectList().block())
+        .as("two of the old ones went, the recent one stays").hasSize(4).contains(recent)
+        .containsAnyElementsOf(old);
+
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(30)))
+        .expectNext(3L).verifyComplete();
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(30)))
+        .expectNext(0L).verifyComplete();
+    assertThat(admin.deadLetters(10).map(DeadLetter::batchId).collectList().block())
+        .containsExactly(recent);
+
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(365_000_000L)))
+        .as("an age beyond any timestamp deletes nothing, without an error")
+        .expectNext(0L).verifyComplete();
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofHours(1)))
+        .expectNext(1L).verifyComplete();
+  }
+
+  @Test
+  void deleteDeadLettersOlderThanRepeatsBatchesUntilNoneIsLeft() {
+    String dl = table.deadLetterQualifiedName();
+    int count = OutboxStore.PURGE_BATCH * 2 + 7;
+    postgres.execute("INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason,"
+        + " raw_data, insert_time, dead_lettered_at) SELECT lpad(i::text, 27, '0'), 1, 0, 'x',"
+        + " '\\x00'::bytea, now(), now() - interval '2 days' FROM generate_series(1, " + count
+        + ") AS i");
+
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(1)))
+        .expectNext((long) count).verifyComplete();
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + dl)).isZero();
+  }
+
+  @Test
+  void invalidPurgeArgumentsAreNamedErrors() {
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofSeconds(-1)))
+        .expectError(InvalidConfigurationException.class).verify();
+    StepVerifier.create(admin.deleteDeadLettersOlderThan(Duration.ofDays(1), 0))
+        .expectError(InvalidConfigurationException.class).verify();
+  }
+
   @Test
   void statsReportBacklogAndOldestRow() {
     Instant before = Instant.now().minusSeconds(1);

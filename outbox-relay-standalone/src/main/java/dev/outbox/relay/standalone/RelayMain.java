@@ -26,6 +26,9 @@ import org.slf4j.LoggerFactory;
  * if the stop does not finish within the drain plus 5 s the process exits with status 1.
  * Invalid configuration exits at once with status {@value #EXIT_INVALID_CONFIGURATION} and a
  * message naming the variable; any other startup failure with status {@value #EXIT_START_FAILED}.
+ *
+ * <p>With arguments it runs one dead-letter or backlog subcommand instead ({@link
+ * AdminCommands}: {@code dead-letters list|show|redrive|purge}, {@code backlog}) and exits.
  */
 public final class RelayMain {
   /** Exit status when the environment holds an invalid or missing variable. */
@@ -41,6 +44,11 @@ public final class RelayMain {
 
   public static void main(String[] args) throws InterruptedException {
     Map<String, String> env = System.getenv();
+    if (args.length > 0) {
+      // A dead-letter or backlog subcommand: runs, prints, exits; no relay starts.
+      System.exit(AdminCommands.run(List.of(args), env, System.out, System.err));
+      return;
+    }
     StandaloneConfig config;
     try {
       config = StandaloneConfig.fromEnvironment(env);

@@ -60,12 +60,14 @@ import reactor.core.publisher.Mono;
  *   <tr><td>{@value #HTTP_PORT}</td><td>8080</td><td>health and metrics port; 0 picks a free one</td></tr>
  *   <tr><td>{@value #DB_POOL_SIZE}</td><td>10</td><td>most pooled database connections</td></tr>
  *   <tr><td>{@value #INSTANCE_ID}</td><td>{@code relay-<pid>-<random>}</td><td>lease owner name</td></tr>
+ *   <tr><td>{@value #DEAD_LETTER_RETENTION}</td><td>off</td><td>delete dead letters older than
+ *       this ({@code 30d}); {@code off} or unset keeps them</td></tr>
  *   <tr><td>{@code OUTBOX_KAFKA_<PROP>}</td><td></td><td>producer property {@code <prop>}, lower
  *       case, {@code _} as {@code .}: {@code OUTBOX_KAFKA_LINGER_MS=20} gives {@code linger.ms=20}</td></tr>
  * </table>
  *
  * <p>Durations are ISO-8601 ({@code PT1.5S}) or a whole number with a unit: {@code 500ms},
- * {@code 2s}, {@code 5m}, {@code 1h}.
+ * {@code 2s}, {@code 5m}, {@code 1h}, {@code 30d}.
  *
  * @param databaseUrl R2DBC URL; may hold a password, so never log it directly
  * @param kafkaBootstrapServers Kafka {@code bootstrap.servers}
@@ -79,6 +81,8 @@ import reactor.core.publisher.Mono;
  * @param httpPort port of {@code /health} and {@code /metrics}; 0 for any free port
  * @param dbPoolSize most connections in the database pool
  * @param instanceId lease owner name, or {@code null} for the relay's default
+ * @param deadLetterRetention dead letters older than this are deleted by the running relay;
+ *     {@code null} (the default) keeps them until an operator acts
  * @param kafkaProperties further producer properties (may hold secrets), sorted by name
  */
 public record StandaloneConfig(
@@ -94,6 +98,7 @@ public record StandaloneConfig(
     int httpPort,
     int dbPoolSize,
     @Nullable String instanceId,
+    @Nullable Duration deadLetterRetention,
     Map<String, String> kafkaProperties) {
 
   public static final String DATABASE_URL = "OUTBOX_DATABASE_URL";
@@ -108,6 +113,7 @@ public record StandaloneConfig(
   public static final String HTTP_PORT = "OUTBOX_HTTP_PORT";
   public static final String DB_POOL_SIZE = "OUTBOX_DB_POOL_SIZE";
   public static final String INSTANCE_ID = "OUTBOX_INSTANCE_ID";
+  public static final String DEAD_LETTER_RETENTION = "OUTBOX_DEAD_LETTER_RETENTION";
   /** Read by the bundled {@code logback.xml}, not by this class. */
   public static final String LOG_LEVEL = "OUTBOX_LOG_LEVEL";
   /** Prefix of the producer property pass-through variables. */
@@ -118,13 +124,13 @@ public record StandaloneConfig(
 
   private static final Set<String> KNOWN = Set.of(DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, TABLE,
       MODE, POLL_INTERVAL, MAX_IN_FLIGHT, CLAIM_SIZE, LEASE, DRAIN, HTTP_PORT, DB_POOL_SIZE,
-      INSTANCE_ID, LOG_LEVEL);
+      INSTANCE_ID, DEAD_LETTER_RETENTION, LOG_LEVEL);
   /** Variables of the test harness (outbox-testing), not of the relay: not reported as unknown. */
   private static final Set<String> TEST_HARNESS = Set.of(
       "OUTBOX_TEST_POSTGRES_URL", "OUTBOX_TEST_KAFKA_BOOTSTRAP");
   private static final List<String> SECRET_MARKERS =
       List.of("password", "secret", "sasl.jaas", "keystore.key");
-  private static final Pattern SHORT_DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h)");
+  private static final Pattern SHORT_DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h|d)");
   private static final Pattern SECRET_QUERY_PARAMETER =
       Pattern.compile("([?&][^=&]*(?i:password|secret)[^=&]*=)[^&]*");
 
@@ -148,6 +154,9 @@ public record StandaloneConfig(
       validateRelayOption(INSTANCE_ID, b -> b.instanceId(id));
     }
     positive(DRAIN, drain);
+    if (deadLetterRetention != null) {
+      positive(DEAD_LETTER_RETENTION, deadLetterRetention);
+    }
     atLeast(DB_POOL_SIZE, dbPoolSize, 1);
     if (httpPort < 0 || httpPort > 65_535) {
       throw new InvalidConfigurationException(
@@ -173,12 +182,7 @@ public record StandaloneConfig(
   public static StandaloneConfig fromEnvironment(Map<String, String> env) {
     String url = required(env, DATABASE_URL);
     String bootstrap = required(env, KAFKA_BOOTSTRAP_SERVERS);
-    OutboxTable table;
-    try {
-      table = OutboxTable.of(value(env, TABLE, OutboxTable.DEFAULT_NAME));
-    } catch (InvalidConfigurationException e) {
-      throw new InvalidConfigurationException(TABLE + ": " + e.getMessage());
-    }
+    OutboxTable table = tableFromEnvironment(env);
     return new StandaloneConfig(url, bootstrap, table, mode(env),
         duration(env, POLL_INTERVAL, Duration.ofSeconds(1)),
         integer(env, MAX_IN_FLIGHT, 1_000),
@@ -188,6 +192,7 @@ public record StandaloneConfig(
         integer(env, HTTP_PORT, 8080),
         integer(env, DB_POOL_SIZE, 10),
         optional(env, INSTANCE_ID),
+        retention(env),
         kafkaProperties(env));
   }
 
@@ -238,6 +243,8 @@ public record StandaloneConfig(
     line(text, HTTP_PORT, httpPort == 0 ? "0 (any free port)" : Integer.toString(httpPort));
     line(text, DB_POOL_SIZE, Integer.toString(dbPoolSize));
     line(text, INSTANCE_ID, instanceId == null ? "(default: relay-<pid>-<random>)" : instanceId);
+    line(text, DEAD_LETTER_RETENTION, deadLetterRetention == null ? "off (dead letters are kept)"
+        : format(deadLetterRetention));
     if (kafkaProperties.isEmpty()) {
       text.append("\n  Kafka producer properties: (defaults)");
     } else {
@@ -285,6 +292,31 @@ public record StandaloneConfig(
     return masked;
   }
 
+  /**
+   * Only what the dead-letter and backlog subcommands need ({@link AdminCommands}): the
+   * database URL, checked as for the relay.
+   *
+   * @throws InvalidConfigurationException naming the variable
+   */
+  static String databaseUrlFromEnvironment(Map<String, String> env) {
+    String url = required(env, DATABASE_URL);
+    validateDatabaseUrl(url);
+    return url;
+  }
+
+  /**
+   * The outbox table of {@value #TABLE} (default {@code streams_egress}).
+   *
+   * @throws InvalidConfigurationException naming the variable
+   */
+  static OutboxTable tableFromEnvironment(Map<String, String> env) {
+    try {
+      return OutboxTable.of(value(env, TABLE, OutboxTable.DEFAULT_NAME));
+    } catch (InvalidConfigurationException e) {
+      throw new InvalidConfigurationException(TABLE + ": " + e.getMessage());
+    }
+  }
+
   // ---- parsing helpers ----
 
   private static @Nullable String optional(Map<String, String> env, String name) {
@@ -316,6 +348,15 @@ public record StandaloneConfig(
     }
   }
 
+  /** Unset, blank or {@code off}: none. */
+  private static @Nullable Duration retention(Map<String, String> env) {
+    String value = optional(env, DEAD_LETTER_RETENTION);
+    if (value == null || value.equalsIgnoreCase("off")) {
+      return null;
+    }
+    return duration(env, DEAD_LETTER_RETENTION, Duration.ZERO);
+  }
+
   private static int integer(Map<String, String> env, String name, int defaultValue) {
     String value = optional(env, name);
     if (value == null) {
@@ -337,12 +378,12 @@ public record StandaloneConfig(
     Duration parsed = parseDuration(value);
     if (parsed == null) {
       throw new InvalidConfigurationException(name + " must be a duration such as 500ms, 2s, 5m,"
-          + " 1h or ISO-8601 PT1.5S, got '" + value + "'");
+          + " 1h, 30d or ISO-8601 PT1.5S, got '" + value + "'");
     }
     return parsed;
   }
 
-  /** {@code 500ms}, {@code 2s}, {@code 5m}, {@code 1h} or ISO-8601; {@code null} if neither. */
+  /** {@code 500ms}, {@code 2s}, {@code 5m}, {@code 1h}, {@code 30d} or ISO-8601; {@code null} if neither. */
   static @Nullable Duration parseDuration(String text) {
     String value = text.trim().toLowerCase(Locale.ROOT);
     Matcher shortForm = SHORT_DURATION.matcher(value);
@@ -356,6 +397,8 @@ public record StandaloneConfig(
             return Duration.ofSeconds(amount);
           case "m":
             return Duration.ofMinutes(amount);
+          case "d":
+            return Duration.ofDays(amount);
           default:
             return Duration.ofHours(amount);
         }
@@ -567,8 +610,13 @@ public record StandaloneConfig(
     text.append("\n  ").append(name).append('=').append(value);
   }
 
-  /** {@code 500ms}, {@code 30s}, or ISO-8601 for anything else. */
+  /** {@code 500ms}, {@code 30s}, {@code 12h}, {@code 30d}, or ISO-8601 for anything else. */
   static String format(Duration duration) {
+    if (!duration.isNegative() && duration.getNano() == 0 && duration.getSeconds() >= 3_600
+        && duration.getSeconds() % 3_600 == 0) {
+      long hours = duration.toHours();
+      return hours % 24 == 0 ? hours / 24 + "d" : hours + "h";
+    }
     if (!duration.isNegative() && duration.getNano() % 1_000_000 == 0) {
       long millis = duration.toMillis();
       return millis % 1000 == 0 ? millis / 1000 + "s" : millis + "ms";

@@ -1,5 +1,6 @@
 package dev.outbox.relay.standalone;
 
+import dev.outbox.r2dbc.OutboxStore;
 import dev.outbox.relay.MicrometerRelayMetrics;
 import dev.outbox.relay.OutboxRelay;
 import dev.outbox.relay.RelayHandle;
@@ -35,6 +36,7 @@ import java.util.function.ToDoubleFunction;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
 import reactor.core.publisher.Mono;
 import reactor.core.scheduler.Schedulers;
 import reactor.netty.DisposableServer;
@@ -61,6 +63,9 @@ import reactor.netty.http.server.HttpServerResponse;
  * relay.stop(Duration.ofSeconds(10)).block(Duration.ofSeconds(15));   // on shutdown
  * }</pre>
  *
+ * <p>With {@link StandaloneConfig#deadLetterRetention()} set it also deletes expired dead
+ * letters now and then (bounded runs, each count logged).
+ *
  * <p>{@link RelayMain} is the process entry point around this class. Thread-safe.
  */
 public final class StandaloneRelay {
@@ -68,6 +73,12 @@ public final class StandaloneRelay {
   private static final Duration HTTP_CLOSE_TIMEOUT = Duration.ofSeconds(5);
   private static final String PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
   private static final String JSON = "application/json";
+  /** Most dead letters one retention run deletes (one statement; locks stay short). */
+  static final int RETENTION_BATCH = 1_000;
+  /** After a run that deleted a full batch: the next one comes this soon. */
+  private static final Duration RETENTION_CATCH_UP = Duration.ofSeconds(1);
+  /** Retention runs at least this often (the retention / 10 when shorter), at most every 1 s. */
+  private static final Duration RETENTION_MAX_INTERVAL = Duration.ofMinutes(10);
 
   private static final Logger log = LoggerFactory.getLogger(StandaloneRelay.class);
 
@@ -81,6 +92,7 @@ public final class StandaloneRelay {
   private final AtomicReference<@Nullable Mono<Void>> stopping = new AtomicReference<>();
   private volatile @Nullable RelayHandle handle;
   private volatile @Nullable DisposableServer server;
+  private volatile @Nullable Disposable retention;
 
   private enum State { STARTING, RUNNING, FAILED, STOPPING }
 
@@ -127,6 +139,10 @@ public final class StandaloneRelay {
               .get("/metrics", relay::metrics))
           .bindNow(Duration.ofSeconds(30));
       relay.startRelay();
+      Duration keep = config.deadLetterRetention();
+      if (keep != null) {
+        relay.startRetention(keep);
+      }
     } catch (RuntimeException e) {
       relay.disposeNow();
       throw e;
@@ -171,6 +187,44 @@ public final class StandaloneRelay {
     relay.outcomes().subscribe(this::logOutcome, error -> relayEnded(), this::relayEnded);
     handle = relay.start();
     state.compareAndSet(State.STARTING, State.RUNNING);
+  }
+
+  /**
+   * {@value StandaloneConfig#DEAD_LETTER_RETENTION}: deletes dead letters older than {@code keep}
+   * now and then every {@link #retentionInterval}, {@value #RETENTION_BATCH} per run (sooner
+   * again after a full run, so a large backlog of expired ones drains without one long
+   * statement). A failed run is logged and retried at the next interval.
+   */
+  private void startRetention(Duration keep) {
+    OutboxStore store = OutboxStore.create(pool, config.table());
+    Duration every = retentionInterval(keep);
+    String where = config.table().deadLetterQualifiedName();
+    log.info("Dead letters older than {} are deleted from {} every {}, {} at most per run",
+        StandaloneConfig.format(keep), where, StandaloneConfig.format(every), RETENTION_BATCH);
+    retention = Mono.defer(() -> store.deleteDeadLettersOlderThan(keep, RETENTION_BATCH))
+        .doOnNext(deleted -> {
+          if (deleted > 0) {
+            log.info("Deleted {} dead letters older than {} from {} ({})", deleted,
+                StandaloneConfig.format(keep), where, StandaloneConfig.DEAD_LETTER_RETENTION);
+          }
+        })
+        .onErrorResume(e -> {
+          log.warn("Deleting expired dead letters from {} failed; trying again in {}: {}",
+              where, StandaloneConfig.format(every), e.toString());
+          return Mono.just(0L);
+        })
+        .flatMap(deleted -> Mono.delay(deleted >= RETENTION_BATCH ? RETENTION_CATCH_UP : every))
+        .repeat()
+        .subscribe(ignored -> { }, e -> log.error("Dead-letter retention ended", e));
+  }
+
+  /** A tenth of the retention, between 1 s and {@link #RETENTION_MAX_INTERVAL}. */
+  static Duration retentionInterval(Duration keep) {
+    Duration tenth = keep.dividedBy(10);
+    if (tenth.compareTo(Duration.ofSeconds(1)) < 0) {
+      return Duration.ofSeconds(1);
+    }
+    return tenth.compareTo(RETENTION_MAX_INTERVAL) > 0 ? RETENTION_MAX_INTERVAL : tenth;
   }
 
   private void logOutcome(RelayOutcome outcome) {
@@ -223,6 +277,7 @@ public final class StandaloneRelay {
 
   private Mono<Void> stopping(Duration drain) {
     state.set(State.STOPPING);
+    disposeRetention();
     RelayHandle running = handle;
     Mono<Void> relayStop = running == null ? Mono.empty() : running.stop(drain)
         .onErrorResume(e -> {
@@ -253,6 +308,7 @@ public final class StandaloneRelay {
 
   /** After a failed start, from the thread that called {@link #start}. */
   private void disposeNow() {
+    disposeRetention();
     DisposableServer bound = server;
     if (bound != null) {
       bound.dispose();
@@ -260,6 +316,13 @@ public final class StandaloneRelay {
     httpConnections.close();
     pool.dispose();
     registry.close();
+  }
+
+  private void disposeRetention() {
+    Disposable running = retention;
+    if (running != null) {
+      running.dispose();
+    }
   }
 
   // ---- HTTP ----

@@ -11,6 +11,10 @@
  * mvn -B -q -Prun -pl outbox-relay-standalone -am verify -DskipTests
  * }</pre>
  *
+ * <p>With a subcommand the same program operates on the table instead of relaying ({@link
+ * dev.outbox.relay.standalone.AdminCommands}): {@code dead-letters list|show|redrive|purge} and
+ * {@code backlog}, printing plain text and exiting 0, 1 or 2.
+ *
  * <p>Embedded in another program, the same process is two calls:
  *
  * <pre>{@code

@@ -66,10 +66,13 @@ class RelayMainProcessTest {
     return userInfo.substring(userInfo.indexOf(':') + 1);
   }
 
-  private Process launch(Map<String, String> outboxEnv, Path output) throws IOException {
+  private Process launch(Map<String, String> outboxEnv, Path output, String... args)
+      throws IOException {
     String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
-    ProcessBuilder builder = new ProcessBuilder(java, "-Xmx256m",
-        "-cp", System.getProperty("java.class.path"), RelayMain.class.getName());
+    List<String> command = new java.util.ArrayList<>(List.of(java, "-Xmx256m",
+        "-cp", System.getProperty("java.class.path"), RelayMain.class.getName()));
+    command.addAll(List.of(args));
+    ProcessBuilder builder = new ProcessBuilder(command);
     builder.environment().keySet().removeIf(name -> name.startsWith("OUTBOX_"));
     builder.environment().putAll(outboxEnv);
     builder.redirectErrorStream(true).redirectOutput(output.toFile());
@@ -146,6 +149,51 @@ class RelayMainProcessTest {
         .contains("Outbox relay stopped")
         .doesNotContain(dbPassword)
         .doesNotContain(kafkaSecret);
+  }
+
+  @Test
+  void deadLetterSubcommandsRunWithoutStartingTheRelayAndExitWithTheirStatus() throws Exception {
+    OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("process_admin"));
+    ConnectionPool pool = postgres.newPool(2);
+    String batchId;
+    try {
+      OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(60));
+      OutboxTransactions.inTransaction(pool, c -> OutboxWriter.builder().table(table).build()
+              .write(Message.builder().stream("t").key("k").data(new byte[] {42}).build()))
+          .block(Duration.ofSeconds(30));
+      batchId = (String) postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName())
+          .get(0);
+      postgres.execute("WITH moved AS (DELETE FROM " + table.qualifiedName() + " RETURNING"
+          + " batch_id, message_count, raw_data, insert_time) INSERT INTO "
+          + table.deadLetterQualifiedName() + " (batch_id, message_count, write_retries, reason,"
+          + " raw_data, insert_time) SELECT batch_id, message_count, 20, 'Kafka said no',"
+          + " raw_data, insert_time FROM moved");
+    } finally {
+      pool.dispose();
+    }
+    // Only the database: no Kafka variable, no HTTP port, as an operator would run it.
+    Map<String, String> env = Map.of("OUTBOX_DATABASE_URL", postgres.url(),
+        "OUTBOX_TABLE", table.qualifiedName());
+    Path listed = dir.resolve("list.log");
+    Path purged = dir.resolve("purge.log");
+    Path misused = dir.resolve("misused.log");
+
+    Process list = launch(env, listed, "dead-letters", "list");
+    assertThat(list.waitFor(60, TimeUnit.SECONDS)).as("list exited within 60 s").isTrue();
+    Process purge = launch(env, purged, "dead-letters", "purge", batchId);
+    assertThat(purge.waitFor(60, TimeUnit.SECONDS)).as("purge exited within 60 s").isTrue();
+    Process misuse = launch(env, misused, "dead-letters", "purge", "--older-than", "soon");
+    assertThat(misuse.waitFor(60, TimeUnit.SECONDS)).as("misuse exited within 60 s").isTrue();
+
+    assertThat(list.exitValue()).as("list; output:\n%s", read(listed)).isZero();
+    assertThat(read(listed)).contains(batchId).contains("Kafka said no")
+        .doesNotContain("Outbox relay started");
+    assertThat(purge.exitValue()).as("purge; output:\n%s", read(purged)).isZero();
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + table.deadLetterQualifiedName()))
+        .isZero();
+    assertThat(misuse.exitValue()).as("misuse; output:\n%s", read(misused))
+        .isEqualTo(AdminCommands.EXIT_USAGE);
+    assertThat(read(misused)).contains("--older-than must be a duration").contains("Usage");
   }
 
   @Test

@@ -44,6 +44,7 @@ class StandaloneConfigTest {
     assertThat(config.httpPort()).isEqualTo(8080);
     assertThat(config.dbPoolSize()).isEqualTo(10);
     assertThat(config.instanceId()).isNull();
+    assertThat(config.deadLetterRetention()).isNull();
     assertThat(config.kafkaProperties()).isEmpty();
     assertThat(config.producerProperties())
         .containsExactly(Map.entry("bootstrap.servers", "kafka-1:9092,kafka-2:9092"));
@@ -100,6 +101,20 @@ class StandaloneConfigTest {
     assertThat(StandaloneConfig.parseDuration("99999999999999999999s")).isNull();
   }
 
+  @Test
+  void deadLetterRetentionIsOffUnlessADurationIsGiven() {
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_DEAD_LETTER_RETENTION", "30d"))
+        .deadLetterRetention()).isEqualTo(Duration.ofDays(30));
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_DEAD_LETTER_RETENTION", "P7D"))
+        .deadLetterRetention()).isEqualTo(Duration.ofDays(7));
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_DEAD_LETTER_RETENTION", "OFF"))
+        .deadLetterRetention()).isNull();
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_DEAD_LETTER_RETENTION", "12h"))
+        .describe()).contains("OUTBOX_DEAD_LETTER_RETENTION=12h");
+    assertThat(StandaloneConfig.fromEnvironment(env()).describe())
+        .contains("OUTBOX_DEAD_LETTER_RETENTION=off");
+  }
+
   @ParameterizedTest(name = "{0}={1}")
   @CsvSource(delimiter = '|', value = {
       "OUTBOX_DATABASE_URL            | ''                          | is required",
@@ -123,6 +138,8 @@ class StandaloneConfigTest {
       "OUTBOX_LEASE                   | 30                          | must be a duration",
       "OUTBOX_DRAIN                   | 0ms                         | must be positive",
       "OUTBOX_DRAIN                   | -PT1S                       | must be positive",
+      "OUTBOX_DEAD_LETTER_RETENTION   | a month                     | must be a duration",
+      "OUTBOX_DEAD_LETTER_RETENTION   | 0d                          | must be positive",
       "OUTBOX_HTTP_PORT               | 65536                       | 0 to 65535",
       "OUTBOX_HTTP_PORT               | -1                          | 0 to 65535",
       "OUTBOX_HTTP_PORT               | http                        | whole number",

@@ -133,6 +133,35 @@ class StandaloneRelayTest {
   }
 
   @Test
+  void deadLetterRetentionDeletesExpiredDeadLettersInBoundedRunsAndKeepsRecentOnes() {
+    String dl = table.deadLetterQualifiedName();
+    int expired = StandaloneRelay.RETENTION_BATCH * 2 + 5; // needs three runs
+    postgres.execute("INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason,"
+        + " raw_data, insert_time, dead_lettered_at) SELECT 'old' || lpad(g::text, 24, '0'), 1,"
+        + " 0, 'x', '\\x00'::bytea, now(), now() - interval '2 hours'"
+        + " FROM generate_series(1, " + expired + ") AS g",
+        "INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
+        + " insert_time, dead_lettered_at) VALUES ('new' || lpad('1', 24, '0'), 1, 0, 'x',"
+        + " '\\x00'::bytea, now(), now() - interval '50 minutes')");
+    Map<String, String> env = env(postgres.url());
+    env.put("OUTBOX_DEAD_LETTER_RETENTION", "1h");
+
+    start(env);
+
+    Poll.until("every expired dead letter is deleted", Duration.ofSeconds(60),
+        () -> postgres.queryLong("SELECT count(*) FROM " + dl + " WHERE batch_id LIKE 'old%'") == 0);
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + dl + " WHERE batch_id LIKE 'new%'"))
+        .as("the one dead-lettered 50 minutes ago").isEqualTo(1);
+  }
+
+  @Test
+  void retentionRunsAboutTenTimesPerRetentionWithinBounds() {
+    assertThat(StandaloneRelay.retentionInterval(Duration.ofDays(30))).isEqualTo(Duration.ofMinutes(10));
+    assertThat(StandaloneRelay.retentionInterval(Duration.ofMinutes(20))).isEqualTo(Duration.ofMinutes(2));
+    assertThat(StandaloneRelay.retentionInterval(Duration.ofSeconds(3))).isEqualTo(Duration.ofSeconds(1));
+  }
+
+  @Test
   void healthIsDownWhileTheDatabaseIsUnreachable() throws IOException {
     int closedPort;
     try (ServerSocket socket = new ServerSocket(0)) {
