@@ -7,6 +7,7 @@ import io.r2dbc.spi.Readable;
 import io.r2dbc.spi.Statement;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.Base64;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Objects;
@@ -73,8 +74,8 @@ public final class RelayStore {
     claimByIdSql = "UPDATE " + t + " SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
-        + " RETURNING batch_id, insert_seq, message_count, write_retries, raw_data, insert_time,"
-        + " lease_expires_at";
+        + " RETURNING batch_id, insert_seq, message_count, write_retries, " + rawDataAsText("")
+        + ", insert_time, lease_expires_at";
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
@@ -146,7 +147,8 @@ public final class RelayStore {
         + " FROM sized WHERE o.batch_id = sized.batch_id"
         + " AND ((sized.running <= $5 AND sized.running_bytes <= $7)"
         + " OR (sized.position = 1 AND $6))"
-        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, o.raw_data,"
+        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, "
+        + rawDataAsText("o.") + ","
         + " o.insert_time, o.lease_expires_at";
   }
 
@@ -290,13 +292,28 @@ public final class RelayStore {
         .bind(2, reason));
   }
 
+  /**
+   * {@code raw_data} as base64 text: r2dbc-postgresql receives {@code bytea} as hex text and
+   * decodes it through a regular expression, which cost about a quarter of the relay's CPU;
+   * base64 is a third smaller on the wire and the JDK decodes it fast. (PostgreSQL breaks the
+   * text into lines, which the MIME decoder skips.)
+   */
+  private static String rawDataAsText(String qualifier) {
+    return "encode(" + qualifier + "raw_data, 'base64') AS raw_data_base64";
+  }
+
+  private static byte[] fromBase64(Readable row) {
+    String text = Objects.requireNonNull(row.get("raw_data_base64", String.class), "raw_data");
+    return Base64.getMimeDecoder().decode(text);
+  }
+
   private static ClaimedBatch claimed(Readable row, UUID token) {
     return new ClaimedBatch(
         row.get("batch_id", String.class),
         row.get("insert_seq", Long.class),
         row.get("message_count", Integer.class),
         row.get("write_retries", Integer.class),
-        Sql.bytes(row, "raw_data"),
+        fromBase64(row),
         row.get("insert_time", Instant.class),
         token,
         row.get("lease_expires_at", Instant.class));
