@@ -17,6 +17,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicReference;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.SynchronousSink;
@@ -33,6 +35,7 @@ import org.jspecify.annotations.Nullable;
  * been acknowledged. Unacknowledged transactions are re-delivered after a restart.
  */
 final class WalFollower {
+  private static final Logger log = LoggerFactory.getLogger(WalFollower.class);
 
   /** One inserted row. {@code endLsn} is the position to confirm (end of the commit record). */
   record WalInsert(String batchId, long xid, LogSequenceNumber commitLsn,
@@ -76,18 +79,43 @@ final class WalFollower {
         Connection::close);
   }
 
-  /** Creates the publication unless it exists: inserts only, only {@code column} (PG 15+). */
+  /**
+   * Creates the publication unless it exists (inserts only, only {@code column}, PG 15+), and
+   * puts {@code table} back into it when it is missing: a table dropped and created again leaves
+   * the publication, and nothing of the new table would reach the slot.
+   */
   static Mono<Void> ensurePublication(ConnectionFactory regular, String publication,
       String table, String column) {
-    String ddl = "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '"
-        + publication + "') THEN CREATE PUBLICATION " + publication + " FOR TABLE " + table
-        + " (" + column + ") WITH (publish = 'insert'); END IF; END $$";
+    String state = "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication,"
+        + " EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+        + " WHERE p.pubname = $1 AND r.prrelid = to_regclass($2)) AS member";
     return Mono.usingWhen(regular.create(),
-        c -> Flux.from(c.createStatement(ddl).execute()).flatMap(r -> r.getRowsUpdated()).then(),
+        c -> Flux.from(c.createStatement(state).bind("$1", publication).bind("$2", table).execute())
+            .concatMap(r -> r.map(row -> new boolean[] {
+                Boolean.TRUE.equals(row.get("publication", Boolean.class)),
+                Boolean.TRUE.equals(row.get("member", Boolean.class))}))
+            .next()
+            .flatMap(found -> {
+              if (found[0] && found[1]) {
+                return Mono.empty();
+              }
+              String ddl = !found[0]
+                  ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + " (" + column
+                      + ") WITH (publish = 'insert')"
+                  : "ALTER PUBLICATION " + publication + " ADD TABLE " + table + " (" + column + ")";
+              if (found[0]) {
+                log.warn("Publication {} did not include {} (dropped and created again?): adding"
+                    + " it; rows written meanwhile are published by the start-up sweep",
+                    publication, table);
+              }
+              return Flux.from(c.createStatement(ddl).execute()).flatMap(r -> r.getRowsUpdated())
+                  .then()
+                  // 42710: created or added concurrently by another relay
+                  .onErrorResume(e -> e instanceof R2dbcException r
+                      && "42710".equals(r.getSqlState()), e -> Mono.empty());
+            }),
         Connection::close);
   }
-
-
 
   // ---------------------------------------------------------------- following
 

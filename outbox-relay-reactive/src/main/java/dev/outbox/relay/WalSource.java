@@ -14,7 +14,8 @@ import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
 
 /**
- * WAL mode: committed inserts in commit order, one batch at a time. Each batch is claimed by id
+ * WAL mode: first the rows already committed when the slot is ready (in insert order), then
+ * committed inserts in commit order, one batch at a time. Each batch is claimed by id
  * and handed to the pipeline; the next waits until it is settled (a retry is waited out in
  * place), and a transaction's log position is confirmed only once all its batches are.
  */
@@ -23,6 +24,8 @@ final class WalSource implements BatchSource {
   private static final Duration STATUS_INTERVAL = Duration.ofMillis(500);
   /** How long to wait before claiming again a batch another holder's lease still covers. */
   private static final Duration LEASED_WAIT = Duration.ofSeconds(1);
+  /** Rows read per statement by the start-up sweep. */
+  private static final int SWEEP_PAGE = 500;
 
   private final ConnectionFactory unpooled;
   private final RelayStore store;
@@ -51,9 +54,26 @@ final class WalSource implements BatchSource {
     return WalFollower.ensurePublication(unpooled, options.walPublication(),
             options.table().qualifiedName(), "batch_id")
         .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
-        .thenMany(Flux.defer(follower::follow).takeUntilOther(stopped.asMono()))
-        .concatMap(insert -> inCommitOrder(insert.batchId())
-            .concatWith(Mono.fromRunnable(() -> follower.acknowledge(insert))), 1);
+        .thenMany(committedBefore(-1).takeUntilOther(stopped.asMono()))
+        .concatWith(Flux.defer(follower::follow).takeUntilOther(stopped.asMono())
+            .concatMap(insert -> inCommitOrder(insert.batchId())
+                .concatWith(Mono.fromRunnable(() -> follower.acknowledge(insert))), 1));
+  }
+
+  /**
+   * The start-up sweep: rows already committed when the slot is ready (before its consistent
+   * point they never reach it: rows written before the relay first started, while the slot
+   * waited for open transactions, or while the table was out of the publication), in insert
+   * order, each settled before the next. Rows of transactions still open are left to the slot,
+   * which sees them commit. A row the slot also delivers later is gone by then and skipped.
+   */
+  private Flux<BatchInFlight> committedBefore(long afterSeq) {
+    return store.committedAfter(afterSeq, SWEEP_PAGE)
+        .collectList()
+        .flatMapMany(page -> page.isEmpty() ? Flux.empty()
+            : Flux.fromIterable(page)
+                .concatMap(row -> inCommitOrder(row.batchId()), 1)
+                .concatWith(Flux.defer(() -> committedBefore(page.get(page.size() - 1).insertSeq()))));
   }
 
   @Override

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxContext;
+import dev.outbox.r2dbc.OutboxSchema;
 import dev.outbox.r2dbc.OutboxTransactions;
 import dev.outbox.testing.Poll;
 import dev.outbox.testing.PostgresExtension;
@@ -84,6 +85,64 @@ class RelayWalTest {
 
   private static void run(Connection c, String sql) {
     Flux.from(c.createStatement(sql).execute()).concatMap(r -> r.getRowsUpdated()).blockLast(QUICKLY);
+  }
+
+  @Test
+  void rowsCommittedBeforeTheFirstStartArePublishedInInsertOrder() {
+    commit(message("before 1"));
+    commit(message("before 2"), message("before 3"));
+
+    RelayHandle relay = start();
+    commit(message("after"));
+
+    assertThat(published(4)).containsExactly("before 1", "before 2", "before 3", "after");
+    Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+    relay.stop(Duration.ofSeconds(5)).block();
+  }
+
+  @Test
+  void rowsWrittenWhileTheSlotWaitsForAnOpenTransactionArePublished() {
+    Connection open = Mono.from(outbox.pool.create()).block(QUICKLY);
+    RelayHandle relay;
+    try {
+      run(open, "BEGIN");
+      run(open, "SELECT txid_current()"); // an xid: slot creation waits for this transaction
+      relay = OutboxRelay.create(outbox.pool, RelayOptions.builder().table(outbox.table)
+          .mode(RelayMode.WAL).kafka(kafka.producerProperties()).build()).start();
+      Poll.until("slot creation is waiting", QUICKLY, () -> outbox.postgres.queryLong(
+          "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_create_logical_replication_slot%'"
+              + " AND state = 'active' AND pid <> pg_backend_pid()") == 1);
+      for (int i = 0; i < 20; i++) {
+        commit(message("meanwhile " + i));
+      }
+      run(open, "COMMIT");
+    } finally {
+      Mono.from(open.close()).block(QUICKLY);
+    }
+
+    List<String> expected = java.util.stream.IntStream.range(0, 20).mapToObj(i -> "meanwhile " + i).toList();
+    assertThat(published(20)).containsExactlyElementsOf(expected);
+    Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+    relay.stop(Duration.ofSeconds(5)).block();
+  }
+
+  @Test
+  void aTableDroppedAndCreatedAgainIsFollowedAgain() {
+    RelayHandle relay = start();
+    commit(message("first table"));
+    assertThat(published(1)).containsExactly("first table");
+    relay.stop(Duration.ofSeconds(5)).block();
+
+    outbox.postgres.execute("DROP TABLE " + outbox.table.qualifiedName());
+    OutboxSchema.createIfMissing(outbox.pool, outbox.table).block(QUICKLY);
+    commit(message("second table, before the restart"));
+    relay = start();
+    commit(message("second table, after the restart"));
+
+    assertThat(published(3)).containsExactly("first table", "second table, before the restart",
+        "second table, after the restart");
+    Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+    relay.stop(Duration.ofSeconds(5)).block();
   }
 
   /**

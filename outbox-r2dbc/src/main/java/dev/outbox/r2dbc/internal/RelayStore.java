@@ -53,6 +53,7 @@ public final class RelayStore {
   private final String orderedClaimSql;
   private final String deleteSql;
   private final String claimByIdSql;
+  private final String committedSql;
   private final String deleteAllSql;
   private final String retrySql;
   private final String releaseSql;
@@ -71,6 +72,9 @@ public final class RelayStore {
     claimSql = claimSql(t, false);
     orderedClaimSql = claimSql(t, true);
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
+    // Rows whose writing transaction has ended (below the commit watermark), in insert order.
+    committedSql = "SELECT batch_id, insert_seq FROM " + t + " WHERE insert_seq > $1"
+        + " AND writer_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY insert_seq LIMIT $2";
     claimByIdSql = "UPDATE " + t + " SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
@@ -206,6 +210,19 @@ public final class RelayStore {
           .collectSortedList(Comparator.comparingLong(ClaimedBatch::insertSeq))
           .flatMapIterable(batches -> batches);
     });
+  }
+
+  /** A row's id and insert position. */
+  public record RowPosition(String batchId, long insertSeq) {}
+
+  /**
+   * Up to {@code limit} rows after insert position {@code afterSeq}, in insert order, whose
+   * writing transaction has ended (committed: an aborted one leaves no row); rows of
+   * transactions still open are left out. No lock, no lease.
+   */
+  public Flux<RowPosition> committedAfter(long afterSeq, int limit) {
+    return query(committedSql, s -> s.bind(0, afterSeq).bind(1, limit),
+        row -> new RowPosition(row.get("batch_id", String.class), row.get("insert_seq", Long.class)));
   }
 
   /**
