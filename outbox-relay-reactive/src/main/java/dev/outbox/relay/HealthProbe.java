@@ -53,7 +53,8 @@ import reactor.core.scheduler.Schedulers;
  * and WAL slot creation, back); in WAL mode, a slot that does not exist.
  *
  * <pre>{@code
- * HealthProbe probe = new HealthProbe(pool, table, mode, producerProperties, walSlot, metrics,
+ * HealthProbe probe = new HealthProbe(pool, table, mode, producerProperties, walSlot,
+ *     walPublication, metrics,
  *     HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
  * probe.start();            // after the sink (its producer) was created
  * ... probe.health() ...
@@ -77,6 +78,7 @@ final class HealthProbe implements Disposable {
   private final @Nullable Map<String, Object> adminProperties;
   private final @Nullable String producerThreadName;
   private final String walSlot;
+  private final String walPublication;
   private final RelayMetrics metrics;
   private final Duration interval;
   private final Duration checkTimeout;
@@ -95,10 +97,10 @@ final class HealthProbe implements Disposable {
   private volatile boolean heldBackReported;
 
   HealthProbe(ConnectionFactory connections, OutboxTable table, RelayMode mode,
-      @Nullable Map<String, Object> producerProperties, String walSlot, RelayMetrics metrics,
-      Duration interval, Duration checkTimeout) {
-    this(connections, table, mode, producerProperties, walSlot, metrics, interval, checkTimeout,
-        DEFAULT_HELD_BACK_THRESHOLD);
+      @Nullable Map<String, Object> producerProperties, String walSlot, String walPublication,
+      RelayMetrics metrics, Duration interval, Duration checkTimeout) {
+    this(connections, table, mode, producerProperties, walSlot, walPublication, metrics, interval,
+        checkTimeout, DEFAULT_HELD_BACK_THRESHOLD);
   }
 
   /**
@@ -106,17 +108,19 @@ final class HealthProbe implements Disposable {
    * @param producerProperties the sink's effective producer properties, {@code null} when the
    *     caller supplied their own sink (Kafka and the producer thread are then not checked)
    * @param walSlot WAL mode: the replication slot; ignored in other modes
+   * @param walPublication WAL mode: the publication that must include the table
    * @param interval time between two rounds of checks
    * @param checkTimeout longest wait for one check
    * @param heldBackThreshold report transactions running longer than this
    */
   HealthProbe(ConnectionFactory connections, OutboxTable table, RelayMode mode,
-      @Nullable Map<String, Object> producerProperties, String walSlot, RelayMetrics metrics,
-      Duration interval, Duration checkTimeout, Duration heldBackThreshold) {
+      @Nullable Map<String, Object> producerProperties, String walSlot, String walPublication,
+      RelayMetrics metrics, Duration interval, Duration checkTimeout, Duration heldBackThreshold) {
     this.connections = Objects.requireNonNull(connections, "connections");
     this.table = Objects.requireNonNull(table, "table");
     this.mode = Objects.requireNonNull(mode, "mode");
     this.walSlot = OutboxTable.checkChannel(walSlot);
+    this.walPublication = OutboxTable.checkChannel(walPublication);
     this.metrics = Objects.requireNonNull(metrics, "metrics");
     this.interval = positive("interval", interval);
     this.checkTimeout = positive("checkTimeout", checkTimeout);
@@ -193,6 +197,7 @@ final class HealthProbe implements Disposable {
       }
       if (mode == RelayMode.WAL) {
         checks.add(bounded("walSlot", checkSlot()));
+        checks.add(bounded("walPublication", checkPublication()));
       }
       return Flux.mergeSequential(checks).collectList()
           .map(results -> {
@@ -487,6 +492,25 @@ final class HealthProbe implements Disposable {
           return Result.ok("walSlot", walSlot + ": missing (creation waits for running"
               + " transactions to end)");
         });
+  }
+
+  /**
+   * WAL mode: whether the publication includes the table. A table dropped and created again
+   * leaves the publication; nothing of it reaches the slot until the relay restarts (which puts
+   * it back and sweeps what was written meanwhile).
+   */
+  private Mono<Result> checkPublication() {
+    return query("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '" + walPublication
+            + "') AS publication, EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p"
+            + " ON p.oid = r.prpubid WHERE p.pubname = '" + walPublication + "' AND r.prrelid ="
+            + " to_regclass('" + table.qualifiedName() + "')) AS member",
+        row -> Boolean.TRUE.equals(row.get("publication", Boolean.class))
+            && !Boolean.TRUE.equals(row.get("member", Boolean.class)))
+        .map(lost -> lost
+            ? Result.down("walPublication", "publication " + walPublication + " does not include "
+                + table.qualifiedName() + " (dropped and created again?): nothing new is"
+                + " published; restart the relay to add it back")
+            : Result.ok("walPublication", walPublication));
   }
 
   private static boolean rateLimited(AtomicLong lastNanos) {

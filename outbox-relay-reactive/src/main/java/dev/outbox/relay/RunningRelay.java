@@ -73,7 +73,7 @@ final class RunningRelay implements RelayHandle {
     // Kafka and the producer thread are checked only for the producer this relay owns.
     this.health = new HealthProbe(connections, options.table(), options.mode(),
         producer == null ? null : KafkaRecords.producerProperties(producer), options.walSlot(),
-        options.metrics(), HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
+        options.walPublication(), options.metrics(), HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
     BatchSource[] wakeTarget = new BatchSource[1];
     this.ledger = new Ledger(options.maxInFlight(), options.maxInFlightBytes(), options.metrics(),
         () -> wakeTarget[0].wake());

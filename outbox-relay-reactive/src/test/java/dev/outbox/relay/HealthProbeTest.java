@@ -67,7 +67,7 @@ class HealthProbeTest {
 
   private HealthProbe start(OutboxTable table, RelayMode mode,
       @Nullable Map<String, Object> producerProperties, String slot) {
-    HealthProbe probe = new HealthProbe(pool, table, mode, producerProperties, slot,
+    HealthProbe probe = new HealthProbe(pool, table, mode, producerProperties, slot, slot,
         MicrometerRelayMetrics.create(registry, table.qualifiedName()), INTERVAL, TIMEOUT,
         Duration.ofSeconds(1));
     cleanup.add(probe::dispose);
@@ -121,7 +121,7 @@ class HealthProbeTest {
                 + closedPort() + "/postgres"))
         .maxSize(1).build());
     cleanup.add(dead::dispose);
-    HealthProbe probe = new HealthProbe(dead, newTable(false), RelayMode.PARALLEL, null, "s",
+    HealthProbe probe = new HealthProbe(dead, newTable(false), RelayMode.PARALLEL, null, "s", "s",
         RelayMetrics.none(), INTERVAL, TIMEOUT);
     cleanup.add(probe::dispose);
 

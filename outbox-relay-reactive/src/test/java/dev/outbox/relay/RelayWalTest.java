@@ -131,11 +131,15 @@ class RelayWalTest {
     RelayHandle relay = start();
     commit(message("first table"));
     assertThat(published(1)).containsExactly("first table");
-    relay.stop(Duration.ofSeconds(5)).block();
 
     outbox.postgres.execute("DROP TABLE " + outbox.table.qualifiedName());
     OutboxSchema.createIfMissing(outbox.pool, outbox.table).block(QUICKLY);
+    RelayHandle running = relay;
+    Poll.until("health says the publication lost the table", Duration.ofSeconds(30),
+        () -> !running.health().isUp() && running.health().reasons().stream()
+            .anyMatch(reason -> reason.contains("does not include")));
     commit(message("second table, before the restart"));
+    relay.stop(Duration.ofSeconds(5)).block();
     relay = start();
     commit(message("second table, after the restart"));
 
