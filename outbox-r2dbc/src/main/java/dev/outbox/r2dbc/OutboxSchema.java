@@ -33,7 +33,8 @@ public final class OutboxSchema {
   // V0_1 adopts a table that exists without our columns (the Go package's, or our version 1)
   // before V1 and V2 run; it does nothing on a new or current table.
   private static final List<String> MIGRATIONS = List.of(
-      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql");
+      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql",
+      "V3__partitions.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}
@@ -75,7 +76,8 @@ public final class OutboxSchema {
     StringBuilder out = new StringBuilder();
     while (m.find()) {
       String suffix = m.group(1);
-      boolean tableReference = suffix.isEmpty() || suffix.equals("_dead_letter");
+      boolean tableReference = suffix.isEmpty() || suffix.equals("_dead_letter")
+          || suffix.equals("_partitions") || suffix.equals("_relays");
       m.appendReplacement(out, Matcher.quoteReplacement(
           (tableReference ? table.qualifiedName() : table.name()) + suffix));
     }

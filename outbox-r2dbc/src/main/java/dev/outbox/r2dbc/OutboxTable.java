@@ -120,6 +120,17 @@ public final class OutboxTable {
     return qualifiedName() + "_dead_letter";
   }
 
+  /** The table of partition owners (PARTITIONED relay mode). */
+  public String partitionsQualifiedName() {
+    return qualifiedName() + "_partitions";
+  }
+
+  /** The table of live relays (PARTITIONED relay mode). */
+  public String relaysQualifiedName() {
+    return qualifiedName() + "_relays";
+  }
+
+
   @Override
   public boolean equals(@Nullable Object o) {
     return o instanceof OutboxTable && ((OutboxTable) o).qualifiedName().equals(qualifiedName());

@@ -38,12 +38,17 @@ class OutboxTableTest {
   @Test
   void schemaStatementsUseTheConfiguredName() {
     var statements = OutboxSchema.statements(OutboxTable.of("app.orders_outbox"));
-    assertThat(statements).hasSize(8); // the adoption DO block (one statement), V1 (4), V2 (3)
+    // the adoption DO block (one statement), V1 (4), V2 (3), V3 (5)
+    assertThat(statements).hasSize(13);
     assertThat(String.join("\n", statements))
         .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox (")
         .contains("CONSTRAINT orders_outbox_pkey PRIMARY KEY")
         .contains("CREATE UNIQUE INDEX IF NOT EXISTS orders_outbox_insert_seq_idx ON app.orders_outbox")
         .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox_dead_letter (")
+        .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox_partitions (")
+        .contains("INSERT INTO app.orders_outbox_partitions")
+        .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox_relays (")
+        .contains("CREATE INDEX IF NOT EXISTS orders_outbox_part_seq_idx ON app.orders_outbox")
         .doesNotContain("streams_egress");
   }
 }

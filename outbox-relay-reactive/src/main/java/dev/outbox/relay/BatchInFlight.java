@@ -21,6 +21,12 @@ final class BatchInFlight {
   /** Correlation of one record: its batch, and when it was handed to the sink. */
   record RecordRef(BatchInFlight batch, long handedOffNanos) {}
 
+  /** PARTITIONED mode: the partition a batch was read from, its epoch then, and its keys. */
+  record Fence(int partition, long epoch, List<String> keys) {}
+
+  /** PARTITIONED mode only; {@code null} for leased batches. */
+  final @Nullable Fence fence;
+
   /** Stored bytes this batch counts against the byte budget (its {@code raw_data}). */
   final long bytes;
   private volatile ClaimedBatch claim;
@@ -34,6 +40,11 @@ final class BatchInFlight {
   private final Sinks.@Nullable One<Optional<RelayOutcome>> settled;
 
   BatchInFlight(ClaimedBatch claim, boolean awaited) {
+    this(claim, awaited, null);
+  }
+
+  BatchInFlight(ClaimedBatch claim, boolean awaited, @Nullable Fence fence) {
+    this.fence = fence;
     this.claim = claim;
     this.bytes = claim.rawData().length;
     this.settled = awaited ? Sinks.one() : null;

@@ -1,6 +1,8 @@
 package dev.outbox.relay;
 
+import java.time.Duration;
 import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
 
 /**
  * Where claimed batches come from: the claim loop (PARALLEL, ORDERED) or the WAL follower. A
@@ -20,4 +22,12 @@ interface BatchSource {
 
   /** No more claims. */
   void stop();
+
+  /**
+   * After the relay drained and released what it held: gives up what the source owns so that
+   * other relays take over at once (PARTITIONED: its partitions). Bounded by {@code timeout}.
+   */
+  default Mono<Void> handOver(Duration timeout) {
+    return Mono.empty();
+  }
 }

@@ -192,7 +192,7 @@ final class HealthProbe implements Disposable {
       if (producerThreadName != null) {
         checks.add(checkProducerThread());
       }
-      if (mode == RelayMode.ORDERED || mode == RelayMode.WAL) {
+      if (mode == RelayMode.ORDERED || mode == RelayMode.WAL || mode == RelayMode.PARTITIONED) {
         checks.add(bounded("heldBackBy", checkHeldBack()));
       }
       if (mode == RelayMode.WAL) {

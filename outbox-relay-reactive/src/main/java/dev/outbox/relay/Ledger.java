@@ -68,6 +68,12 @@ final class Ledger {
    */
   @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed, long claimGeneration,
       boolean awaited) {
+    return register(claimed, null, claimGeneration, awaited);
+  }
+
+  /** As {@link #register(List, long, boolean)}, each batch with its fence (PARTITIONED). */
+  @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed,
+      BatchInFlight.@Nullable Fence @Nullable [] fences, long claimGeneration, boolean awaited) {
     List<BatchInFlight> batches = new ArrayList<>(claimed.size());
     long addedRecords = 0;
     long addedBytes = 0;
@@ -75,8 +81,9 @@ final class Ledger {
       if (generation.get() != claimGeneration) {
         return null;
       }
-      for (ClaimedBatch claim : claimed) {
-        BatchInFlight batch = new BatchInFlight(claim, awaited);
+      for (int i = 0; i < claimed.size(); i++) {
+        ClaimedBatch claim = claimed.get(i);
+        BatchInFlight batch = new BatchInFlight(claim, awaited, fences == null ? null : fences[i]);
         held.add(batch);
         batches.add(batch);
         addedRecords += claim.messageCount();
@@ -121,6 +128,11 @@ final class Ledger {
     metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
     metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
     return true;
+  }
+
+  /** Everything held now. */
+  List<BatchInFlight> held() {
+    return List.copyOf(held);
   }
 
   /** The leases held now, for renewal. */

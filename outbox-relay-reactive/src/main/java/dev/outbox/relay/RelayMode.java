@@ -27,4 +27,16 @@ public enum RelayMode {
    * place, holding back everything after it, until it succeeds or is dead-lettered.
    */
   WAL,
+
+  /**
+   * Relays share the table's partitions (32, from each row's first message key, or its batch id
+   * when it has none); each live relay owns about 32/n of them, through heartbeats and an owner
+   * table in PostgreSQL, rebalanced when relays join or leave. An owner reads its partitions'
+   * rows in insert order below the commit watermark and writes nothing to claim them; every
+   * settlement is fenced by the partition's epoch, so a relay that lost a partition changes
+   * nothing. One batch per key is in flight at a time, and a key waiting for a retry holds only
+   * that key back, so each key's messages arrive in order with any number of relays. Requires
+   * schema version 3. Preview: see the README for what is not done yet.
+   */
+  PARTITIONED,
 }

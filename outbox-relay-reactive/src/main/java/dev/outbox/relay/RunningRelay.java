@@ -2,6 +2,7 @@ package dev.outbox.relay;
 
 import dev.outbox.r2dbc.OutboxStore;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.PartitionStore;
 import dev.outbox.r2dbc.internal.RelayStore;
 import io.r2dbc.spi.ConnectionFactory;
 import java.time.Duration;
@@ -77,10 +78,18 @@ final class RunningRelay implements RelayHandle {
     BatchSource[] wakeTarget = new BatchSource[1];
     this.ledger = new Ledger(options.maxInFlight(), options.maxInFlightBytes(), options.metrics(),
         () -> wakeTarget[0].wake());
-    this.settler = new Settler(store, ledger, outcomes, options);
-    this.source = options.mode() == RelayMode.WAL
-        ? new WalSource(unpooled, store, rows, ledger, options)
-        : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
+    if (options.mode() == RelayMode.PARTITIONED) {
+      PartitionStore partitions = PartitionStore.create(connections, options.table(),
+          options.statementTimeout());
+      this.settler = new Settler(Settlements.partitioned(partitions, options.instanceId()), ledger,
+          outcomes, options);
+      this.source = new PartitionedSource(partitions, ledger, options, externalWakeups.asFlux());
+    } else {
+      this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
+      this.source = options.mode() == RelayMode.WAL
+          ? new WalSource(unpooled, store, rows, ledger, options)
+          : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
+    }
     wakeTarget[0] = source;
   }
 
@@ -134,7 +143,8 @@ final class RunningRelay implements RelayHandle {
           }
           terminated.tryEmitEmpty();
         }, terminated::tryEmitEmpty));
-    if (!options.leaseRenewal().isZero()) {
+    // PARTITIONED rows carry no lease: the source renews its partitions itself.
+    if (!options.leaseRenewal().isZero() && options.mode() != RelayMode.PARTITIONED) {
       renewals.update(Flux.interval(options.leaseRenewal())
           .onBackpressureDrop()
           .concatMap(tick -> renewLeases())
@@ -224,6 +234,7 @@ final class RunningRelay implements RelayHandle {
           }))
           .then(Mono.fromRunnable(this::stopTimers))
           .then(settler.abandonAll(step))
+          .then(Mono.defer(() -> source.handOver(step)))
           .onErrorResume(error -> {
             log.warn("Outbox relay {} stop: {}", options.instanceId(), error.toString());
             return Mono.empty();

@@ -1,7 +1,6 @@
 package dev.outbox.relay;
 
 import dev.outbox.r2dbc.internal.ClaimedBatch;
-import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.relay.RelayOutcome.Kind;
 import java.time.Duration;
 import java.util.List;
@@ -23,13 +22,13 @@ import reactor.core.publisher.Mono;
 final class Settler {
   private static final Logger log = LoggerFactory.getLogger(Settler.class);
 
-  private final RelayStore store;
+  private final Settlements store;
   private final Ledger ledger;
   private final Outcomes outcomes;
   private final RelayOptions options;
   private final RelayMetrics metrics;
 
-  Settler(RelayStore store, Ledger ledger, Outcomes outcomes, RelayOptions options) {
+  Settler(Settlements store, Ledger ledger, Outcomes outcomes, RelayOptions options) {
     this.store = store;
     this.ledger = ledger;
     this.outcomes = outcomes;
@@ -41,7 +40,7 @@ final class Settler {
   Mono<Void> settle(List<BatchInFlight> group) {
     List<BatchInFlight> published = group.stream().filter(BatchInFlight::fullyPublished).toList();
     Mono<Void> deletions = published.isEmpty() ? Mono.empty()
-        : store.deleteAll(published.stream().map(BatchInFlight::claim).toList())
+        : store.deleteAll(published)
             .collect(Collectors.toSet())
             .doOnNext(deleted -> published.forEach(b -> finish(b, outcome(
                 deleted.contains(b.claim().batchId()) ? Kind.PUBLISHED : Kind.LEASE_LOST,
@@ -64,7 +63,7 @@ final class Settler {
   /** A batch whose stored bytes cannot be read: dead-lettered at once, never retried. */
   Mono<Void> undecodable(BatchInFlight batch, Throwable error) {
     ClaimedBatch claimed = batch.claim();
-    return settled(batch, deadLetter(claimed, "undecodable raw_data: " + describe(error),
+    return settled(batch, deadLetter(batch, "undecodable raw_data: " + describe(error),
         claimed.writeRetries() + 1));
   }
 
@@ -75,15 +74,15 @@ final class Settler {
     int failedAttempts = claimed.writeRetries() + 1;
     Mono<RelayOutcome> settlement;
     if (fatal != null) {
-      settlement = deadLetter(claimed, describe(fatal), failedAttempts);
+      settlement = deadLetter(batch, describe(fatal), failedAttempts);
     } else if (retriable != null && options.retryPolicy().allowsAnotherAttempt(failedAttempts)) {
       Duration wait = options.retryPolicy().backoff(failedAttempts);
       String reason = describe(retriable);
-      settlement = store.retryLater(claimed, reason, wait).map(kept -> kept
+      settlement = store.retryLater(batch, reason, wait).map(kept -> kept
           ? outcome(Kind.RETRY_SCHEDULED, claimed, failedAttempts, reason, wait)
           : outcome(Kind.LEASE_LOST, claimed, failedAttempts, reason, null));
     } else {
-      settlement = deadLetter(claimed, "retries exhausted after " + failedAttempts
+      settlement = deadLetter(batch, "retries exhausted after " + failedAttempts
           + " attempts; last error: " + describe(retriable), failedAttempts);
     }
     return settled(batch, settlement);
@@ -118,7 +117,7 @@ final class Settler {
         outcomes.emit(outcome(Kind.RELEASED, b.claim(), 0, null, null));
         b.settled(null);
       });
-      return store.releaseAll(left.stream().map(BatchInFlight::claim).toList())
+      return store.releaseAll(left)
           .timeout(timeout)
           .doOnNext(released -> log.info("Outbox relay {} released {} unsettled batches",
               options.instanceId(), released))
@@ -141,8 +140,9 @@ final class Settler {
     }
   }
 
-  private Mono<RelayOutcome> deadLetter(ClaimedBatch claimed, String reason, int failedAttempts) {
-    return store.deadLetter(claimed, reason).map(moved -> {
+  private Mono<RelayOutcome> deadLetter(BatchInFlight batch, String reason, int failedAttempts) {
+    ClaimedBatch claimed = batch.claim();
+    return store.deadLetter(batch, reason).map(moved -> {
       if (!moved) {
         return outcome(Kind.LEASE_LOST, claimed, failedAttempts, reason, null);
       }

@@ -1,0 +1,236 @@
+package dev.outbox.r2dbc.internal;
+
+import dev.outbox.r2dbc.OutboxTable;
+import io.r2dbc.spi.ConnectionFactory;
+import io.r2dbc.spi.Readable;
+import io.r2dbc.spi.Statement;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Base64;
+import java.util.List;
+import java.util.Objects;
+import java.util.function.Function;
+import org.jspecify.annotations.Nullable;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * Internal: the PARTITIONED relay's protocol with the outbox table, not part of the public API.
+ *
+ * <p>Relays share the table's partitions through two small tables: {@code <table>_relays} (one
+ * heartbeat row per live relay) and {@code <table>_partitions} (owner, epoch, expiry per
+ * partition). A relay reads the rows of the partitions it owns, in insert order, below the commit
+ * watermark, and writes nothing to claim them. Every settlement presents the partition's epoch it
+ * read under and locks the partition row ({@code FOR SHARE}); taking a partition over raises its
+ * epoch and waits for settlements in progress, so a relay that lost a partition (frozen, cut off,
+ * late) changes nothing after the takeover. Immutable and thread-safe.
+ */
+public final class PartitionStore {
+  /** One partition held: its number and the epoch settlements must present. */
+  public record Owned(int partition, long epoch) {}
+
+  /**
+   * One row read by {@link #read}: {@code rawData} is {@code null} while the row waits for a
+   * retry ({@code waitingUntil} in the future).
+   */
+  public record ReadRow(String batchId, int partition, long insertSeq, int messageCount,
+      int writeRetries, List<String> keys, @Nullable Instant waitingUntil, byte @Nullable [] rawData,
+      Instant insertTime) {}
+
+  private static final int ERROR_TEXT_LIMIT = 255;
+
+  private final ConnectionFactory connections;
+  private final Duration statementTimeout;
+  private final String heartbeatSql;
+  private final String liveSql;
+  private final String forgetSql;
+  private final String partitionCountSql;
+  private final String acquireSql;
+  private final String releaseSql;
+  private final String readSql;
+  private final String deleteAllSql;
+  private final String retrySql;
+  private final String deadLetterSql;
+
+  private PartitionStore(ConnectionFactory connections, OutboxTable table, Duration statementTimeout) {
+    this.connections = connections;
+    this.statementTimeout = statementTimeout;
+    String t = table.qualifiedName();
+    String parts = table.partitionsQualifiedName();
+    String relays = table.relaysQualifiedName();
+    String dl = table.deadLetterQualifiedName();
+    heartbeatSql = "INSERT INTO " + relays + " (relay_id, heartbeat_at) VALUES ($1, now())"
+        + " ON CONFLICT (relay_id) DO UPDATE SET heartbeat_at = now()";
+    liveSql = "SELECT relay_id FROM " + relays
+        + " WHERE heartbeat_at > now() - $1 * INTERVAL '1 millisecond' ORDER BY relay_id";
+    forgetSql = "DELETE FROM " + relays + " WHERE relay_id = $1";
+    partitionCountSql = "SELECT count(*) AS partitions FROM " + parts;
+    // Renews what the relay owns and takes what is free or expired; a change of owner raises
+    // the epoch (the row lock makes it wait for settlements in progress under the old one).
+    acquireSql = "UPDATE " + parts + " SET epoch = CASE WHEN owner = $1 THEN epoch ELSE epoch + 1 END,"
+        + " owner = $1, expires_at = now() + $3 * INTERVAL '1 millisecond'"
+        + " WHERE outbox_partition = ANY($2::smallint[])"
+        + " AND (owner IS NULL OR owner = $1 OR expires_at < now())"
+        + " RETURNING outbox_partition, epoch";
+    releaseSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL"
+        + " WHERE owner = $1 AND outbox_partition = ANY($2::smallint[]) RETURNING outbox_partition";
+    // Candidates in insert order, below the commit watermark, not in flight, no held key; sized
+    // by the running message and byte totals; the stored bytes are fetched only for the rows
+    // taken and not waiting for a retry.
+    readSql = "WITH candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count,"
+        + " octet_length(o.raw_data) AS bytes FROM " + t + " AS o"
+        + " WHERE o.outbox_partition = ANY($1::smallint[])"
+        + " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
+        + " AND NOT (o.batch_id = ANY($2::bpchar[]))"
+        + " AND NOT (o.message_keys && $3::text[])"
+        + " ORDER BY o.insert_seq LIMIT $4),"
+        + " sized AS (SELECT batch_id, sum(message_count) OVER w AS running,"
+        + " sum(bytes) OVER w AS running_bytes, row_number() OVER w AS position"
+        + " FROM candidates WINDOW w AS (ORDER BY insert_seq))"
+        + " SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
+        + " o.message_keys, o.insert_time,"
+        + " CASE WHEN o.next_attempt_at > now() THEN o.next_attempt_at END AS waiting_until,"
+        + " CASE WHEN o.next_attempt_at > now() THEN NULL"
+        + " ELSE encode(o.raw_data, 'base64') END AS raw_data_base64"
+        + " FROM sized JOIN " + t + " AS o ON o.batch_id = sized.batch_id"
+        + " WHERE (sized.running <= $5 AND sized.running_bytes <= $6) OR (sized.position = 1 AND $7)"
+        + " ORDER BY o.insert_seq";
+    String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
+        + " WHERE owner = $OWNER FOR SHARE)";
+    deleteAllSql = "WITH " + owned.replace("$OWNER", "$3") + " DELETE FROM " + t + " AS o"
+        + " USING unnest($1::bpchar[], $2::bigint[]) AS settled(batch_id, epoch), owned"
+        + " WHERE o.batch_id = settled.batch_id AND owned.outbox_partition = o.outbox_partition"
+        + " AND owned.epoch = settled.epoch RETURNING o.batch_id";
+    retrySql = "WITH " + owned.replace("$OWNER", "$3") + " UPDATE " + t + " AS o"
+        + " SET write_retries = o.write_retries + 1, last_write_error = left($4, " + ERROR_TEXT_LIMIT
+        + "), next_attempt_at = now() + $5 * INTERVAL '1 millisecond' FROM owned"
+        + " WHERE o.batch_id = $1 AND owned.outbox_partition = o.outbox_partition"
+        + " AND owned.epoch = $2";
+    deadLetterSql = "WITH " + owned.replace("$OWNER", "$3") + ", moved AS (DELETE FROM " + t
+        + " AS o USING owned WHERE o.batch_id = $1 AND owned.outbox_partition = o.outbox_partition"
+        + " AND owned.epoch = $2"
+        + " RETURNING o.batch_id, o.message_count, o.write_retries, o.raw_data, o.insert_time,"
+        + " o.message_keys)"
+        + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
+        + " insert_time, message_keys)"
+        + " SELECT batch_id, message_count, write_retries + 1, $4, raw_data, insert_time,"
+        + " message_keys FROM moved"
+        + " ON CONFLICT (batch_id) DO UPDATE SET message_count = EXCLUDED.message_count,"
+        + " write_retries = EXCLUDED.write_retries, reason = EXCLUDED.reason,"
+        + " raw_data = EXCLUDED.raw_data, message_keys = EXCLUDED.message_keys,"
+        + " dead_lettered_at = now()";
+  }
+
+  public static PartitionStore create(ConnectionFactory connections, OutboxTable table,
+      Duration statementTimeout) {
+    return new PartitionStore(Objects.requireNonNull(connections, "connections"),
+        Objects.requireNonNull(table, "table"), Sql.requirePositive(statementTimeout));
+  }
+
+  /** How many partitions the table has. */
+  public Mono<Integer> partitionCount() {
+    return query(partitionCountSql, s -> s, row -> row.get("partitions", Long.class))
+        .single().map(Long::intValue);
+  }
+
+  /** Records that {@code relay} is alive now. */
+  public Mono<Void> heartbeat(String relay) {
+    return Sql.rowsUpdated(connections, statementTimeout, heartbeatSql, s -> s.bind(0, relay)).then();
+  }
+
+  /** The relays that sent a heartbeat within {@code within}, sorted by id. */
+  public Mono<List<String>> liveRelays(Duration within) {
+    return query(liveSql, s -> s.bind(0, within.toMillis()), row -> row.get("relay_id", String.class))
+        .collectList();
+  }
+
+  /** Removes {@code relay} from the live relays (a graceful stop). */
+  public Mono<Void> forget(String relay) {
+    return Sql.rowsUpdated(connections, statementTimeout, forgetSql, s -> s.bind(0, relay)).then();
+  }
+
+  /**
+   * Renews the partitions of {@code wanted} that {@code relay} owns and takes those that are
+   * free or expired, each for {@code ttl}; emits what it holds afterwards.
+   */
+  public Flux<Owned> acquire(String relay, List<Integer> wanted, Duration ttl) {
+    if (wanted.isEmpty()) {
+      return Flux.empty();
+    }
+    Short[] parts = wanted.stream().map(Integer::shortValue).toArray(Short[]::new);
+    return query(acquireSql, s -> s.bind(0, relay).bind(1, parts).bind(2, ttl.toMillis()),
+        row -> new Owned(row.get("outbox_partition", Short.class), row.get("epoch", Long.class)));
+  }
+
+  /** Gives partitions up at once (handover); emits those released. */
+  public Flux<Integer> release(String relay, List<Integer> partitions) {
+    if (partitions.isEmpty()) {
+      return Flux.empty();
+    }
+    Short[] parts = partitions.stream().map(Integer::shortValue).toArray(Short[]::new);
+    return query(releaseSql, s -> s.bind(0, relay).bind(1, parts),
+        row -> (int) row.get("outbox_partition", Short.class));
+  }
+
+  /**
+   * Reads rows of {@code partitions} in insert order (see the class comment), skipping the ids
+   * in {@code skipIds} and every row carrying a key of {@code heldKeys}, at most {@code limit}
+   * rows within {@code maxMessages} and {@code maxBytes} (the first row may exceed them when
+   * {@code admitOversizedFirst}). Writes nothing.
+   */
+  public Flux<ReadRow> read(List<Integer> partitions, List<String> skipIds, List<String> heldKeys,
+      int limit, int maxMessages, long maxBytes, boolean admitOversizedFirst) {
+    if (partitions.isEmpty()) {
+      return Flux.empty();
+    }
+    Short[] parts = partitions.stream().map(Integer::shortValue).toArray(Short[]::new);
+    String[] ids = skipIds.toArray(String[]::new);
+    String[] keys = heldKeys.toArray(String[]::new);
+    return query(readSql, s -> s.bind(0, parts).bind(1, ids).bind(2, keys).bind(3, limit)
+            .bind(4, (long) maxMessages).bind(5, maxBytes).bind(6, admitOversizedFirst),
+        PartitionStore::readRow);
+  }
+
+  /** Deletes published rows, each only while its partition still has the epoch given. */
+  public Flux<String> deleteAll(String relay, List<String> batchIds, List<Long> epochs) {
+    if (batchIds.isEmpty()) {
+      return Flux.empty();
+    }
+    return query(deleteAllSql, s -> s.bind(0, batchIds.toArray(String[]::new))
+            .bind(1, epochs.toArray(Long[]::new)).bind(2, relay),
+        row -> row.get("batch_id", String.class));
+  }
+
+  /** A failed attempt: retries + 1, the error, not read again before {@code delay}; fenced. */
+  public Mono<Boolean> retryLater(String relay, String batchId, long epoch, String error,
+      Duration delay) {
+    return Sql.updated(connections, statementTimeout, retrySql, s -> s.bind(0, batchId)
+        .bind(1, epoch).bind(2, relay).bind(3, error).bind(4, Math.max(0, delay.toMillis())));
+  }
+
+  /** Moves a row to the dead letters with {@code reason}; fenced. */
+  public Mono<Boolean> deadLetter(String relay, String batchId, long epoch, String reason) {
+    return Sql.updated(connections, statementTimeout, deadLetterSql, s -> s.bind(0, batchId)
+        .bind(1, epoch).bind(2, relay).bind(3, reason));
+  }
+
+  private static ReadRow readRow(Readable row) {
+    String text = row.get("raw_data_base64", String.class);
+    String[] keys = row.get("message_keys", String[].class);
+    return new ReadRow(
+        row.get("batch_id", String.class),
+        row.get("outbox_partition", Short.class),
+        row.get("insert_seq", Long.class),
+        row.get("message_count", Integer.class),
+        row.get("write_retries", Integer.class),
+        keys == null ? List.of() : List.of(keys),
+        row.get("waiting_until", Instant.class),
+        text == null ? null : Base64.getMimeDecoder().decode(text),
+        row.get("insert_time", Instant.class));
+  }
+
+  private <T> Flux<T> query(String sql, Function<Statement, Statement> binder,
+      Function<Readable, @Nullable T> mapper) {
+    return Sql.query(connections, statementTimeout, sql, binder, mapper);
+  }
+}

@@ -1,0 +1,269 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.PartitionStore;
+import dev.outbox.r2dbc.internal.PartitionStore.ReadRow;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
+
+/**
+ * PARTITIONED: owns a share of the table's partitions and reads their rows in insert order.
+ *
+ * <p>Ownership: every {@code leaseRenewal} the relay sends a heartbeat, lists the live relays
+ * (heartbeat within {@code leaseDuration}), and wants the partitions {@code p} with {@code p mod
+ * n == its index}; it renews or takes those (free or expired ones only), stops reading the ones
+ * it no longer wants and releases each once nothing of it is in flight. It reads only while its
+ * ownership is fresh (renewed within {@code leaseDuration}), so a relay cut off from the
+ * database stops before another takes over; fencing by epoch covers the rest.
+ *
+ * <p>Order: one batch per key is in flight at a time; a key whose row waits for a retry is held
+ * (its later rows are not read) until the retry is due. Rows without keys are independent.
+ */
+final class PartitionedSource implements BatchSource {
+  private static final Logger log = LoggerFactory.getLogger(PartitionedSource.class);
+  private static final UUID NO_LEASE = new UUID(0, 0);
+
+  private final PartitionStore store;
+  private final Ledger ledger;
+  private final RelayOptions options;
+  private final Flux<Long> externalWakeups;
+  private final Duration ttl;
+  private final Duration tick;
+  private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
+  private final Sinks.One<Boolean> stopped = Sinks.one();
+  private volatile boolean stopping;
+  /** Partition to epoch, for the partitions this relay reads now. */
+  private volatile Map<Integer, Long> readable = Map.of();
+  /** Partitions owned but given away: not read, released once nothing of them is in flight. */
+  private final Set<Integer> draining = ConcurrentHashMap.newKeySet();
+  private final Map<Integer, Long> owned = new ConcurrentHashMap<>();
+  private volatile long ownedUntilNanos = Long.MIN_VALUE;
+  /** Keys (and ids of rows without keys) waiting for a retry, until when. */
+  private final Map<String, Instant> heldKeys = new ConcurrentHashMap<>();
+  private final Map<String, Instant> heldIds = new ConcurrentHashMap<>();
+  private final AtomicInteger partitions = new AtomicInteger();
+
+  PartitionedSource(PartitionStore store, Ledger ledger, RelayOptions options,
+      Flux<Long> externalWakeups) {
+    this.store = store;
+    this.ledger = ledger;
+    this.options = options;
+    this.externalWakeups = externalWakeups;
+    this.ttl = options.leaseDuration();
+    this.tick = options.leaseRenewal().isZero() ? ttl.dividedBy(3) : options.leaseRenewal();
+  }
+
+  @Override
+  public Flux<BatchInFlight> batches() {
+    Flux<Long> external = externalWakeups.sample(options.triggers().debounce());
+    Flux<Long> ownership = Flux.interval(Duration.ZERO, tick)
+        .onBackpressureDrop()
+        .concatMap(t -> rebalance())
+        .takeUntilOther(stopped.asMono());
+    Flux<BatchInFlight> claims = Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()),
+            wakeups.asFlux(), external)
+        .onBackpressureLatest()
+        .takeUntilOther(stopped.asMono())
+        .publishOn(Schedulers.parallel(), 1)
+        .concatMap(t -> claim(), 1);
+    return Flux.merge(claims, ownership.thenMany(Flux.empty()));
+  }
+
+  @Override
+  public void wake() {
+    synchronized (wakeups) {
+      wakeups.tryEmitNext(System.nanoTime());
+    }
+  }
+
+  @Override
+  public void stop() {
+    stopping = true;
+    stopped.tryEmitValue(true);
+  }
+
+  @Override
+  public Mono<Void> handOver(Duration timeout) {
+    List<Integer> mine = List.copyOf(owned.keySet());
+    return store.release(options.instanceId(), mine).then(store.forget(options.instanceId()))
+        .timeout(timeout)
+        .doOnSuccess(done -> {
+          owned.clear();
+          readable = Map.of();
+          log.info("Outbox relay {} handed over partitions {}", options.instanceId(), mine);
+        })
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not hand over its partitions; they move when its"
+              + " ownership expires in {}: {}", options.instanceId(), ttl, error.toString());
+          return Mono.empty();
+        });
+  }
+
+  /** The partitions read now (for tests and health). */
+  Map<Integer, Long> readablePartitions() {
+    return readable;
+  }
+
+  /** One ownership round: heartbeat, share, hand over what is no longer ours, take the rest. */
+  private Mono<Long> rebalance() {
+    long started = System.nanoTime();
+    String me = options.instanceId();
+    Mono<Integer> count = partitions.get() > 0 ? Mono.just(partitions.get())
+        : store.partitionCount().doOnNext(partitions::set);
+    return store.heartbeat(me)
+        .then(count)
+        .zipWith(store.liveRelays(ttl))
+        .flatMap(countAndLive -> {
+          int total = countAndLive.getT1();
+          List<String> live = new ArrayList<>(countAndLive.getT2());
+          if (!live.contains(me)) {
+            live.add(me);
+            live.sort(null);
+          }
+          int index = live.indexOf(me);
+          List<Integer> wanted = new ArrayList<>();
+          for (int p = 0; p < total; p++) {
+            if (p % live.size() == index) {
+              wanted.add(p);
+            }
+          }
+          for (Integer p : owned.keySet()) {
+            if (!wanted.contains(p)) {
+              draining.add(p);
+            }
+          }
+          draining.removeAll(wanted);
+          List<Integer> releasable = new ArrayList<>();
+          Set<Integer> busy = new HashSet<>();
+          ledger.held().forEach(b -> {
+            if (b.fence != null) {
+              busy.add(b.fence.partition());
+            }
+          });
+          for (Integer p : draining) {
+            if (!busy.contains(p)) {
+              releasable.add(p);
+            }
+          }
+          List<Integer> keep = new ArrayList<>(wanted);
+          draining.forEach(p -> {
+            if (!releasable.contains(p)) {
+              keep.add(p);
+            }
+          });
+          return store.release(me, releasable).collectList()
+              .doOnNext(released -> released.forEach(p -> {
+                draining.remove(p);
+                owned.remove(p);
+              }))
+              .then(store.acquire(me, keep, ttl).collectList())
+              .map(holding -> {
+                Map<Integer, Long> now = new HashMap<>();
+                holding.forEach(o -> now.put(o.partition(), o.epoch()));
+                owned.keySet().retainAll(now.keySet());
+                owned.putAll(now);
+                Map<Integer, Long> read = new HashMap<>(now);
+                read.keySet().removeAll(draining);
+                boolean changed = !read.equals(readable);
+                readable = Map.copyOf(read);
+                ownedUntilNanos = started + ttl.toNanos() - tick.toNanos();
+                if (changed) {
+                  log.info("Outbox relay {} reads partitions {} ({} live relays)", me,
+                      new TreeSet<>(read.keySet()), live.size());
+                  wake();
+                }
+                return (long) read.size();
+              });
+        })
+        .onErrorResume(error -> {
+          log.warn("Outbox relay {} could not renew its partitions: {}", me, error.toString());
+          return Mono.empty();
+        });
+  }
+
+  /** One read within the free budgets; the batches are in the ledger before they are emitted. */
+  private Flux<BatchInFlight> claim() {
+    return Flux.defer(() -> {
+      Map<Integer, Long> parts = readable;
+      Ledger.Room room = !stopping && !parts.isEmpty() && System.nanoTime() < ownedUntilNanos
+          ? ledger.room() : null;
+      if (room == null) {
+        return Flux.empty();
+      }
+      Instant now = Instant.now();
+      heldKeys.values().removeIf(until -> !until.isAfter(now));
+      heldIds.values().removeIf(until -> !until.isAfter(now));
+      List<String> skipIds = new ArrayList<>(heldIds.keySet());
+      Set<String> held = new HashSet<>(heldKeys.keySet());
+      for (BatchInFlight b : ledger.held()) {
+        skipIds.add(b.claim().batchId());
+        if (b.fence != null) {
+          held.addAll(b.fence.keys());
+        }
+      }
+      long generation = ledger.generation();
+      long started = System.nanoTime();
+      return store.read(List.copyOf(parts.keySet()), skipIds, List.copyOf(held),
+              options.claimSize(), room.records(), room.bytes(), room.empty())
+          .collectList()
+          .flatMapMany(rows -> {
+            List<ClaimedBatch> taken = new ArrayList<>();
+            List<BatchInFlight.Fence> fences = new ArrayList<>();
+            Set<String> takenKeys = new HashSet<>();
+            for (ReadRow row : rows) {
+              boolean blocked = row.keys().stream().anyMatch(takenKeys::contains);
+              takenKeys.addAll(row.keys());
+              if (row.waitingUntil() != null) {
+                if (row.keys().isEmpty()) {
+                  heldIds.put(row.batchId(), row.waitingUntil());
+                } else {
+                  row.keys().forEach(k -> heldKeys.merge(k, row.waitingUntil(),
+                      (a, b) -> a.isAfter(b) ? a : b));
+                }
+                continue;
+              }
+              Long epoch = parts.get(row.partition());
+              if (blocked || epoch == null || row.rawData() == null) {
+                continue;
+              }
+              taken.add(new ClaimedBatch(row.batchId(), row.insertSeq(), row.messageCount(),
+                  row.writeRetries(), row.rawData(), row.insertTime(), NO_LEASE, Instant.MAX));
+              fences.add(new BatchInFlight.Fence(row.partition(), epoch, row.keys()));
+            }
+            List<BatchInFlight> batches = ledger.register(taken,
+                fences.toArray(BatchInFlight.Fence[]::new), generation, false);
+            if (batches == null) {
+              return Flux.empty(); // abandoned meanwhile; nothing was written to claim them
+            }
+            options.metrics().claimed(batches.size(),
+                taken.stream().mapToInt(ClaimedBatch::messageCount).sum(),
+                Duration.ofNanos(System.nanoTime() - started));
+            if (rows.size() == options.claimSize()) {
+              wake(); // a full read: there is probably more
+            }
+            return Flux.fromIterable(batches);
+          })
+          .onErrorResume(error -> {
+            log.warn("Outbox relay {} could not read its partitions; trying again at the next"
+                + " poll: {}", options.instanceId(), error.toString());
+            return Flux.empty();
+          });
+    });
+  }
+}

@@ -1,0 +1,87 @@
+package dev.outbox.relay;
+
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.PartitionStore;
+import dev.outbox.r2dbc.internal.RelayStore;
+import java.time.Duration;
+import java.util.List;
+import java.util.Objects;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * How the {@link Settler} changes the table, fenced the way the mode claims: by each batch's
+ * lease token (PARALLEL, ORDERED, WAL) or by its partition's epoch (PARTITIONED). Every method
+ * answers {@code false} (or leaves an id out) when the fence no longer holds.
+ */
+interface Settlements {
+
+  /** Deletes published batches; emits the ids deleted. */
+  Flux<String> deleteAll(List<BatchInFlight> batches);
+
+  Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait);
+
+  Mono<Boolean> deadLetter(BatchInFlight batch, String reason);
+
+  /** Gives back what was claimed and not attempted; how many. */
+  Mono<Long> releaseAll(List<BatchInFlight> batches);
+
+  /** Leases on rows ({@link RelayStore}). */
+  static Settlements leased(RelayStore store) {
+    return new Settlements() {
+      @Override
+      public Flux<String> deleteAll(List<BatchInFlight> batches) {
+        return store.deleteAll(claims(batches));
+      }
+
+      @Override
+      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
+        return store.retryLater(batch.claim(), reason, wait);
+      }
+
+      @Override
+      public Mono<Boolean> deadLetter(BatchInFlight batch, String reason) {
+        return store.deadLetter(batch.claim(), reason);
+      }
+
+      @Override
+      public Mono<Long> releaseAll(List<BatchInFlight> batches) {
+        return store.releaseAll(claims(batches));
+      }
+
+      private List<ClaimedBatch> claims(List<BatchInFlight> batches) {
+        return batches.stream().map(BatchInFlight::claim).toList();
+      }
+    };
+  }
+
+  /** Partition ownership ({@link PartitionStore}); reading claimed nothing, so nothing to give back. */
+  static Settlements partitioned(PartitionStore store, String relay) {
+    return new Settlements() {
+      @Override
+      public Flux<String> deleteAll(List<BatchInFlight> batches) {
+        return store.deleteAll(relay, batches.stream().map(b -> b.claim().batchId()).toList(),
+            batches.stream().map(b -> fence(b).epoch()).toList());
+      }
+
+      @Override
+      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
+        return store.retryLater(relay, batch.claim().batchId(), fence(batch).epoch(), reason, wait);
+      }
+
+      @Override
+      public Mono<Boolean> deadLetter(BatchInFlight batch, String reason) {
+        return store.deadLetter(relay, batch.claim().batchId(), fence(batch).epoch(), reason);
+      }
+
+      @Override
+      public Mono<Long> releaseAll(List<BatchInFlight> batches) {
+        return Mono.just(0L);
+      }
+
+      private BatchInFlight.Fence fence(BatchInFlight batch) {
+        return Objects.requireNonNull(batch.fence, "a PARTITIONED batch has a fence");
+      }
+    };
+  }
+}

@@ -1,0 +1,207 @@
+package dev.outbox.relay;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxContext;
+import dev.outbox.relay.RelayOutcome.Kind;
+import dev.outbox.testing.Poll;
+import dev.outbox.testing.PostgresExtension;
+import dev.outbox.testing.TestPostgres;
+import io.r2dbc.spi.Connection;
+import java.nio.ByteBuffer;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.kafka.common.errors.TimeoutException;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * PARTITIONED mode on real PostgreSQL with recording sinks: relays share partitions, keep each
+ * key's order across relays, retries and handovers, and a relay that lost its partition changes
+ * nothing.
+ */
+@ExtendWith(PostgresExtension.class)
+class PartitionedRelayTest {
+  private static final Duration QUICKLY = Duration.ofSeconds(30);
+
+  private final OutboxFixture outbox;
+  private final List<RelayHandle> relays = new ArrayList<>();
+  /** Per key, the sequence numbers in the order the sinks acknowledged them (first time only). */
+  private final Map<String, List<Integer>> acknowledged = new ConcurrentHashMap<>();
+  private final Map<String, Boolean> seen = new ConcurrentHashMap<>();
+  private final AtomicInteger duplicates = new AtomicInteger();
+
+  PartitionedRelayTest(TestPostgres postgres) {
+    outbox = new OutboxFixture(postgres, 10);
+  }
+
+  @AfterEach
+  void tearDown() {
+    relays.forEach(r -> r.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(10)));
+    outbox.close();
+  }
+
+  private RelayOptions.Builder options(String id, RecordSink sink) {
+    return RelayOptions.builder().table(outbox.table).mode(RelayMode.PARTITIONED).instanceId(id)
+        .sink(sink).pollInterval(Duration.ofMillis(50)).leaseDuration(Duration.ofSeconds(2))
+        .leaseRenewal(Duration.ofMillis(300)).retryPolicy(RetryPolicy.builder()
+            .initialBackoff(Duration.ofMillis(200)).jitter(0).maxAttempts(50).build());
+  }
+
+  private RelayHandle start(RelayOptions options, List<RelayOutcome> outcomes) {
+    OutboxRelay relay = OutboxRelay.create(outbox.pool, options);
+    relay.outcomes().subscribe(outcomes::add);
+    RelayHandle handle = relay.start();
+    relays.add(handle);
+    return handle;
+  }
+
+  /** Acknowledges every record (failing those {@code fails} says), recording first deliveries. */
+  private RecordSink recording(java.util.function.Predicate<OutboundRecord<?>> fails) {
+    return TestSinks.answering(r -> {
+      if (fails.test(r)) {
+        return new TimeoutException("broker slow for " + r.key());
+      }
+      String id = r.headers().get(Message.MESSAGE_ID_HEADER);
+      if (seen.putIfAbsent(id, true) != null) {
+        duplicates.incrementAndGet();
+      } else {
+        acknowledged.computeIfAbsent(r.key() == null ? "" : r.key(), k -> new CopyOnWriteArrayList<>())
+            .add(ByteBuffer.wrap(r.value()).getInt());
+      }
+      return null;
+    });
+  }
+
+  private static Message message(String key, int seq) {
+    return Message.builder().stream("orders").key(key).data(ByteBuffer.allocate(4).putInt(seq).array())
+        .build();
+  }
+
+  /**
+   * Writes {@code perKey} rows for each of {@code keys} keys, one key per row, seq ascending, in
+   * one transaction (so insert order is seq order for every key).
+   */
+  private void write(int keys, int perKey, int firstSeq) {
+    outbox.write(keys * perKey, keys * perKey, i -> {
+      int key = i % keys;
+      int seq = firstSeq + i / keys;
+      return List.of(message("k" + key, seq * 2), message("k" + key, seq * 2 + 1));
+    });
+  }
+
+  private long owners() {
+    return outbox.postgres.queryLong("SELECT count(DISTINCT owner) FROM "
+        + outbox.table.partitionsQualifiedName() + " WHERE owner IS NOT NULL");
+  }
+
+  private long ownedBy(String relay) {
+    return outbox.postgres.queryLong("SELECT count(*) FROM " + outbox.table.partitionsQualifiedName()
+        + " WHERE owner = '" + relay + "'");
+  }
+
+  private void assertPerKeyOrder() {
+    acknowledged.forEach((key, seqs) -> assertThat(seqs).as("key %s", key).isSorted());
+  }
+
+  @Test
+  void relaysShareThePartitionsRebalanceAndKeepEachKeysOrder() {
+    write(40, 30, 0);
+    RecordSink sink = TestSinks.slow(recording(r -> false), Duration.ofMillis(1));
+    start(options("relay-a", sink).build(), new CopyOnWriteArrayList<>());
+    Poll.until("relay-a owns every partition", QUICKLY, () -> ownedBy("relay-a") == 32);
+
+    RelayHandle b = start(options("relay-b", sink).build(), new CopyOnWriteArrayList<>());
+    Poll.until("two relays share the partitions", QUICKLY,
+        () -> ownedBy("relay-a") == 16 && ownedBy("relay-b") == 16);
+    write(40, 30, 30);
+    start(options("relay-c", sink).build(), new CopyOnWriteArrayList<>());
+    Poll.until("three relays share the partitions", QUICKLY, () -> owners() == 3);
+
+    b.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(10));
+    Poll.until("a stopped relay's partitions move to the others", QUICKLY,
+        () -> ownedBy("relay-b") == 0 && ownedBy("relay-a") + ownedBy("relay-c") == 32);
+    Poll.until("everything is published", Duration.ofSeconds(60), () -> outbox.rows() == 0);
+
+    assertThat(acknowledged).hasSize(40);
+    assertThat(acknowledged.values()).allSatisfy(seqs -> assertThat(seqs).hasSize(120));
+    assertPerKeyOrder();
+  }
+
+  @Test
+  void aKeyWaitingForARetryHoldsOnlyThatKey() {
+    AtomicInteger failures = new AtomicInteger();
+    RecordSink sink = recording(r -> "k0".equals(r.key()) && failures.incrementAndGet() <= 6);
+    List<RelayOutcome> outcomes = new CopyOnWriteArrayList<>();
+    write(10, 20, 0);
+    start(options("relay-a", sink).build(), outcomes);
+
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(outcomes).filteredOn(o -> o.kind() == Kind.RETRY_SCHEDULED).isNotEmpty();
+    assertThat(acknowledged.get("k0")).hasSize(40);
+    assertPerKeyOrder();
+  }
+
+  @Test
+  void aRelayThatLostItsPartitionsChangesNothing() {
+    List<RelayOutcome> outcomes = new CopyOnWriteArrayList<>();
+    RecordSink slow = TestSinks.slow(recording(r -> false), Duration.ofMillis(20));
+    write(10, 10, 0);
+    start(options("relay-a", slow).build(), outcomes);
+    Poll.until("relay-a publishes", QUICKLY, () -> !acknowledged.isEmpty());
+
+    // Another owner came and went (what a takeover looks like to a late relay): new epochs.
+    outbox.postgres.execute("UPDATE " + outbox.table.partitionsQualifiedName()
+        + " SET epoch = epoch + 1");
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+
+    assertThat(outcomes).filteredOn(o -> o.kind() == Kind.LEASE_LOST)
+        .as("settlements under the old epoch changed nothing").isNotEmpty();
+    assertThat(acknowledged.values().stream().mapToInt(List::size).sum()).isEqualTo(200);
+    assertPerKeyOrder();
+  }
+
+  @Test
+  void aRowWhoseTransactionCommitsLateIsNotSkipped() {
+    RecordSink sink = recording(r -> false);
+    start(options("relay-a", sink).build(), new CopyOnWriteArrayList<>());
+    Poll.until("relay-a owns every partition", QUICKLY, () -> ownedBy("relay-a") == 32);
+
+    Connection late = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      Flux.from(late.beginTransaction()).blockLast(QUICKLY);
+      outbox.writer.write(List.of(message("late", 0))).contextWrite(OutboxContext.withConnection(late))
+          .block(QUICKLY);
+      write(5, 4, 0); // later rows, committed first: held behind the commit watermark
+      assertThat(acknowledged).doesNotContainKey("late");
+      Flux.from(late.commitTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(late.close()).block(QUICKLY);
+    }
+    Poll.until("the late row and the later ones are published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(acknowledged.get("late")).containsExactly(0);
+    assertThat(acknowledged.values().stream().mapToInt(List::size).sum()).isEqualTo(1 + 5 * 4 * 2);
+  }
+
+  @Test
+  void rowsWithoutKeysAreSpreadAndPublished() {
+    List<RelayOutcome> outcomes = new CopyOnWriteArrayList<>();
+    outbox.write(50, 10, i -> List.of(Message.builder().stream("orders")
+        .data(ByteBuffer.allocate(4).putInt(i).array()).build()));
+    assertThat(outbox.postgres.queryLong("SELECT count(DISTINCT outbox_partition) FROM "
+        + outbox.table.qualifiedName())).as("spread by batch id").isGreaterThan(8);
+    start(options("relay-a", recording(r -> false)).build(), outcomes);
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    Poll.until("every outcome is seen", QUICKLY,
+        () -> outcomes.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 50);
+  }
+}
