@@ -7,6 +7,7 @@ import dev.outbox.r2dbc.OutboxTransactions;
 import dev.outbox.r2dbc.OutboxWriter;
 import dev.outbox.relay.OutboxRelay;
 import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayMode;
 import dev.outbox.relay.RelayOptions;
 import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
@@ -58,8 +59,12 @@ final class RelayBenchmark {
     double baselineSeconds = plainSenderSeconds(kafka, baselineTopic, MESSAGES, payload);
 
     OutboxTable table = OutboxTable.of("bench_relay");
-    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter");
+    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
+        "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     OutboxSchema.createIfMissing(pool, table).block();
+    if ("PARTITIONED".equals(System.getProperty("bench.mode"))) {
+      OutboxSchema.enablePartitions(pool, table).block();
+    }
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
     fill(pool, writer, relayTopic, payload);
 
@@ -71,6 +76,7 @@ final class RelayBenchmark {
 
     long t0 = System.nanoTime();
     RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
+        .mode(RelayMode.valueOf(System.getProperty("bench.mode", "PARALLEL")))
         .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
         .claimSize(Integer.getInteger("bench.claimSize", 200))
         .pollInterval(Duration.ofMillis(100)).build()).start();
@@ -104,7 +110,8 @@ final class RelayBenchmark {
                 + " (%d MB before) of this JVM, which also hosts the broker",
             Integer.getInteger("bench.maxInFlight", 2_000),
             Integer.getInteger("bench.claimSize", 200), records, heapPeak >> 20, heapBefore >> 20));
-    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter");
+    postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
+        "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     pool.dispose();
   }
 

@@ -8,6 +8,7 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Callable;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import reactor.core.publisher.Flux;
@@ -33,8 +34,13 @@ public final class OutboxSchema {
   // V0_1 adopts a table that exists without our columns (the Go package's, or our version 1)
   // before V1 and V2 run; it does nothing on a new or current table.
   private static final List<String> MIGRATIONS = List.of(
-      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql",
-      "V3__partitions.sql");
+      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql");
+  /**
+   * Opt-in, for the PARTITIONED relay mode (preview): it adds a computed column and an index that
+   * every insert pays for, so it is kept out of the default migrations (and out of the folder
+   * Flyway reads for them).
+   */
+  private static final List<String> PARTITION_MIGRATIONS = List.of("partitions/V3__partitions.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}
@@ -46,10 +52,25 @@ public final class OutboxSchema {
         Connection::close);
   }
 
+  /**
+   * Adds what the PARTITIONED relay mode needs to an existing outbox table (version 3:
+   * {@code outbox_partition}, its index, the {@code <table>_partitions} and {@code <table>_relays}
+   * tables) when missing; existing rows get their partition. Preview: see the README.
+   */
+  public static Mono<Void> enablePartitions(ConnectionFactory connectionFactory, OutboxTable table) {
+    return Mono.usingWhen(connectionFactory.create(),
+        connection -> apply(connection, () -> statements(table, PARTITION_MIGRATIONS)),
+        Connection::close);
+  }
+
   /** As {@link #createIfMissing(ConnectionFactory, OutboxTable)}, on a given connection. */
   public static Mono<Void> createIfMissing(Connection connection, OutboxTable table) {
+    return apply(connection, () -> statements(table));
+  }
+
+  private static Mono<Void> apply(Connection connection, Callable<List<String>> ddl) {
     // Reading the DDL resource is file I/O: keep it off non-blocking threads.
-    return Mono.fromCallable(() -> statements(table))
+    return Mono.fromCallable(ddl)
         .subscribeOn(Schedulers.boundedElastic())
         .flatMapIterable(statements -> statements)
         .concatMap(sql -> Flux.from(connection.createStatement(sql).execute())
@@ -59,8 +80,17 @@ public final class OutboxSchema {
 
   /** The DDL statements for {@code table}, in order. */
   public static List<String> statements(OutboxTable table) {
+    return statements(table, MIGRATIONS);
+  }
+
+  /** The DDL statements of {@link #enablePartitions}, for {@code table}, in order. */
+  public static List<String> partitionStatements(OutboxTable table) {
+    return statements(table, PARTITION_MIGRATIONS);
+  }
+
+  private static List<String> statements(OutboxTable table, List<String> migrations) {
     List<String> statements = new ArrayList<>();
-    for (String migration : MIGRATIONS) {
+    for (String migration : migrations) {
       for (String sql : split(withoutComments(read(migration)))) {
         if (!sql.isBlank()) {
           statements.add(rename(sql.strip(), table));

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxContext;
+import dev.outbox.r2dbc.OutboxSchema;
 import dev.outbox.relay.RelayOutcome.Kind;
 import dev.outbox.testing.Poll;
 import dev.outbox.testing.PostgresExtension;
@@ -42,6 +43,7 @@ class PartitionedRelayTest {
 
   PartitionedRelayTest(TestPostgres postgres) {
     outbox = new OutboxFixture(postgres, 10);
+    OutboxSchema.enablePartitions(outbox.pool, outbox.table).block(QUICKLY);
   }
 
   @AfterEach
