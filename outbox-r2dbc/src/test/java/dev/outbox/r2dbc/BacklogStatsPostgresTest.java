@@ -113,9 +113,11 @@ class BacklogStatsPostgresTest {
     assertThat(after.oldestInsertTime())
         .isEqualTo(Instant.parse("2026-01-01T00:00:00Z").plusSeconds(LARGE / 2 + 1));
 
-    // A whole-table count(*) + min(insert_time) takes hundreds of ms at these sizes.
-    assertThat(full).as("ms, full table").isLessThan(50).isLessThan(before);
-    assertThat(again).as("ms, after the head was deleted").isLessThan(50);
+    // A whole-table count(*) + min(insert_time) takes hundreds of ms at these sizes. Compared
+    // with it, measured in the same run (absolute limits fail on a loaded machine).
+    assertThat(full).as("ms, full table, against %s ms before", before).isLessThan(before / 3);
+    assertThat(again).as("ms, after the head was deleted, against %s ms before", before)
+        .isLessThan(before / 3);
     assertThat(headDeleted).as("ms, first read after the head was deleted").isLessThan(1_000);
   }
 
