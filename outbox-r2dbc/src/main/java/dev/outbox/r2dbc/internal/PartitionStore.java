@@ -82,7 +82,8 @@ public final class PartitionStore {
         + " WHERE o.outbox_partition = ANY($1::smallint[])"
         + " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
         + " AND NOT (o.batch_id = ANY($2::bpchar[]))"
-        + " AND NOT (o.message_keys && $3::text[])"
+        // A hashed lookup per key: '&&' walks the whole held-keys array for every row.
+        + " AND NOT EXISTS (SELECT 1 FROM unnest(o.message_keys) AS k WHERE k = ANY($3::text[]))"
         + " ORDER BY o.insert_seq LIMIT $4),"
         + " sized AS (SELECT batch_id, sum(message_count) OVER w AS running,"
         + " sum(bytes) OVER w AS running_bytes, row_number() OVER w AS position"
