@@ -63,6 +63,11 @@ public final class AdminCommands {
       "  dead-letters purge <batchId>                delete it for good",
       "  dead-letters purge --older-than <duration>  delete those dead-lettered longer ago (30d, 12h)",
       "  backlog                                     rows waiting, the oldest row's age, dead letters",
+      "  wal-slot show                               the WAL relay's replication slot: active,"
+          + " positions, lag, WAL retained",
+      "  wal-slot drop [--drop-publication]          drop the slot (refused while a relay follows"
+          + " it); the publication too only with the flag",
+      "  (wal-slot reads OUTBOX_WAL_SLOT and OUTBOX_WAL_PUBLICATION, default <table>_relay)",
       "Without a subcommand the relay runs. Exit status: 0 done, 1 not found or failed,"
           + " 2 bad usage or configuration.");
 
@@ -98,8 +103,21 @@ public final class AdminCommands {
       err.println("Invalid outbox configuration: " + e.getMessage());
       return EXIT_USAGE;
     }
+    String walSlot;
+    String walPublication;
+    try {
+      walSlot = StandaloneConfig.walSlotFromEnvironment(env, table);
+      walPublication = StandaloneConfig.walPublicationFromEnvironment(env, table);
+    } catch (InvalidConfigurationException e) {
+      err.println("Invalid outbox configuration: " + e.getMessage());
+      return EXIT_USAGE;
+    }
     ConnectionPool pool = pool(url);
     try {
+      if (command.walAction != null) {
+        return command.walAction.run(new WalSlotCommands(pool, table, walSlot, walPublication),
+            out, err);
+      }
       return command.run(OutboxStore.create(pool, table), out, err);
     } catch (RuntimeException e) {
       err.println("Failed: " + describe(e, table));
@@ -146,13 +164,30 @@ public final class AdminCommands {
     int run(OutboxStore store, PrintStream out, PrintStream err);
   }
 
+  @FunctionalInterface
+  private interface WalAction {
+    int run(WalSlotCommands wal, PrintStream out, PrintStream err);
+  }
+
   private static final class Command {
     final String name;
     final Action action;
+    final @Nullable WalAction walAction;
 
     Command(String name, Action action) {
       this.name = name;
       this.action = action;
+      this.walAction = null;
+    }
+
+    private Command(String name, Action action, @Nullable WalAction walAction) {
+      this.name = name;
+      this.action = action;
+      this.walAction = walAction;
+    }
+
+    static Command wal(String name, WalAction walAction) {
+      return new Command(name, (store, out, err) -> EXIT_FAILED, walAction);
     }
 
     int run(OutboxStore store, PrintStream out, PrintStream err) {
@@ -175,6 +210,9 @@ public final class AdminCommands {
       }
       case "dead-letters" -> {
         return parseDeadLetters(args);
+      }
+      case "wal-slot" -> {
+        return parseWalSlot(args);
       }
       default -> throw new UsageException("Unknown subcommand '" + first + "'");
     }
@@ -220,6 +258,34 @@ public final class AdminCommands {
       }
       default -> throw new UsageException("Unknown dead-letters subcommand '" + verb
           + "' (expected list, show, redrive or purge)");
+    }
+  }
+
+  private static Command parseWalSlot(List<String> args) throws UsageException {
+    if (args.size() < 2) {
+      throw new UsageException("wal-slot needs one of show, drop");
+    }
+    String verb = args.get(1);
+    switch (verb) {
+      case "show" -> {
+        noMore(args, 2);
+        return Command.wal("wal-slot show", WalSlotCommands::show);
+      }
+      case "drop" -> {
+        boolean publicationToo = false;
+        if (args.size() > 2) {
+          if (args.size() != 3 || !args.get(2).equals("--drop-publication")) {
+            throw new UsageException("wal-slot drop takes only --drop-publication, got "
+                + args.subList(2, args.size()));
+          }
+          publicationToo = true;
+        }
+        boolean dropPublication = publicationToo;
+        return Command.wal("wal-slot drop",
+            (wal, out, err) -> wal.drop(dropPublication, out, err));
+      }
+      default -> throw new UsageException("Unknown wal-slot subcommand '" + verb
+          + "' (expected show or drop)");
     }
   }
 
