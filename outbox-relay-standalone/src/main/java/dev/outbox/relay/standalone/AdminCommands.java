@@ -24,9 +24,10 @@ import org.jspecify.annotations.Nullable;
 import reactor.core.Exceptions;
 
 /**
- * Dead-letter and backlog operations from the command line, without SQL: the subcommands of
- * {@link RelayMain}. They read the relay's own variables ({@value StandaloneConfig#DATABASE_URL}
- * and {@value StandaloneConfig#TABLE}), work through {@link OutboxStore}, print plain text and
+ * Dead-letter, backlog and WAL slot operations from the command line, without SQL: the
+ * subcommands of {@link RelayMain}. They read the relay's own variables ({@value
+ * StandaloneConfig#DATABASE_URL}, {@value StandaloneConfig#TABLE}, and for {@code wal-slot}
+ * {@value StandaloneConfig#WAL_SLOT} and {@value StandaloneConfig#WAL_PUBLICATION}), work through {@link OutboxStore}, print plain text and
  * return an exit status: {@value #EXIT_OK} done, {@value #EXIT_FAILED} not found or the database
  * failed, {@value #EXIT_USAGE} bad usage or configuration (with a message saying what to fix).
  *
@@ -35,6 +36,8 @@ import reactor.core.Exceptions;
  * java -cp ... dev.outbox.relay.standalone.RelayMain dead-letters show 2Ym2LqZ5c0H7p0sCk0bXgYQ1xwI
  * java -cp ... dev.outbox.relay.standalone.RelayMain dead-letters purge --older-than 30d
  * java -cp ... dev.outbox.relay.standalone.RelayMain backlog
+ * java -cp ... dev.outbox.relay.standalone.RelayMain wal-slot show
+ * java -cp ... dev.outbox.relay.standalone.RelayMain wal-slot drop --drop-publication
  * }</pre>
  *
  * <p>In code: {@code int status = AdminCommands.run(List.of("backlog"), System.getenv(),
