@@ -50,7 +50,8 @@ import reactor.core.scheduler.Schedulers;
  * kafka-producer-network-thread | <client.id>}) is not alive. Details only (a WARN log line at
  * most every {@link #LOG_EVERY}, and a meter): in ORDERED and WAL mode the oldest transaction
  * with a transaction id that has run longer than the threshold (it holds the commit watermark,
- * and WAL slot creation, back); in WAL mode, a slot that does not exist.
+ * and WAL slot creation, back); in WAL mode, a slot that does not exist, and the replication
+ * lag ({@code walLag}: bytes behind, WAL retained, seconds behind; also as meters).
  *
  * <pre>{@code
  * HealthProbe probe = new HealthProbe(pool, table, mode, producerProperties, walSlot,
@@ -198,6 +199,7 @@ final class HealthProbe implements Disposable {
       if (mode == RelayMode.WAL) {
         checks.add(bounded("walSlot", checkSlot()));
         checks.add(bounded("walPublication", checkPublication()));
+        checks.add(checkWalLag());
       }
       return Flux.mergeSequential(checks).collectList()
           .map(results -> {
@@ -511,6 +513,53 @@ final class HealthProbe implements Disposable {
                 + table.qualifiedName() + " (dropped and created again?): nothing new is"
                 + " published; restart the relay to add it back")
             : Result.ok("walPublication", walPublication));
+  }
+
+  /**
+   * WAL mode: how far the relay is behind, never a DOWN reason. Bytes: WAL written after the
+   * slot's confirmed position ({@code pg_wal_lsn_diff(pg_current_wal_lsn(),
+   * confirmed_flush_lsn)}); retained: WAL the slot keeps on disk (from its {@code restart_lsn}).
+   * Seconds: the database clock minus the {@code insert_time} of the first row in insert order
+   * still in the table (0 when none). An LSN carries no time (commit timestamps are off by
+   * default), while a row leaves the table only once published and the slot confirms its
+   * transaction only after that; so the oldest remaining row is the oldest message not yet
+   * published. Bytes alone would also count WAL of other tables written while no outbox row
+   * arrives (the slot then confirms nothing).
+   */
+  private Mono<Result> checkWalLag() {
+    String sql = "SELECT s.slot_name IS NOT NULL, s.active,"
+        + " pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8,"
+        + " pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8,"
+        + " (SELECT EXTRACT(EPOCH FROM (clock_timestamp() - t.insert_time))::float8 FROM "
+        + table.qualifiedName() + " t ORDER BY t.insert_seq LIMIT 1)"
+        + " FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = '"
+        + walSlot + "'";
+    return query(sql, row -> {
+          Map<String, Object> detail = new LinkedHashMap<>();
+          boolean present = Boolean.TRUE.equals(row.get(0, Boolean.class));
+          Long bytes = row.get(2, Long.class);
+          Long retained = row.get(3, Long.class);
+          Double seconds = row.get(4, Double.class);
+          long lagBytes = !present || bytes == null ? -1 : Math.max(0, bytes);
+          long ageMillis = seconds == null ? 0 : Math.max(0, Math.round(seconds * 1000));
+          metrics.walLagBytes(lagBytes);
+          metrics.walLagAge(Duration.ofMillis(ageMillis));
+          if (!present) {
+            detail.put("bytes", "unknown (slot missing)");
+          } else if (bytes == null) {
+            // Listed while its creation waits for running transactions, without a position yet.
+            detail.put("bytes", "unknown (slot not ready yet)");
+          } else {
+            detail.put("bytes", lagBytes);
+            detail.put("retainedBytes", retained == null ? -1 : retained);
+            detail.put("slotActive", Boolean.TRUE.equals(row.get(1, Boolean.class)));
+          }
+          detail.put("seconds", ageMillis / 1000.0);
+          return Result.ok("walLag", (Object) detail);
+        })
+        .timeout(checkTimeout)
+        .onErrorResume(error -> Mono.just(Result.ok("walLag", "unknown: "
+            + describe("walLag", error))));
   }
 
   private static boolean rateLimited(AtomicLong lastNanos) {

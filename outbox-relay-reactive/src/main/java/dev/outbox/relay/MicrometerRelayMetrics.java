@@ -33,6 +33,10 @@ import java.util.concurrent.atomic.AtomicLong;
  *       of the oldest transaction holding publication back (0 when none)</td></tr>
  *   <tr><td>{@code outbox.relay.wal.slot.missing}</td><td>gauge: WAL mode, 1 while the
  *       replication slot does not exist</td></tr>
+ *   <tr><td>{@code outbox.relay.wal.lag.bytes}</td><td>gauge, bytes: WAL mode, WAL written
+ *       after the slot's confirmed position (NaN while the slot does not exist)</td></tr>
+ *   <tr><td>{@code outbox.relay.wal.lag.seconds}</td><td>gauge, seconds: WAL mode, age of the
+ *       oldest row still in the outbox table (0 when it is empty)</td></tr>
  * </table>
  *
  * <pre>{@code
@@ -49,6 +53,8 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   private final AtomicLong healthUp = new AtomicLong();
   private final AtomicLong heldBackSeconds = new AtomicLong();
   private final AtomicLong walSlotMissing = new AtomicLong();
+  private final AtomicLong walLagBytes = new AtomicLong();
+  private final AtomicLong walLagMillis = new AtomicLong();
   private final Counter published;
   private final Counter failedRetriable;
   private final Counter failedFatal;
@@ -76,6 +82,11 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
         .baseUnit("seconds").tags(tags).register(registry);
     Gauge.builder("outbox.relay.wal.slot.missing", walSlotMissing, AtomicLong::get).tags(tags)
         .register(registry);
+    Gauge.builder("outbox.relay.wal.lag.bytes", walLagBytes,
+            bytes -> bytes.get() < 0 ? Double.NaN : bytes.get())
+        .baseUnit("bytes").tags(tags).register(registry);
+    Gauge.builder("outbox.relay.wal.lag.seconds", walLagMillis, millis -> millis.get() / 1000.0)
+        .baseUnit("seconds").tags(tags).register(registry);
     published = Counter.builder("outbox.relay.records.published").tags(tags).register(registry);
     failedRetriable = Counter.builder("outbox.relay.records.failed").tags(tags).tag("fatal", "false")
         .register(registry);
@@ -155,5 +166,15 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   @Override
   public void walSlotMissing(boolean missing) {
     walSlotMissing.set(missing ? 1 : 0);
+  }
+
+  @Override
+  public void walLagBytes(long bytes) {
+    walLagBytes.set(bytes < 0 ? -1 : bytes);
+  }
+
+  @Override
+  public void walLagAge(Duration age) {
+    walLagMillis.set(Math.max(0, age.toMillis()));
   }
 }

@@ -50,6 +50,21 @@ public interface RelayMetrics {
   /** WAL mode: whether the replication slot does not exist (yet). */
   default void walSlotMissing(boolean missing) {}
 
+  /**
+   * WAL mode: bytes of WAL between the server's current position and the replication slot's
+   * confirmed position ({@code pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)}); -1
+   * while the slot does not exist. It counts all WAL written since, also that of other tables.
+   */
+  default void walLagBytes(long bytes) {}
+
+  /**
+   * WAL mode: how long the oldest row still in the outbox table has waited (the database's clock
+   * minus its {@code insert_time}; {@link Duration#ZERO} when the table is empty). A row is
+   * deleted only once its messages are published, and the slot confirms a transaction only
+   * after that, so this is how far publication runs behind the writers, in time.
+   */
+  default void walLagAge(Duration age) {}
+
   /** Discards everything. */
   static RelayMetrics none() {
     return new RelayMetrics() {};

@@ -255,6 +255,8 @@ class HealthProbeTest {
         h -> String.valueOf(h.details().get("walSlot")).contains("missing"));
     assertThat(missing.details()).containsKey("heldBackBy");
     assertThat(gauge("outbox.relay.wal.slot.missing")).isEqualTo(1.0);
+    assertThat(gauge("outbox.relay.wal.lag.bytes")).as("no slot, no lag in bytes").isNaN();
+    assertThat(missing.details().get("walLag")).asString().contains("slot missing");
 
     postgres.execute("SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')");
     cleanup.add(() -> postgres.execute("SELECT pg_drop_replication_slot('" + slot + "')"));
@@ -262,6 +264,59 @@ class HealthProbeTest {
     awaitHealth(probe, "the slot is reported present",
         h -> String.valueOf(h.details().get("walSlot")).contains("present"));
     assertThat(gauge("outbox.relay.wal.slot.missing")).isZero();
+    awaitHealth(probe, "lag in bytes is known once the slot exists",
+        h -> h.details().get("walLag") instanceof Map<?, ?> m && m.get("bytes") instanceof Long b
+            && b >= 0);
+    assertThat(gauge("outbox.relay.wal.lag.bytes")).isNotNaN();
+  }
+
+  @Test
+  void walLagIsReadInBytesAndSecondsWhileTheSlotIsBehindAndIsZeroOnceItCaughtUp() {
+    OutboxTable table = newTable(true);
+    String slot = TestPostgres.uniqueName("lag_slot");
+    postgres.execute("SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')");
+    cleanup.add(() -> postgres.execute("SELECT pg_drop_replication_slot('" + slot + "')"));
+    HealthProbe probe = new HealthProbe(pool, table, RelayMode.WAL, null, slot, slot,
+        MicrometerRelayMetrics.create(registry, table.qualifiedName()), INTERVAL, TIMEOUT,
+        Duration.ofSeconds(1));
+    cleanup.add(probe::dispose);
+
+    RelayHealth caughtUp = check(probe);
+    assertThat(caughtUp.details().get("walLag")).isInstanceOf(Map.class);
+    assertThat(gauge("outbox.relay.wal.lag.seconds")).as("empty table").isZero();
+
+    // Behind: ~100 kB of WAL follow the slot's confirmed position, and a row written a minute
+    // ago still waits. pg_current_wal_lsn() is the position written out, not the insert
+    // position, and the test server commits asynchronously: a synchronous commit writes out the
+    // WAL before it.
+    postgres.execute("SET synchronous_commit = on",
+        "SELECT pg_logical_emit_message(false, 'lag-test', repeat('x', 100000))",
+        "INSERT INTO " + table.qualifiedName() + " (batch_id, message_count, raw_data, insert_time)"
+            + " VALUES ('lag000000000000000000000001', 1, '\\x00', now() - interval '1 minute')");
+
+    RelayHealth behind = check(probe);
+    assertThat(behind.isUp()).as("lag is no DOWN reason: " + behind).isTrue();
+    Map<?, ?> lag = (Map<?, ?>) behind.details().get("walLag");
+    assertThat((Long) lag.get("bytes")).as(behind.toString()).isGreaterThan(100_000L);
+    assertThat((Long) lag.get("retainedBytes")).isGreaterThanOrEqualTo((Long) lag.get("bytes"));
+    assertThat(lag.get("slotActive")).isEqualTo(false);
+    assertThat(gauge("outbox.relay.wal.lag.bytes")).isGreaterThan(100_000.0);
+    assertThat(gauge("outbox.relay.wal.lag.seconds")).isBetween(59.0, 600.0);
+
+    // Caught up: the row is gone (published) and the slot confirmed everything written.
+    postgres.execute("DELETE FROM " + table.qualifiedName(),
+        "SELECT pg_replication_slot_advance('" + slot + "', pg_current_wal_lsn())");
+
+    check(probe);
+    // Only what the server wrote since the advance (background activity, other tests) counts.
+    assertThat(gauge("outbox.relay.wal.lag.bytes")).isBetween(0.0, 16_384.0);
+    assertThat(gauge("outbox.relay.wal.lag.seconds")).isZero();
+  }
+
+  private static RelayHealth check(HealthProbe probe) {
+    RelayHealth health = probe.check().block(Duration.ofSeconds(10));
+    assertThat(health).isNotNull();
+    return health;
   }
 
   @Test

@@ -24,9 +24,10 @@ import org.jspecify.annotations.Nullable;
 import reactor.core.Exceptions;
 
 /**
- * Dead-letter and backlog operations from the command line, without SQL: the subcommands of
- * {@link RelayMain}. They read the relay's own variables ({@value StandaloneConfig#DATABASE_URL}
- * and {@value StandaloneConfig#TABLE}), work through {@link OutboxStore}, print plain text and
+ * Dead-letter, backlog and WAL slot operations from the command line, without SQL: the
+ * subcommands of {@link RelayMain}. They read the relay's own variables ({@value
+ * StandaloneConfig#DATABASE_URL}, {@value StandaloneConfig#TABLE}, and for {@code wal-slot}
+ * {@value StandaloneConfig#WAL_SLOT} and {@value StandaloneConfig#WAL_PUBLICATION}), work through {@link OutboxStore}, print plain text and
  * return an exit status: {@value #EXIT_OK} done, {@value #EXIT_FAILED} not found or the database
  * failed, {@value #EXIT_USAGE} bad usage or configuration (with a message saying what to fix).
  *
@@ -35,6 +36,8 @@ import reactor.core.Exceptions;
  * java -cp ... dev.outbox.relay.standalone.RelayMain dead-letters show 2Ym2LqZ5c0H7p0sCk0bXgYQ1xwI
  * java -cp ... dev.outbox.relay.standalone.RelayMain dead-letters purge --older-than 30d
  * java -cp ... dev.outbox.relay.standalone.RelayMain backlog
+ * java -cp ... dev.outbox.relay.standalone.RelayMain wal-slot show
+ * java -cp ... dev.outbox.relay.standalone.RelayMain wal-slot drop --drop-publication
  * }</pre>
  *
  * <p>In code: {@code int status = AdminCommands.run(List.of("backlog"), System.getenv(),
@@ -63,6 +66,11 @@ public final class AdminCommands {
       "  dead-letters purge <batchId>                delete it for good",
       "  dead-letters purge --older-than <duration>  delete those dead-lettered longer ago (30d, 12h)",
       "  backlog                                     rows waiting, the oldest row's age, dead letters",
+      "  wal-slot show                               the WAL relay's replication slot: active,"
+          + " positions, lag, WAL retained",
+      "  wal-slot drop [--drop-publication]          drop the slot (refused while a relay follows"
+          + " it); the publication too only with the flag",
+      "  (wal-slot reads OUTBOX_WAL_SLOT and OUTBOX_WAL_PUBLICATION, default <table>_relay)",
       "Without a subcommand the relay runs. Exit status: 0 done, 1 not found or failed,"
           + " 2 bad usage or configuration.");
 
@@ -98,8 +106,21 @@ public final class AdminCommands {
       err.println("Invalid outbox configuration: " + e.getMessage());
       return EXIT_USAGE;
     }
+    String walSlot;
+    String walPublication;
+    try {
+      walSlot = StandaloneConfig.walSlotFromEnvironment(env, table);
+      walPublication = StandaloneConfig.walPublicationFromEnvironment(env, table);
+    } catch (InvalidConfigurationException e) {
+      err.println("Invalid outbox configuration: " + e.getMessage());
+      return EXIT_USAGE;
+    }
     ConnectionPool pool = pool(url);
     try {
+      if (command.walAction != null) {
+        return command.walAction.run(new WalSlotCommands(pool, table, walSlot, walPublication),
+            out, err);
+      }
       return command.run(OutboxStore.create(pool, table), out, err);
     } catch (RuntimeException e) {
       err.println("Failed: " + describe(e, table));
@@ -146,13 +167,30 @@ public final class AdminCommands {
     int run(OutboxStore store, PrintStream out, PrintStream err);
   }
 
+  @FunctionalInterface
+  private interface WalAction {
+    int run(WalSlotCommands wal, PrintStream out, PrintStream err);
+  }
+
   private static final class Command {
     final String name;
     final Action action;
+    final @Nullable WalAction walAction;
 
     Command(String name, Action action) {
       this.name = name;
       this.action = action;
+      this.walAction = null;
+    }
+
+    private Command(String name, Action action, @Nullable WalAction walAction) {
+      this.name = name;
+      this.action = action;
+      this.walAction = walAction;
+    }
+
+    static Command wal(String name, WalAction walAction) {
+      return new Command(name, (store, out, err) -> EXIT_FAILED, walAction);
     }
 
     int run(OutboxStore store, PrintStream out, PrintStream err) {
@@ -175,6 +213,9 @@ public final class AdminCommands {
       }
       case "dead-letters" -> {
         return parseDeadLetters(args);
+      }
+      case "wal-slot" -> {
+        return parseWalSlot(args);
       }
       default -> throw new UsageException("Unknown subcommand '" + first + "'");
     }
@@ -220,6 +261,34 @@ public final class AdminCommands {
       }
       default -> throw new UsageException("Unknown dead-letters subcommand '" + verb
           + "' (expected list, show, redrive or purge)");
+    }
+  }
+
+  private static Command parseWalSlot(List<String> args) throws UsageException {
+    if (args.size() < 2) {
+      throw new UsageException("wal-slot needs one of show, drop");
+    }
+    String verb = args.get(1);
+    switch (verb) {
+      case "show" -> {
+        noMore(args, 2);
+        return Command.wal("wal-slot show", WalSlotCommands::show);
+      }
+      case "drop" -> {
+        boolean publicationToo = false;
+        if (args.size() > 2) {
+          if (args.size() != 3 || !args.get(2).equals("--drop-publication")) {
+            throw new UsageException("wal-slot drop takes only --drop-publication, got "
+                + args.subList(2, args.size()));
+          }
+          publicationToo = true;
+        }
+        boolean dropPublication = publicationToo;
+        return Command.wal("wal-slot drop",
+            (wal, out, err) -> wal.drop(dropPublication, out, err));
+      }
+      default -> throw new UsageException("Unknown wal-slot subcommand '" + verb
+          + "' (expected show or drop)");
     }
   }
 

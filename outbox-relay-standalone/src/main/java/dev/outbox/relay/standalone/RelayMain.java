@@ -27,8 +27,9 @@ import org.slf4j.LoggerFactory;
  * Invalid configuration exits at once with status {@value #EXIT_INVALID_CONFIGURATION} and a
  * message naming the variable; any other startup failure with status {@value #EXIT_START_FAILED}.
  *
- * <p>With arguments it runs one dead-letter or backlog subcommand instead ({@link
- * AdminCommands}: {@code dead-letters list|show|redrive|purge}, {@code backlog}) and exits.
+ * <p>With arguments it runs one dead-letter, backlog or WAL slot subcommand instead ({@link
+ * AdminCommands}: {@code dead-letters list|show|redrive|purge}, {@code backlog}, {@code
+ * wal-slot show|drop}) and exits.
  */
 public final class RelayMain {
   /** Exit status when the environment holds an invalid or missing variable. */

@@ -62,6 +62,10 @@ import reactor.core.publisher.Mono;
  *   <tr><td>{@value #INSTANCE_ID}</td><td>{@code relay-<pid>-<random>}</td><td>lease owner name</td></tr>
  *   <tr><td>{@value #DEAD_LETTER_RETENTION}</td><td>off</td><td>delete dead letters older than
  *       this ({@code 30d}); {@code off} or unset keeps them</td></tr>
+ *   <tr><td>{@value #WAL_SLOT}</td><td>{@code <table>_relay}</td><td>WAL mode: the replication
+ *       slot (also what {@code wal-slot show|drop} act on)</td></tr>
+ *   <tr><td>{@value #WAL_PUBLICATION}</td><td>{@code <table>_relay}</td><td>WAL mode: the
+ *       publication</td></tr>
  *   <tr><td>{@code OUTBOX_KAFKA_<PROP>}</td><td></td><td>producer property {@code <prop>}, lower
  *       case, {@code _} as {@code .}: {@code OUTBOX_KAFKA_LINGER_MS=20} gives {@code linger.ms=20}</td></tr>
  * </table>
@@ -83,6 +87,8 @@ import reactor.core.publisher.Mono;
  * @param instanceId lease owner name, or {@code null} for the relay's default
  * @param deadLetterRetention dead letters older than this are deleted by the running relay;
  *     {@code null} (the default) keeps them until an operator acts
+ * @param walSlot WAL mode: the replication slot ({@code <table name>_relay} by default)
+ * @param walPublication WAL mode: the publication ({@code <table name>_relay} by default)
  * @param kafkaProperties further producer properties (may hold secrets), sorted by name
  */
 public record StandaloneConfig(
@@ -99,6 +105,8 @@ public record StandaloneConfig(
     int dbPoolSize,
     @Nullable String instanceId,
     @Nullable Duration deadLetterRetention,
+    String walSlot,
+    String walPublication,
     Map<String, String> kafkaProperties) {
 
   public static final String DATABASE_URL = "OUTBOX_DATABASE_URL";
@@ -114,6 +122,8 @@ public record StandaloneConfig(
   public static final String DB_POOL_SIZE = "OUTBOX_DB_POOL_SIZE";
   public static final String INSTANCE_ID = "OUTBOX_INSTANCE_ID";
   public static final String DEAD_LETTER_RETENTION = "OUTBOX_DEAD_LETTER_RETENTION";
+  public static final String WAL_SLOT = "OUTBOX_WAL_SLOT";
+  public static final String WAL_PUBLICATION = "OUTBOX_WAL_PUBLICATION";
   /** Read by the bundled {@code logback.xml}, not by this class. */
   public static final String LOG_LEVEL = "OUTBOX_LOG_LEVEL";
   /** Prefix of the producer property pass-through variables. */
@@ -124,7 +134,7 @@ public record StandaloneConfig(
 
   private static final Set<String> KNOWN = Set.of(DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, TABLE,
       MODE, POLL_INTERVAL, MAX_IN_FLIGHT, CLAIM_SIZE, LEASE, DRAIN, HTTP_PORT, DB_POOL_SIZE,
-      INSTANCE_ID, DEAD_LETTER_RETENTION, LOG_LEVEL);
+      INSTANCE_ID, DEAD_LETTER_RETENTION, WAL_SLOT, WAL_PUBLICATION, LOG_LEVEL);
   /** Variables of the test harness (outbox-testing), not of the relay: not reported as unknown. */
   private static final Set<String> TEST_HARNESS = Set.of(
       "OUTBOX_TEST_POSTGRES_URL", "OUTBOX_TEST_KAFKA_BOOTSTRAP");
@@ -144,6 +154,8 @@ public record StandaloneConfig(
     Objects.requireNonNull(lease, "lease");
     Objects.requireNonNull(drain, "drain");
     Objects.requireNonNull(kafkaProperties, "kafkaProperties");
+    walName(WAL_SLOT, walSlot);
+    walName(WAL_PUBLICATION, walPublication);
     // The relay's own options are checked by RelayOptions.builder(), named by their variable.
     validateRelayOption(POLL_INTERVAL, b -> b.pollInterval(pollInterval));
     validateRelayOption(MAX_IN_FLIGHT, b -> b.maxInFlight(maxInFlight));
@@ -193,6 +205,8 @@ public record StandaloneConfig(
         integer(env, DB_POOL_SIZE, 10),
         optional(env, INSTANCE_ID),
         retention(env),
+        walSlotFromEnvironment(env, table),
+        walPublicationFromEnvironment(env, table),
         kafkaProperties(env));
   }
 
@@ -243,6 +257,10 @@ public record StandaloneConfig(
     line(text, HTTP_PORT, httpPort == 0 ? "0 (any free port)" : Integer.toString(httpPort));
     line(text, DB_POOL_SIZE, Integer.toString(dbPoolSize));
     line(text, INSTANCE_ID, instanceId == null ? "(default: relay-<pid>-<random>)" : instanceId);
+    if (mode == RelayMode.WAL) {
+      line(text, WAL_SLOT, walSlot);
+      line(text, WAL_PUBLICATION, walPublication);
+    }
     line(text, DEAD_LETTER_RETENTION, deadLetterRetention == null ? "off (dead letters are kept)"
         : format(deadLetterRetention));
     if (kafkaProperties.isEmpty()) {
@@ -315,6 +333,29 @@ public record StandaloneConfig(
     } catch (InvalidConfigurationException e) {
       throw new InvalidConfigurationException(TABLE + ": " + e.getMessage());
     }
+  }
+
+  /**
+   * The replication slot of {@value #WAL_SLOT}: by default {@code <table name>_relay}, the
+   * relay's own default ({@code RelayOptions.walSlot}).
+   *
+   * @throws InvalidConfigurationException naming the variable
+   */
+  static String walSlotFromEnvironment(Map<String, String> env, OutboxTable table) {
+    return walName(WAL_SLOT, value(env, WAL_SLOT, table.name() + "_relay"));
+  }
+
+  /** The publication of {@value #WAL_PUBLICATION}: by default {@code <table name>_relay}. */
+  static String walPublicationFromEnvironment(Map<String, String> env, OutboxTable table) {
+    return walName(WAL_PUBLICATION, value(env, WAL_PUBLICATION, table.name() + "_relay"));
+  }
+
+  private static String walName(String variable, @Nullable String name) {
+    if (name == null || name.length() > 63 || !name.matches("[a-z_][a-z0-9_]*")) {
+      throw new InvalidConfigurationException(variable + " must be 1 to 63 lower-case letters,"
+          + " digits and '_', not starting with a digit, got '" + name + "'");
+    }
+    return name;
   }
 
   // ---- parsing helpers ----

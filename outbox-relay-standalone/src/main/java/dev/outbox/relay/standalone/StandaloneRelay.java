@@ -178,6 +178,8 @@ public final class StandaloneRelay {
         .maxInFlight(config.maxInFlight())
         .claimSize(config.claimSize())
         .leaseDuration(config.lease())
+        .walSlot(config.walSlot())
+        .walPublication(config.walPublication())
         .metrics(MicrometerRelayMetrics.create(registry, config.table().qualifiedName()));
     String instanceId = config.instanceId();
     if (instanceId != null) {

@@ -12,8 +12,8 @@
  * }</pre>
  *
  * <p>With a subcommand the same program operates on the table instead of relaying ({@link
- * dev.outbox.relay.standalone.AdminCommands}): {@code dead-letters list|show|redrive|purge} and
- * {@code backlog}, printing plain text and exiting 0, 1 or 2.
+ * dev.outbox.relay.standalone.AdminCommands}): {@code dead-letters list|show|redrive|purge},
+ * {@code backlog} and {@code wal-slot show|drop}, printing plain text and exiting 0, 1 or 2.
  *
  * <p>Embedded in another program, the same process is two calls:
  *

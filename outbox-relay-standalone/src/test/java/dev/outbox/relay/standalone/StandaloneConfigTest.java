@@ -210,6 +210,27 @@ class StandaloneConfigTest {
   }
 
   @Test
+  void walSlotAndPublicationDefaultToTheTablesRelayNameAndCanBeSet() {
+    StandaloneConfig defaults = StandaloneConfig.fromEnvironment(
+        env("OUTBOX_TABLE", "app.orders_outbox", "OUTBOX_MODE", "WAL"));
+    assertThat(defaults.walSlot()).isEqualTo("orders_outbox_relay");
+    assertThat(defaults.walPublication()).isEqualTo("orders_outbox_relay");
+    assertThat(defaults.describe()).contains("OUTBOX_WAL_SLOT=orders_outbox_relay");
+
+    StandaloneConfig named = StandaloneConfig.fromEnvironment(env("OUTBOX_WAL_SLOT", "app_slot",
+        "OUTBOX_WAL_PUBLICATION", "app_pub"));
+    assertThat(named.walSlot()).isEqualTo("app_slot");
+    assertThat(named.walPublication()).isEqualTo("app_pub");
+    assertThat(StandaloneConfig.unrecognizedVariables(env("OUTBOX_WAL_SLOT", "app_slot",
+        "OUTBOX_WAL_PUBLICATION", "app_pub"))).isEmpty();
+
+    assertThatThrownBy(() -> StandaloneConfig.fromEnvironment(env("OUTBOX_WAL_PUBLICATION",
+        "drop table x")))
+        .isInstanceOf(InvalidConfigurationException.class)
+        .hasMessageStartingWith("OUTBOX_WAL_PUBLICATION must be");
+  }
+
+  @Test
   void unrecognizedVariablesAreReportedButHarnessAndKnownOnesAreNot() {
     Map<String, String> env = env(
         "OUTBOX_POLL_INTREVAL", "1s",
