@@ -291,10 +291,12 @@ final class HealthProbe implements Disposable {
   private Mono<Result> checkTable() {
     // Validated identifiers (letters, digits, '_', one optional '.'): safe as literals.
     String sql = "SELECT to_regclass('" + table.qualifiedName() + "') IS NOT NULL, to_regclass('"
-        + table.deadLetterQualifiedName() + "') IS NOT NULL";
+        + table.deadLetterQualifiedName() + "') IS NOT NULL, to_regclass('"
+        + table.partitionsQualifiedName() + "') IS NOT NULL";
     return query(sql, row -> new boolean[] {
         Boolean.TRUE.equals(row.get(0, Boolean.class)),
-        Boolean.TRUE.equals(row.get(1, Boolean.class))})
+        Boolean.TRUE.equals(row.get(1, Boolean.class)),
+        Boolean.TRUE.equals(row.get(2, Boolean.class))})
         .map(found -> {
           if (!found[0]) {
             return Result.down("database", "outbox table " + table.qualifiedName()
@@ -303,6 +305,10 @@ final class HealthProbe implements Disposable {
           if (!found[1]) {
             return Result.down("database", "dead-letter table " + table.deadLetterQualifiedName()
                 + " does not exist (apply the outbox schema)");
+          }
+          if (mode == RelayMode.PARTITIONED && !found[2]) {
+            return Result.down("database", "partitions table " + table.partitionsQualifiedName()
+                + " does not exist (PARTITIONED mode: apply OutboxSchema.enablePartitions)");
           }
           return Result.ok("database", "ok, tables present");
         });

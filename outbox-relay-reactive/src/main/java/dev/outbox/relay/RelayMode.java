@@ -36,7 +36,8 @@ public enum RelayMode {
    * settlement is fenced by the partition's epoch, so a relay that lost a partition changes
    * nothing. One batch per key is in flight at a time, and a key waiting for a retry holds only
    * that key back, so each key's messages arrive in order with any number of relays. Requires
-   * schema version 3. Preview: see the README for what is not done yet.
+   * {@code OutboxSchema.enablePartitions} (schema version 3). Preview: see the README for what is
+   * not done yet.
    */
   PARTITIONED,
 }

@@ -206,4 +206,14 @@ class PartitionedRelayTest {
     Poll.until("every outcome is seen", QUICKLY,
         () -> outcomes.stream().filter(o -> o.kind() == Kind.PUBLISHED).count() == 50);
   }
+
+  @Test
+  void withoutThePartitionTablesHealthSaysWhatToApply() {
+    outbox.postgres.execute("DROP TABLE " + outbox.table.partitionsQualifiedName());
+    RelayHandle relay = start(options("relay-a", recording(r -> false)).build(),
+        new CopyOnWriteArrayList<>());
+    Poll.until("health names the missing step", QUICKLY, () -> relay.health().reasons().stream()
+        .anyMatch(reason -> reason.contains("enablePartitions")));
+    assertThat(relay.health().isUp()).isFalse();
+  }
 }
