@@ -41,51 +41,100 @@ class FaultScenariosTest {
 
   @Test
   void relayKilledWithSigkillTenTimesAndRestarted() {
-    long seed = System.nanoTime();
-    Random random = new Random(seed);
-    System.out.println("FAULT relay kills: random seed " + seed);
     for (RelayMode mode : modes(RelayMode.ORDERED)) {
-      try (FaultRun run = FaultRun.start("sigkill", mode)) {
-        run.startRelay("a");
-        for (int kill = 1; kill <= 10; kill++) {
-          run.awaitProgress(20, PROGRESS); // the relay is up and publishing
-          FaultRun.hold(Duration.ofMillis(random.nextInt(FaultRun.LONG ? 3_000 : 1_000)));
-          run.relay("a").kill();
-          run.startRelay("a");
-        }
-        run.awaitProgress(20, PROGRESS);
-        run.finish();
-      }
+      killAndRestart(mode, 10);
     }
   }
 
   @Test
   void kafkaBrokerStoppedAndRestarted() {
     for (RelayMode mode : modes(RelayMode.PARALLEL)) {
-      try (FaultRun run = FaultRun.start("broker-restart", mode)) {
-        run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
-        run.world.kafka.stopBroker();
-        FaultRun.hold(OUTAGE);
-        run.world.kafka.startBroker();
-        run.awaitProgress(200, PROGRESS);
-        run.finish();
-      }
+      brokerRestart(mode);
     }
   }
 
   @Test
   void postgresStoppedAndRestarted() {
     for (RelayMode mode : modes(RelayMode.PARALLEL)) {
-      try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+      postgresRestart(mode);
+    }
+  }
+
+  // ------------------------------------------------------------------ WAL mode
+  // The same scenarios with the relay following the slot (OUTBOX_MODE=WAL). WAL publishes in
+  // commit order, so the checker holds each key's first deliveries to commit order; the run drops
+  // its slot and publication when it ends (FaultRun#close).
+
+  @Test
+  void walRelayKilledWithSigkillFiveTimesAndRestarted() {
+    killAndRestart(RelayMode.WAL, 5);
+  }
+
+  @Test
+  void walKafkaBrokerStoppedAndRestarted() {
+    brokerRestart(RelayMode.WAL);
+  }
+
+  @Test
+  void walPostgresStoppedAndRestarted() {
+    postgresRestart(RelayMode.WAL);
+  }
+
+  @Test
+  void walNetworkToPostgresCutAndRestored() {
+    cutAndRestore("postgres-network", RelayMode.WAL, world -> world.postgresProxy);
+  }
+
+  @Test
+  void walNetworkToKafkaCutAndRestored() {
+    cutAndRestore("kafka-network", RelayMode.WAL, world -> world.kafkaProxy);
+  }
+
+  // ------------------------------------------------------------------ scenario bodies
+
+  /**
+   * SIGKILL at random moments ({@code -Dfaults.seed=N} replays one; the seed is printed),
+   * {@code kills} times, each followed by a restart.
+   */
+  private static void killAndRestart(RelayMode mode, int kills) {
+    long seed = Long.getLong("faults.seed", System.nanoTime());
+    Random random = new Random(seed);
+    System.out.println("FAULT relay kills (" + mode + "): random seed " + seed);
+    try (FaultRun run = FaultRun.start("sigkill", mode)) {
+      run.note("seed " + seed);
+      run.startRelay("a");
+      for (int kill = 1; kill <= kills; kill++) {
+        run.awaitProgress(20, PROGRESS); // the relay is up and publishing
+        FaultRun.hold(Duration.ofMillis(random.nextInt(FaultRun.LONG ? 3_000 : 1_000)));
+        run.relay("a").kill();
         run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
-        run.world.postgres.stopServer();
-        FaultRun.hold(OUTAGE);
-        run.world.postgres.startServer();
-        run.awaitProgress(200, PROGRESS);
-        run.finish();
       }
+      run.awaitProgress(20, PROGRESS);
+      run.finish();
+    }
+  }
+
+  private static void brokerRestart(RelayMode mode) {
+    try (FaultRun run = FaultRun.start("broker-restart", mode)) {
+      run.startRelay("a");
+      run.awaitProgress(200, PROGRESS);
+      run.world.kafka.stopBroker();
+      FaultRun.hold(OUTAGE);
+      run.world.kafka.startBroker();
+      run.awaitProgress(200, PROGRESS);
+      run.finish();
+    }
+  }
+
+  private static void postgresRestart(RelayMode mode) {
+    try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+      run.startRelay("a");
+      run.awaitProgress(200, PROGRESS);
+      run.world.postgres.stopServer();
+      FaultRun.hold(OUTAGE);
+      run.world.postgres.startServer();
+      run.awaitProgress(200, PROGRESS);
+      run.finish();
     }
   }
 
@@ -101,7 +150,8 @@ class FaultScenariosTest {
 
   private static void cutAndRestore(String scenario, RelayMode shortForm,
       Function<FaultWorld, TcpProxy> proxyOf) {
-    for (RelayMode mode : modes(shortForm)) {
+    List<RelayMode> modes = shortForm == RelayMode.WAL ? List.of(RelayMode.WAL) : modes(shortForm);
+    for (RelayMode mode : modes) {
       try (FaultRun run = FaultRun.start(scenario, mode)) {
         TcpProxy proxy = proxyOf.apply(run.world);
         run.startRelay("a");
