@@ -117,11 +117,11 @@ class FaultScenariosTest {
   private static void brokerRestart(RelayMode mode) {
     try (FaultRun run = FaultRun.start("broker-restart", mode)) {
       run.startRelay("a");
-      run.awaitProgress(200, PROGRESS);
+      run.awaitProgress(run.progress, PROGRESS);
       run.world.kafka.stopBroker();
       FaultRun.hold(OUTAGE);
       run.world.kafka.startBroker();
-      run.awaitProgress(200, PROGRESS);
+      run.awaitProgress(run.progress, PROGRESS);
       run.finish();
     }
   }
@@ -129,11 +129,11 @@ class FaultScenariosTest {
   private static void postgresRestart(RelayMode mode) {
     try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
       run.startRelay("a");
-      run.awaitProgress(200, PROGRESS);
+      run.awaitProgress(run.progress, PROGRESS);
       run.world.postgres.stopServer();
       FaultRun.hold(OUTAGE);
       run.world.postgres.startServer();
-      run.awaitProgress(200, PROGRESS);
+      run.awaitProgress(run.progress, PROGRESS);
       run.finish();
     }
   }
@@ -155,7 +155,7 @@ class FaultScenariosTest {
       try (FaultRun run = FaultRun.start(scenario, mode)) {
         TcpProxy proxy = proxyOf.apply(run.world);
         run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         long refusedBefore = proxy.refusedConnections();
         proxy.cut();
         FaultRun.hold(OUTAGE);
@@ -163,7 +163,7 @@ class FaultScenariosTest {
         assertThat(proxy.refusedConnections())
             .as("the relay tried to reconnect while the network was cut")
             .isGreaterThan(refusedBefore);
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         run.finish();
       }
     }
@@ -209,7 +209,7 @@ class FaultScenariosTest {
         TcpProxy proxy = proxyOf.apply(run.world);
         try {
           run.startRelay("a");
-          run.awaitProgress(200, PROGRESS);
+          run.awaitProgress(run.progress, PROGRESS);
           proxy.silence();
           FaultRun.hold(OUTAGE);
           assertThat(proxy.silentConnections()).as("connections held silent").isPositive();
@@ -237,17 +237,17 @@ class FaultScenariosTest {
       try (FaultRun run = FaultRun.start("sigstop", mode)) {
         RelayProcess frozen = run.startRelay("a");
         run.startRelay("b");
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         frozen.freeze();
         long frozenAt = System.nanoTime();
         if (mode == RelayMode.PARALLEL) {
           // The other relay keeps publishing, and takes over the frozen one's leases.
-          run.awaitProgress(200, PROGRESS);
+          run.awaitProgress(run.progress, PROGRESS);
         }
         Poll.until("the frozen relay's leases have expired", Duration.ofSeconds(60),
             () -> System.nanoTime() - frozenAt > FaultRun.LEASE.multipliedBy(2).toNanos());
         frozen.resume();
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         run.finish();
       }
     }
