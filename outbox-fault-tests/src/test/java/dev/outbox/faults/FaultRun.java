@@ -240,7 +240,8 @@ final class FaultRun implements AutoCloseable {
         + table.deadLetterQualifiedName());
     String line = report + ", dead letters " + deadLetters + ", writer transactions failed by the"
         + " fault " + load.failedTransactions() + ", drained " + backlog + " rows in " + drainMillis
-        + " ms after the writer stopped" + notes.stream().map(note -> ", " + note).reduce("", String::concat);
+        + " ms after the writer stopped"
+        + notes.stream().map(note -> ", " + note).reduce("", String::concat);
     System.out.println("FAULT REPORT " + line);
     appendToReport(line);
     assertThat(report.holds()).as(line).isTrue();
