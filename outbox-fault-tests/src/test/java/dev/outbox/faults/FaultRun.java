@@ -30,6 +30,8 @@ final class FaultRun implements AutoCloseable {
   /** Longer outages, more load and both relay modes for every scenario: -Dfaults.long=true. */
   static final boolean LONG = Boolean.getBoolean("faults.long");
   static final Duration LEASE = Duration.ofSeconds(3);
+  /** WAL mode's short-form writer pause; -Dfaults.walPauseMs=N to try another load. */
+  private static final long WAL_PAUSE_MS = Long.getLong("faults.walPauseMs", 250);
   private static final Duration DRAIN_DEADLINE = Duration.ofMinutes(15);
   private static final Duration STALL_DEADLINE = Duration.ofSeconds(60);
 
@@ -38,6 +40,11 @@ final class FaultRun implements AutoCloseable {
   final FaultWorld world;
   final OutboxTable table;
   final String topic;
+  /**
+   * Records to wait for as a sign that the relay publishes (before and after a fault): 200, or
+   * 50 in WAL mode, which publishes one batch at a time and whose writer writes more slowly.
+   */
+  final int progress;
   private final LoadWriter load;
   private final Map<String, RelayProcess> relays = new LinkedHashMap<>();
   private final Map<String, Integer> launches = new HashMap<>();
@@ -50,6 +57,7 @@ final class FaultRun implements AutoCloseable {
     this.world = world;
     this.table = table;
     this.topic = topic;
+    this.progress = mode == RelayMode.WAL ? 50 : 200;
     this.load = load;
   }
 
@@ -58,12 +66,35 @@ final class FaultRun implements AutoCloseable {
     FaultWorld world = FaultWorld.get();
     OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("faults"));
     String topic = TestPostgres.uniqueName("faults_" + scenario.replaceAll("[^a-z]", ""));
+    if (mode == RelayMode.WAL) {
+      assertThat(world.db().queryColumn("SHOW wal_level")).as("the suite's PostgreSQL must run"
+          + " with wal_level=logical for WAL mode").containsExactly("logical");
+    }
     OutboxSchema.createIfMissing(world.db().connectionFactory(), table)
         .block(Duration.ofSeconds(60));
     world.kafka.createTopic(topic, 3);
     LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3, 4, 17,
-        Duration.ofMillis(LONG ? 2 : 10));
+        writerPause(mode));
     return new FaultRun(scenario, mode, world, table, topic, load);
+  }
+
+  /**
+   * The writer's pause between transactions. WAL mode publishes one batch at a time: each batch
+   * is claimed, sent, acknowledged and deleted before the next (about 20-25 batches/s in this
+   * suite, on 2 cores shared with the writer, PostgreSQL, Kafka and a relay JVM under BlockHound
+   * and C1 only), so its writer writes about 12 transactions/s: the relay keeps up between faults
+   * and each WAL scenario finishes within about 40 s.
+   */
+  private static Duration writerPause(RelayMode mode) {
+    if (mode == RelayMode.WAL) {
+      return Duration.ofMillis(WAL_PAUSE_MS);
+    }
+    return Duration.ofMillis(LONG ? 2 : 10);
+  }
+
+  /** WAL mode: the replication slot and the publication the relays use (the defaults). */
+  String walSlot() {
+    return table.name() + "_relay";
   }
 
   /** Starts (or starts again) the relay called {@code name}. */
@@ -148,6 +179,13 @@ final class FaultRun implements AutoCloseable {
         .append(", below the commit watermark ").append(world.db().queryLong(
             "SELECT count(*) FROM " + t
                 + " WHERE writer_xid < pg_snapshot_xmin(pg_current_snapshot())"));
+    if (mode == RelayMode.WAL) {
+      world.db().queryColumn("SELECT concat_ws(' ', slot_name, 'active', active, 'pid', active_pid,"
+              + " 'restart_lsn', restart_lsn, 'confirmed_flush_lsn', confirmed_flush_lsn,"
+              + " 'current', pg_current_wal_lsn(), 'behind', pg_size_pretty(pg_wal_lsn_diff("
+              + "pg_current_wal_lsn(), confirmed_flush_lsn))) FROM pg_replication_slots")
+          .forEach(slot -> text.append("\nslot ").append(slot));
+    }
     world.db().queryColumn("SELECT concat_ws(' ', pid, state, backend_xid, backend_xmin,"
             + " now() - xact_start, left(query, 100)) FROM pg_stat_activity"
             + " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
@@ -170,6 +208,7 @@ final class FaultRun implements AutoCloseable {
     relays.forEach((name, relay) -> assertThat(relay.isAlive())
         .as("%s is still running; output:%n%s", relay, tail(relay)).isTrue());
     long started = System.nanoTime();
+    long backlog = world.db().queryLong("SELECT count(*) FROM " + table.qualifiedName());
     // ORDERED drains a backlog one batch per key at a time, so a long run can leave minutes of
     // work: fail only when the table stops shrinking.
     long[] last = {Long.MAX_VALUE, System.nanoTime()};
@@ -196,13 +235,13 @@ final class FaultRun implements AutoCloseable {
           relay, violation(relay)).isFalse();
     });
     DeliveryChecker.Report report = DeliveryChecker.check(scenario + " (" + mode + ")",
-        world.kafka, topic, load.committedTags(), load.rolledBackTags(),
-        mode == RelayMode.ORDERED);
+        world.kafka, topic, load.committedTags(), load.rolledBackTags(), checksKeyOrder(mode));
     long deadLetters = world.db().queryLong("SELECT count(*) FROM "
         + table.deadLetterQualifiedName());
     String line = report + ", dead letters " + deadLetters + ", writer transactions failed by the"
-        + " fault " + load.failedTransactions() + ", drained " + drainMillis + " ms after the"
-        + " writer stopped" + notes.stream().map(note -> ", " + note).reduce("", String::concat);
+        + " fault " + load.failedTransactions() + ", drained " + backlog + " rows in " + drainMillis
+        + " ms after the writer stopped"
+        + notes.stream().map(note -> ", " + note).reduce("", String::concat);
     System.out.println("FAULT REPORT " + line);
     appendToReport(line);
     assertThat(report.holds()).as(line).isTrue();
@@ -211,11 +250,54 @@ final class FaultRun implements AutoCloseable {
     return report;
   }
 
-  /** Kills whatever is still running: a failed scenario must not leave relay JVMs behind. */
+  /**
+   * Whether the mode promises per-key order, so that the checker holds each key's first
+   * deliveries to ascending {@code seq}. ORDERED publishes in insert order below the commit
+   * watermark; WAL in commit order. The writer commits one key's transactions one after another
+   * in ascending {@code seq}, so for each key insert order, commit order and {@code seq} agree.
+   * PARALLEL promises no order across batches.
+   */
+  static boolean checksKeyOrder(RelayMode mode) {
+    return mode == RelayMode.ORDERED || mode == RelayMode.WAL;
+  }
+
+  /**
+   * Kills whatever is still running: a failed scenario must not leave relay JVMs behind. In WAL
+   * mode it then drops the slot and the publication: a slot left behind retains WAL for good.
+   */
   @Override
   public void close() {
     relays.values().stream().filter(RelayProcess::isAlive).forEach(RelayProcess::kill);
     load.close();
+    if (mode == RelayMode.WAL) {
+      dropSlotAndPublication();
+    }
+  }
+
+  /**
+   * Drops this run's slot and publication once no relay uses them. Every relay JVM is gone by
+   * now, so a walsender still active on the slot serves a dead client (a killed relay whose
+   * connection the server has not noticed yet): it is terminated. Fails if the slot survives.
+   */
+  private void dropSlotAndPublication() {
+    String slot = walSlot();
+    String active = "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '"
+        + slot + "'";
+    Poll.until(scenario + ": no walsender on slot " + slot, Duration.ofSeconds(30), () -> {
+      if (world.db().queryLong(active) == 0) {
+        return true;
+      }
+      world.db().queryColumn("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+          + " WHERE active AND slot_name = '" + slot + "'");
+      return false;
+    });
+    world.db().queryColumn("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+        + " WHERE slot_name = '" + slot + "'");
+    world.db().execute("DROP PUBLICATION IF EXISTS " + slot);
+    assertThat(world.db().queryLong("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"
+        + slot + "'")).as("slot %s dropped", slot).isZero();
+    assertThat(world.db().queryLong("SELECT count(*) FROM pg_publication WHERE pubname = '"
+        + slot + "'")).as("publication %s dropped", slot).isZero();
   }
 
   private static String violation(RelayProcess relay) {

@@ -14,12 +14,15 @@ import org.junit.jupiter.api.Test;
 /**
  * Faults injected while an application writes and relays publish; after each scenario the
  * consumer-side check ({@link DeliveryChecker}) must hold: every committed message delivered at
- * least once, nothing from a rolled-back transaction, per-key order in ORDERED mode. Duplicates
- * are counted and reported ({@code target/fault-report.txt}), not failed: delivery is at least
- * once.
+ * least once, nothing from a rolled-back transaction, per-key order in ORDERED and WAL mode.
+ * Duplicates are counted and reported ({@code target/fault-report.txt}), not failed: delivery is
+ * at least once.
  *
- * <p>The short form (every build) runs each scenario in one mode; {@code -Dfaults.long=true}
- * runs every scenario in both modes with longer outages and more load.
+ * <p>The short form (every build) runs each scenario in one mode, and the SIGKILL (five kills),
+ * PostgreSQL restart, broker restart and relay-PostgreSQL network cut scenarios again in WAL mode
+ * ({@code wal...}); {@code -Dfaults.long=true} runs every scenario in both PARALLEL and ORDERED
+ * mode and every WAL scenario (also the relay-Kafka network cut) with longer outages and more
+ * load. In WAL mode the checker holds each key's first deliveries to commit order, as in ORDERED.
  */
 class FaultScenariosTest {
   private static final Duration PROGRESS = Duration.ofSeconds(120);
@@ -41,51 +44,105 @@ class FaultScenariosTest {
 
   @Test
   void relayKilledWithSigkillTenTimesAndRestarted() {
-    long seed = System.nanoTime();
-    Random random = new Random(seed);
-    System.out.println("FAULT relay kills: random seed " + seed);
     for (RelayMode mode : modes(RelayMode.ORDERED)) {
-      try (FaultRun run = FaultRun.start("sigkill", mode)) {
-        run.startRelay("a");
-        for (int kill = 1; kill <= 10; kill++) {
-          run.awaitProgress(20, PROGRESS); // the relay is up and publishing
-          FaultRun.hold(Duration.ofMillis(random.nextInt(FaultRun.LONG ? 3_000 : 1_000)));
-          run.relay("a").kill();
-          run.startRelay("a");
-        }
-        run.awaitProgress(20, PROGRESS);
-        run.finish();
-      }
+      killAndRestart(mode, 10);
     }
   }
 
   @Test
   void kafkaBrokerStoppedAndRestarted() {
     for (RelayMode mode : modes(RelayMode.PARALLEL)) {
-      try (FaultRun run = FaultRun.start("broker-restart", mode)) {
-        run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
-        run.world.kafka.stopBroker();
-        FaultRun.hold(OUTAGE);
-        run.world.kafka.startBroker();
-        run.awaitProgress(200, PROGRESS);
-        run.finish();
-      }
+      brokerRestart(mode);
     }
   }
 
   @Test
   void postgresStoppedAndRestarted() {
     for (RelayMode mode : modes(RelayMode.PARALLEL)) {
-      try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+      postgresRestart(mode);
+    }
+  }
+
+  // ------------------------------------------------------------------ WAL mode
+  // The same scenarios with the relay following the slot (OUTBOX_MODE=WAL). WAL publishes in
+  // commit order, so the checker holds each key's first deliveries to commit order; the run drops
+  // its slot and publication when it ends (FaultRun#close).
+
+  @Test
+  void walRelayKilledWithSigkillFiveTimesAndRestarted() {
+    killAndRestart(RelayMode.WAL, 5);
+  }
+
+  @Test
+  void walKafkaBrokerStoppedAndRestarted() {
+    brokerRestart(RelayMode.WAL);
+  }
+
+  @Test
+  void walPostgresStoppedAndRestarted() {
+    postgresRestart(RelayMode.WAL);
+  }
+
+  @Test
+  void walNetworkToPostgresCutAndRestored() {
+    cutAndRestore("postgres-network", RelayMode.WAL, world -> world.postgresProxy);
+  }
+
+  /**
+   * Long form only (-Dfaults.long=true): the short form's WAL scenarios already take about two
+   * minutes, and the broker restart covers the WAL relay losing Kafka.
+   */
+  @Test
+  void walNetworkToKafkaCutAndRestored() {
+    assumeTrue(FaultRun.LONG, "long form only (-Dfaults.long=true)");
+    cutAndRestore("kafka-network", RelayMode.WAL, world -> world.kafkaProxy);
+  }
+
+  // ------------------------------------------------------------------ scenario bodies
+
+  /**
+   * SIGKILL at random moments ({@code -Dfaults.seed=N} replays one; the seed is printed),
+   * {@code kills} times, each followed by a restart.
+   */
+  private static void killAndRestart(RelayMode mode, int kills) {
+    long seed = Long.getLong("faults.seed", System.nanoTime());
+    Random random = new Random(seed);
+    System.out.println("FAULT relay kills (" + mode + "): random seed " + seed);
+    try (FaultRun run = FaultRun.start("sigkill", mode)) {
+      run.note("seed " + seed);
+      run.startRelay("a");
+      for (int kill = 1; kill <= kills; kill++) {
+        run.awaitProgress(20, PROGRESS); // the relay is up and publishing
+        FaultRun.hold(Duration.ofMillis(random.nextInt(FaultRun.LONG ? 3_000 : 1_000)));
+        run.relay("a").kill();
         run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
-        run.world.postgres.stopServer();
-        FaultRun.hold(OUTAGE);
-        run.world.postgres.startServer();
-        run.awaitProgress(200, PROGRESS);
-        run.finish();
       }
+      run.awaitProgress(20, PROGRESS);
+      run.finish();
+    }
+  }
+
+  private static void brokerRestart(RelayMode mode) {
+    try (FaultRun run = FaultRun.start("broker-restart", mode)) {
+      run.startRelay("a");
+      run.awaitProgress(run.progress, PROGRESS);
+      run.world.kafka.stopBroker();
+      FaultRun.hold(OUTAGE);
+      run.world.kafka.startBroker();
+      run.awaitProgress(run.progress, PROGRESS);
+      run.finish();
+    }
+  }
+
+  private static void postgresRestart(RelayMode mode) {
+    try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+      run.startRelay("a");
+      run.awaitProgress(run.progress, PROGRESS);
+      run.world.postgres.stopServer();
+      FaultRun.hold(OUTAGE);
+      run.world.postgres.startServer();
+      run.awaitProgress(run.progress, PROGRESS);
+      run.finish();
     }
   }
 
@@ -101,11 +158,12 @@ class FaultScenariosTest {
 
   private static void cutAndRestore(String scenario, RelayMode shortForm,
       Function<FaultWorld, TcpProxy> proxyOf) {
-    for (RelayMode mode : modes(shortForm)) {
+    List<RelayMode> modes = shortForm == RelayMode.WAL ? List.of(RelayMode.WAL) : modes(shortForm);
+    for (RelayMode mode : modes) {
       try (FaultRun run = FaultRun.start(scenario, mode)) {
         TcpProxy proxy = proxyOf.apply(run.world);
         run.startRelay("a");
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         long refusedBefore = proxy.refusedConnections();
         proxy.cut();
         FaultRun.hold(OUTAGE);
@@ -113,7 +171,7 @@ class FaultScenariosTest {
         assertThat(proxy.refusedConnections())
             .as("the relay tried to reconnect while the network was cut")
             .isGreaterThan(refusedBefore);
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         run.finish();
       }
     }
@@ -159,7 +217,7 @@ class FaultScenariosTest {
         TcpProxy proxy = proxyOf.apply(run.world);
         try {
           run.startRelay("a");
-          run.awaitProgress(200, PROGRESS);
+          run.awaitProgress(run.progress, PROGRESS);
           proxy.silence();
           FaultRun.hold(OUTAGE);
           assertThat(proxy.silentConnections()).as("connections held silent").isPositive();
@@ -187,17 +245,17 @@ class FaultScenariosTest {
       try (FaultRun run = FaultRun.start("sigstop", mode)) {
         RelayProcess frozen = run.startRelay("a");
         run.startRelay("b");
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         frozen.freeze();
         long frozenAt = System.nanoTime();
         if (mode == RelayMode.PARALLEL) {
           // The other relay keeps publishing, and takes over the frozen one's leases.
-          run.awaitProgress(200, PROGRESS);
+          run.awaitProgress(run.progress, PROGRESS);
         }
         Poll.until("the frozen relay's leases have expired", Duration.ofSeconds(60),
             () -> System.nanoTime() - frozenAt > FaultRun.LEASE.multipliedBy(2).toNanos());
         frozen.resume();
-        run.awaitProgress(200, PROGRESS);
+        run.awaitProgress(run.progress, PROGRESS);
         run.finish();
       }
     }
