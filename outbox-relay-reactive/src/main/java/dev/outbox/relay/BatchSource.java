@@ -20,6 +20,9 @@ interface BatchSource {
   /** Room was freed in the ledger: a good moment to claim. */
   default void wake() {}
 
+  /** Called once when the relay starts, before {@link #batches()}. */
+  default void open() {}
+
   /** No more claims. */
   void stop();
 

@@ -15,8 +15,11 @@ import java.util.TreeSet;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
+import reactor.core.Disposables;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
@@ -39,7 +42,14 @@ final class PartitionedSource implements BatchSource {
   private static final Logger log = LoggerFactory.getLogger(PartitionedSource.class);
   private static final UUID NO_LEASE = new UUID(0, 0);
 
+  private final String owner;
   private final PartitionStore store;
+  private final Disposable.Swap rounds = Disposables.swap();
+  private final AtomicLong round = new AtomicLong();
+  /** Partition to the round in which it started draining. */
+  private final Map<Integer, Long> drainingSince = new ConcurrentHashMap<>();
+  /** The round in which the read now running started; -1 when none runs. */
+  private volatile long readingSince = -1;
   private final Ledger ledger;
   private final RelayOptions options;
   private final Flux<Long> externalWakeups;
@@ -50,8 +60,6 @@ final class PartitionedSource implements BatchSource {
   private volatile boolean stopping;
   /** Partition to epoch, for the partitions this relay reads now. */
   private volatile Map<Integer, Long> readable = Map.of();
-  /** Partitions owned but given away: not read, released once nothing of them is in flight. */
-  private final Set<Integer> draining = ConcurrentHashMap.newKeySet();
   private final Map<Integer, Long> owned = new ConcurrentHashMap<>();
   private volatile long ownedUntilNanos = Long.MIN_VALUE;
   /** Keys (and ids of rows without keys) waiting for a retry, until when. */
@@ -59,8 +67,13 @@ final class PartitionedSource implements BatchSource {
   private final Map<String, Instant> heldIds = new ConcurrentHashMap<>();
   private final AtomicInteger partitions = new AtomicInteger();
 
+  /**
+   * @param owner this relay's owner token: its instance id plus a random part, so that two
+   *     processes given the same id (a restart while the old one is frozen) never share epochs
+   */
   PartitionedSource(PartitionStore store, Ledger ledger, RelayOptions options,
-      Flux<Long> externalWakeups) {
+      Flux<Long> externalWakeups, String owner) {
+    this.owner = owner;
     this.store = store;
     this.ledger = ledger;
     this.options = options;
@@ -69,20 +82,23 @@ final class PartitionedSource implements BatchSource {
     this.tick = options.leaseRenewal().isZero() ? ttl.dividedBy(3) : options.leaseRenewal();
   }
 
+  /** Ownership rounds run from start until {@link #handOver}, also while the relay drains. */
+  @Override
+  public void open() {
+    rounds.update(Flux.interval(Duration.ZERO, tick)
+        .onBackpressureDrop()
+        .concatMap(t -> rebalance())
+        .subscribe());
+  }
+
   @Override
   public Flux<BatchInFlight> batches() {
     Flux<Long> external = externalWakeups.sample(options.triggers().debounce());
-    Flux<Long> ownership = Flux.interval(Duration.ZERO, tick)
-        .onBackpressureDrop()
-        .concatMap(t -> rebalance())
-        .takeUntilOther(stopped.asMono());
-    Flux<BatchInFlight> claims = Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()),
-            wakeups.asFlux(), external)
+    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux(), external)
         .onBackpressureLatest()
         .takeUntilOther(stopped.asMono())
         .publishOn(Schedulers.parallel(), 1)
         .concatMap(t -> claim(), 1);
-    return Flux.merge(claims, ownership.thenMany(Flux.empty()));
   }
 
   @Override
@@ -100,14 +116,17 @@ final class PartitionedSource implements BatchSource {
 
   @Override
   public Mono<Void> handOver(Duration timeout) {
-    List<Integer> mine = List.copyOf(owned.keySet());
-    return store.release(options.instanceId(), mine).then(store.forget(options.instanceId()))
+    return Mono.defer(() -> {
+      rounds.dispose();
+      readable = Map.of();
+      return store.releaseAll(owner).flatMap(released -> store.forget(owner).thenReturn(released));
+    })
         .timeout(timeout)
-        .doOnSuccess(done -> {
+        .doOnNext(released -> {
           owned.clear();
-          readable = Map.of();
-          log.info("Outbox relay {} handed over partitions {}", options.instanceId(), mine);
+          log.info("Outbox relay {} handed over {} partitions", options.instanceId(), released);
         })
+        .then()
         .onErrorResume(error -> {
           log.warn("Outbox relay {} could not hand over its partitions; they move when its"
               + " ownership expires in {}: {}", options.instanceId(), ttl, error.toString());
@@ -123,7 +142,8 @@ final class PartitionedSource implements BatchSource {
   /** One ownership round: heartbeat, share, hand over what is no longer ours, take the rest. */
   private Mono<Long> rebalance() {
     long started = System.nanoTime();
-    String me = options.instanceId();
+    long thisRound = round.incrementAndGet();
+    String me = owner;
     Mono<Integer> count = partitions.get() > 0 ? Mono.just(partitions.get())
         : store.partitionCount().doOnNext(partitions::set);
     return store.heartbeat(me)
@@ -143,33 +163,37 @@ final class PartitionedSource implements BatchSource {
               wanted.add(p);
             }
           }
+          wanted.forEach(drainingSince::remove);
           for (Integer p : owned.keySet()) {
             if (!wanted.contains(p)) {
-              draining.add(p);
+              drainingSince.putIfAbsent(p, thisRound);
             }
           }
-          draining.removeAll(wanted);
-          List<Integer> releasable = new ArrayList<>();
+          // Not read from now on; released in a later round, once no read that could still see
+          // it is running and nothing of it is in flight.
+          Map<Integer, Long> stillRead = new HashMap<>(readable);
+          stillRead.keySet().removeAll(drainingSince.keySet());
+          readable = Map.copyOf(stillRead);
           Set<Integer> busy = new HashSet<>();
           ledger.held().forEach(b -> {
             if (b.fence != null) {
               busy.add(b.fence.partition());
             }
           });
-          for (Integer p : draining) {
-            if (!busy.contains(p)) {
-              releasable.add(p);
-            }
-          }
+          long reading = readingSince;
+          List<Integer> releasable = new ArrayList<>();
           List<Integer> keep = new ArrayList<>(wanted);
-          draining.forEach(p -> {
-            if (!releasable.contains(p)) {
-              keep.add(p);
+          drainingSince.forEach((p, since) -> {
+            boolean unseen = since < thisRound && (reading == -1 || reading > since);
+            if (unseen && !busy.contains(p)) {
+              releasable.add(p);
+            } else {
+              keep.add(p); // renewed while it drains
             }
           });
           return store.release(me, releasable).collectList()
               .doOnNext(released -> released.forEach(p -> {
-                draining.remove(p);
+                drainingSince.remove(p);
                 owned.remove(p);
               }))
               .then(store.acquire(me, keep, ttl).collectList())
@@ -178,21 +202,23 @@ final class PartitionedSource implements BatchSource {
                 holding.forEach(o -> now.put(o.partition(), o.epoch()));
                 owned.keySet().retainAll(now.keySet());
                 owned.putAll(now);
+                drainingSince.keySet().retainAll(now.keySet()); // lost ones drain nothing
                 Map<Integer, Long> read = new HashMap<>(now);
-                read.keySet().removeAll(draining);
+                read.keySet().removeAll(drainingSince.keySet());
                 boolean changed = !read.equals(readable);
                 readable = Map.copyOf(read);
                 ownedUntilNanos = started + ttl.toNanos() - tick.toNanos();
                 if (changed) {
-                  log.info("Outbox relay {} reads partitions {} ({} live relays)", me,
-                      new TreeSet<>(read.keySet()), live.size());
+                  log.info("Outbox relay {} reads partitions {} ({} live relays)",
+                      options.instanceId(), new TreeSet<>(read.keySet()), live.size());
                   wake();
                 }
                 return (long) read.size();
               });
         })
         .onErrorResume(error -> {
-          log.warn("Outbox relay {} could not renew its partitions: {}", me, error.toString());
+          log.warn("Outbox relay {} could not renew its partitions: {}", options.instanceId(),
+              error.toString());
           return Mono.empty();
         });
   }
@@ -201,7 +227,7 @@ final class PartitionedSource implements BatchSource {
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
       Map<Integer, Long> parts = readable;
-      Ledger.Room room = !stopping && !parts.isEmpty() && System.nanoTime() < ownedUntilNanos
+      Ledger.Room room = !stopping && !parts.isEmpty() && System.nanoTime() - ownedUntilNanos < 0
           ? ledger.room() : null;
       if (room == null) {
         return Flux.empty();
@@ -219,7 +245,8 @@ final class PartitionedSource implements BatchSource {
       }
       long generation = ledger.generation();
       long started = System.nanoTime();
-      return store.read(List.copyOf(parts.keySet()), skipIds, List.copyOf(held),
+      readingSince = round.get();
+      return store.read(owner, List.copyOf(parts.keySet()), skipIds, List.copyOf(held),
               options.claimSize(), room.records(), room.bytes(), room.empty())
           .collectList()
           .flatMapMany(rows -> {
@@ -229,6 +256,9 @@ final class PartitionedSource implements BatchSource {
             for (ReadRow row : rows) {
               boolean blocked = row.keys().stream().anyMatch(takenKeys::contains);
               takenKeys.addAll(row.keys());
+              if (row.pending()) {
+                continue; // may still commit: holds its keys for this read, taken later
+              }
               if (row.waitingUntil() != null) {
                 if (row.keys().isEmpty()) {
                   heldIds.put(row.batchId(), row.waitingUntil());
@@ -259,6 +289,7 @@ final class PartitionedSource implements BatchSource {
             }
             return Flux.fromIterable(batches);
           })
+          .doFinally(signal -> readingSince = -1)
           .onErrorResume(error -> {
             log.warn("Outbox relay {} could not read its partitions; trying again at the next"
                 + " poll: {}", options.instanceId(), error.toString());

@@ -525,6 +525,12 @@ public final class RelayOptions {
         throw new InvalidConfigurationException("leaseRenewal must be zero (off) or shorter than"
             + " leaseDuration " + leaseDuration + ", got " + renewal);
       }
+      if (mode == RelayMode.PARTITIONED && !renewal.isZero()
+          && renewal.compareTo(leaseDuration.dividedBy(2)) > 0) {
+        throw new InvalidConfigurationException("leaseRenewal must be at most half of"
+            + " leaseDuration in PARTITIONED mode (ownership is renewed every leaseRenewal and"
+            + " must not lapse between rounds), got " + renewal + " for " + leaseDuration);
+      }
       String id = instanceId != null ? instanceId : defaultInstanceId();
       if (id.isBlank() || id.length() > 255) {
         throw new InvalidConfigurationException("instanceId must be 1 to 255 characters");

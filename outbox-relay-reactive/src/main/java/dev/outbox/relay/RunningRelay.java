@@ -9,6 +9,7 @@ import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -81,9 +82,12 @@ final class RunningRelay implements RelayHandle {
     if (options.mode() == RelayMode.PARTITIONED) {
       PartitionStore partitions = PartitionStore.create(connections, options.table(),
           options.statementTimeout());
-      this.settler = new Settler(Settlements.partitioned(partitions, options.instanceId()), ledger,
-          outcomes, options);
-      this.source = new PartitionedSource(partitions, ledger, options, externalWakeups.asFlux());
+      String owner = options.instanceId() + "#"
+          + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
+      this.settler = new Settler(Settlements.partitioned(partitions, owner), ledger, outcomes,
+          options);
+      this.source = new PartitionedSource(partitions, ledger, options, externalWakeups.asFlux(),
+          owner);
     } else {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL
@@ -132,6 +136,7 @@ final class RunningRelay implements RelayHandle {
               error -> log.error("Outbox relay {} lost a wake-up trigger; polling continues",
                   options.instanceId(), error)));
     }
+    source.open();
     pipeline.update(new RelayPipeline(source, sink, settler, options, () -> stopping.get() != null)
         .run()
         .subscribe(done -> {}, error -> {

@@ -61,17 +61,20 @@ interface Settlements {
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
         return store.deleteAll(relay, batches.stream().map(b -> b.claim().batchId()).toList(),
-            batches.stream().map(b -> fence(b).epoch()).toList());
+            batches.stream().map(b -> fence(b).epoch()).toList(),
+            batches.stream().map(b -> fence(b).partition()).toList());
       }
 
       @Override
       public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
-        return store.retryLater(relay, batch.claim().batchId(), fence(batch).epoch(), reason, wait);
+        return store.retryLater(relay, batch.claim().batchId(), fence(batch).partition(),
+            fence(batch).epoch(), reason, wait);
       }
 
       @Override
       public Mono<Boolean> deadLetter(BatchInFlight batch, String reason) {
-        return store.deadLetter(relay, batch.claim().batchId(), fence(batch).epoch(), reason);
+        return store.deadLetter(relay, batch.claim().batchId(), fence(batch).partition(),
+            fence(batch).epoch(), reason);
       }
 
       @Override

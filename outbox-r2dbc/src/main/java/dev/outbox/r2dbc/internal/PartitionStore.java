@@ -31,11 +31,12 @@ public final class PartitionStore {
 
   /**
    * One row read by {@link #read}: {@code rawData} is {@code null} while the row waits for a
-   * retry ({@code waitingUntil} in the future).
+   * retry ({@code waitingUntil} in the future) or its transaction is above the commit watermark
+   * ({@code pending}: not published yet, but it holds its keys).
    */
   public record ReadRow(String batchId, int partition, long insertSeq, int messageCount,
-      int writeRetries, List<String> keys, @Nullable Instant waitingUntil, byte @Nullable [] rawData,
-      Instant insertTime) {}
+      int writeRetries, List<String> keys, boolean pending, @Nullable Instant waitingUntil,
+      byte @Nullable [] rawData, Instant insertTime) {}
 
   private static final int ERROR_TEXT_LIMIT = 255;
 
@@ -47,6 +48,7 @@ public final class PartitionStore {
   private final String partitionCountSql;
   private final String acquireSql;
   private final String releaseSql;
+  private final String releaseAllSql;
   private final String readSql;
   private final String deleteAllSql;
   private final String retrySql;
@@ -72,42 +74,58 @@ public final class PartitionStore {
         + " WHERE outbox_partition = ANY($2::smallint[])"
         + " AND (owner IS NULL OR owner = $1 OR expires_at < now())"
         + " RETURNING outbox_partition, epoch";
+    releaseAllSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL WHERE owner = $1";
     releaseSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL"
         + " WHERE owner = $1 AND outbox_partition = ANY($2::smallint[]) RETURNING outbox_partition";
     // Candidates in insert order, below the commit watermark, not in flight, no held key; sized
     // by the running message and byte totals; the stored bytes are fetched only for the rows
     // taken and not waiting for a retry.
-    readSql = "WITH candidates AS (SELECT o.batch_id, o.insert_seq, o.message_count,"
+    // Candidates in insert order, not in flight, no held key, only in partitions this relay
+    // still owns (by the database's clock, so a read issued late cannot outlive a takeover).
+    // Rows above the commit watermark are returned too, flagged and without bytes: they are
+    // committed or may commit, so they hold their keys (a later row of the key must wait). The
+    // running totals count only rows that will be taken, so waiting rows cost no budget.
+    readSql = "WITH candidates AS (SELECT o.batch_id, o.insert_seq,"
+        + " o.writer_xid >= pg_snapshot_xmin(pg_current_snapshot()) AS pending,"
+        + " o.next_attempt_at > now() AS waiting, o.message_count,"
         + " octet_length(o.raw_data) AS bytes FROM " + t + " AS o"
         + " WHERE o.outbox_partition = ANY($1::smallint[])"
-        + " AND o.writer_xid < pg_snapshot_xmin(pg_current_snapshot())"
+        + " AND EXISTS (SELECT 1 FROM " + parts + " AS p WHERE p.outbox_partition = o.outbox_partition"
+        + " AND p.owner = $8 AND p.expires_at > now())"
         + " AND NOT (o.batch_id = ANY($2::bpchar[]))"
         // A hashed lookup per key: '&&' walks the whole held-keys array for every row.
         + " AND NOT EXISTS (SELECT 1 FROM unnest(o.message_keys) AS k WHERE k = ANY($3::text[]))"
         + " ORDER BY o.insert_seq LIMIT $4),"
-        + " sized AS (SELECT batch_id, sum(message_count) OVER w AS running,"
-        + " sum(bytes) OVER w AS running_bytes, row_number() OVER w AS position"
+        + " sized AS (SELECT batch_id, pending, waiting,"
+        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE message_count END) OVER w AS running,"
+        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE bytes END) OVER w AS running_bytes,"
+        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE 1 END) OVER w AS position"
         + " FROM candidates WINDOW w AS (ORDER BY insert_seq))"
         + " SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
-        + " o.message_keys, o.insert_time,"
-        + " CASE WHEN o.next_attempt_at > now() THEN o.next_attempt_at END AS waiting_until,"
-        + " CASE WHEN o.next_attempt_at > now() THEN NULL"
+        + " o.message_keys, o.insert_time, sized.pending,"
+        + " CASE WHEN sized.waiting THEN o.next_attempt_at END AS waiting_until,"
+        + " CASE WHEN sized.waiting OR sized.pending THEN NULL"
         + " ELSE encode(o.raw_data, 'base64') END AS raw_data_base64"
         + " FROM sized JOIN " + t + " AS o ON o.batch_id = sized.batch_id"
-        + " WHERE (sized.running <= $5 AND sized.running_bytes <= $6) OR (sized.position = 1 AND $7)"
+        + " WHERE sized.pending OR sized.waiting"
+        + " OR (sized.running <= $5 AND sized.running_bytes <= $6) OR (sized.position = 1 AND $7)"
         + " ORDER BY o.insert_seq";
+    // Only the partitions settled are locked, in partition order (no deadlock with a takeover
+    // that locks several), so settlements cannot starve this relay's own renewal.
     String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
-        + " WHERE owner = $OWNER FOR SHARE)";
-    deleteAllSql = "WITH " + owned.replace("$OWNER", "$3") + " DELETE FROM " + t + " AS o"
+        + " WHERE owner = $OWNER AND outbox_partition = ANY($PARTS::smallint[])"
+        + " ORDER BY outbox_partition FOR SHARE)";
+    deleteAllSql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$4")
+        + " DELETE FROM " + t + " AS o"
         + " USING unnest($1::bpchar[], $2::bigint[]) AS settled(batch_id, epoch), owned"
         + " WHERE o.batch_id = settled.batch_id AND owned.outbox_partition = o.outbox_partition"
         + " AND owned.epoch = settled.epoch RETURNING o.batch_id";
-    retrySql = "WITH " + owned.replace("$OWNER", "$3") + " UPDATE " + t + " AS o"
+    retrySql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$6") + " UPDATE " + t + " AS o"
         + " SET write_retries = o.write_retries + 1, last_write_error = left($4, " + ERROR_TEXT_LIMIT
         + "), next_attempt_at = now() + $5 * INTERVAL '1 millisecond' FROM owned"
         + " WHERE o.batch_id = $1 AND owned.outbox_partition = o.outbox_partition"
         + " AND owned.epoch = $2";
-    deadLetterSql = "WITH " + owned.replace("$OWNER", "$3") + ", moved AS (DELETE FROM " + t
+    deadLetterSql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$5") + ", moved AS (DELETE FROM " + t
         + " AS o USING owned WHERE o.batch_id = $1 AND owned.outbox_partition = o.outbox_partition"
         + " AND owned.epoch = $2"
         + " RETURNING o.batch_id, o.message_count, o.write_retries, o.raw_data, o.insert_time,"
@@ -163,6 +181,11 @@ public final class PartitionStore {
         row -> new Owned(row.get("outbox_partition", Short.class), row.get("epoch", Long.class)));
   }
 
+  /** Gives up every partition {@code relay} owns (a graceful stop); how many. */
+  public Mono<Long> releaseAll(String relay) {
+    return Sql.rowsUpdated(connections, statementTimeout, releaseAllSql, s -> s.bind(0, relay));
+  }
+
   /** Gives partitions up at once (handover); emits those released. */
   public Flux<Integer> release(String relay, List<Integer> partitions) {
     if (partitions.isEmpty()) {
@@ -179,8 +202,9 @@ public final class PartitionStore {
    * rows within {@code maxMessages} and {@code maxBytes} (the first row may exceed them when
    * {@code admitOversizedFirst}). Writes nothing.
    */
-  public Flux<ReadRow> read(List<Integer> partitions, List<String> skipIds, List<String> heldKeys,
-      int limit, int maxMessages, long maxBytes, boolean admitOversizedFirst) {
+  public Flux<ReadRow> read(String relay, List<Integer> partitions, List<String> skipIds,
+      List<String> heldKeys, int limit, int maxMessages, long maxBytes,
+      boolean admitOversizedFirst) {
     if (partitions.isEmpty()) {
       return Flux.empty();
     }
@@ -188,31 +212,36 @@ public final class PartitionStore {
     String[] ids = skipIds.toArray(String[]::new);
     String[] keys = heldKeys.toArray(String[]::new);
     return query(readSql, s -> s.bind(0, parts).bind(1, ids).bind(2, keys).bind(3, limit)
-            .bind(4, (long) maxMessages).bind(5, maxBytes).bind(6, admitOversizedFirst),
+            .bind(4, (long) maxMessages).bind(5, maxBytes).bind(6, admitOversizedFirst)
+            .bind(7, relay),
         PartitionStore::readRow);
   }
 
   /** Deletes published rows, each only while its partition still has the epoch given. */
-  public Flux<String> deleteAll(String relay, List<String> batchIds, List<Long> epochs) {
+  public Flux<String> deleteAll(String relay, List<String> batchIds, List<Long> epochs,
+      List<Integer> partitions) {
     if (batchIds.isEmpty()) {
       return Flux.empty();
     }
+    Short[] parts = partitions.stream().distinct().map(Integer::shortValue).toArray(Short[]::new);
     return query(deleteAllSql, s -> s.bind(0, batchIds.toArray(String[]::new))
-            .bind(1, epochs.toArray(Long[]::new)).bind(2, relay),
+            .bind(1, epochs.toArray(Long[]::new)).bind(2, relay).bind(3, parts),
         row -> row.get("batch_id", String.class));
   }
 
   /** A failed attempt: retries + 1, the error, not read again before {@code delay}; fenced. */
-  public Mono<Boolean> retryLater(String relay, String batchId, long epoch, String error,
-      Duration delay) {
+  public Mono<Boolean> retryLater(String relay, String batchId, int partition, long epoch,
+      String error, Duration delay) {
     return Sql.updated(connections, statementTimeout, retrySql, s -> s.bind(0, batchId)
-        .bind(1, epoch).bind(2, relay).bind(3, error).bind(4, Math.max(0, delay.toMillis())));
+        .bind(1, epoch).bind(2, relay).bind(3, error).bind(4, Math.max(0, delay.toMillis()))
+        .bind(5, new Short[] {(short) partition}));
   }
 
   /** Moves a row to the dead letters with {@code reason}; fenced. */
-  public Mono<Boolean> deadLetter(String relay, String batchId, long epoch, String reason) {
+  public Mono<Boolean> deadLetter(String relay, String batchId, int partition, long epoch,
+      String reason) {
     return Sql.updated(connections, statementTimeout, deadLetterSql, s -> s.bind(0, batchId)
-        .bind(1, epoch).bind(2, relay).bind(3, reason));
+        .bind(1, epoch).bind(2, relay).bind(3, reason).bind(4, new Short[] {(short) partition}));
   }
 
   private static ReadRow readRow(Readable row) {
@@ -225,6 +254,7 @@ public final class PartitionStore {
         row.get("message_count", Integer.class),
         row.get("write_retries", Integer.class),
         keys == null ? List.of() : List.of(keys),
+        Boolean.TRUE.equals(row.get("pending", Boolean.class)),
         row.get("waiting_until", Instant.class),
         text == null ? null : Base64.getMimeDecoder().decode(text),
         row.get("insert_time", Instant.class));
