@@ -9,8 +9,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.Sinks;
-import reactor.core.scheduler.Schedulers;
 
 /**
  * PARALLEL and ORDERED: claims due batches whenever a tick (poll interval, a wake-up from the
@@ -23,11 +21,8 @@ final class ClaimLoop implements BatchSource {
   private final RelayStore store;
   private final Ledger ledger;
   private final RelayOptions options;
-  private final Flux<Long> externalWakeups;
+  private final ClaimCycles cycles;
   private final AtomicBoolean mayClaim;
-  private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
-  private final Sinks.One<Boolean> stopped = Sinks.one();
-  private volatile boolean stopping;
 
   /**
    * @param externalWakeups notifications and heartbeats (debounced here)
@@ -38,44 +33,30 @@ final class ClaimLoop implements BatchSource {
     this.store = store;
     this.ledger = ledger;
     this.options = options;
-    this.externalWakeups = externalWakeups;
+    this.cycles = new ClaimCycles(options, externalWakeups);
     this.mayClaim = mayClaim;
   }
 
   @Override
   public Flux<BatchInFlight> batches() {
-    // Notifications and heartbeats count once per debounce window, at its end.
-    Flux<Long> external = externalWakeups.sample(options.triggers().debounce());
-    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux(), external)
-        .onBackpressureLatest()
-        .takeUntilOther(stopped.asMono())
-        // Claims run one at a time, off the thread that woke them.
-        .publishOn(Schedulers.parallel(), 1)
-        .concatMap(tick -> claim(), 1);
+    return cycles.run(this::claim);
   }
 
-  /**
-   * Asks for a claim cycle. A wake that fails because another thread is emitting at that moment
-   * is not needed: that concurrent wake's cycle runs later and sees the same budget. Polling is
-   * the fallback for anything else.
-   */
   @Override
   public void wake() {
-    synchronized (wakeups) {
-      wakeups.tryEmitNext(System.nanoTime());
-    }
+    cycles.wake();
   }
 
   @Override
   public void stop() {
-    stopping = true;
-    stopped.tryEmitValue(true);
+    cycles.stop();
   }
+
 
   /** One claim within the free budgets; the batches are in the ledger before they are emitted. */
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
-      Ledger.Room room = mayClaim.get() && !stopping ? ledger.room() : null;
+      Ledger.Room room = mayClaim.get() && !cycles.stopping() ? ledger.room() : null;
       if (room == null) {
         return Flux.empty(); // a settlement or leadership will wake us
       }

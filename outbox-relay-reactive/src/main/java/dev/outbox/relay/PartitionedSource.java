@@ -22,8 +22,6 @@ import reactor.core.Disposable;
 import reactor.core.Disposables;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.Sinks;
-import reactor.core.scheduler.Schedulers;
 
 /**
  * PARTITIONED: owns a share of the table's partitions and reads their rows in insert order.
@@ -52,12 +50,9 @@ final class PartitionedSource implements BatchSource {
   private volatile long readingSince = -1;
   private final Ledger ledger;
   private final RelayOptions options;
-  private final Flux<Long> externalWakeups;
+  private final ClaimCycles cycles;
   private final Duration ttl;
   private final Duration tick;
-  private final Sinks.Many<Long> wakeups = Sinks.many().multicast().directBestEffort();
-  private final Sinks.One<Boolean> stopped = Sinks.one();
-  private volatile boolean stopping;
   /** Partition to epoch, for the partitions this relay reads now. */
   private volatile Map<Integer, Long> readable = Map.of();
   private final Map<Integer, Long> owned = new ConcurrentHashMap<>();
@@ -77,7 +72,7 @@ final class PartitionedSource implements BatchSource {
     this.store = store;
     this.ledger = ledger;
     this.options = options;
-    this.externalWakeups = externalWakeups;
+    this.cycles = new ClaimCycles(options, externalWakeups);
     this.ttl = options.leaseDuration();
     this.tick = options.leaseRenewal().isZero() ? ttl.dividedBy(3) : options.leaseRenewal();
   }
@@ -93,26 +88,19 @@ final class PartitionedSource implements BatchSource {
 
   @Override
   public Flux<BatchInFlight> batches() {
-    Flux<Long> external = externalWakeups.sample(options.triggers().debounce());
-    return Flux.merge(Flux.interval(Duration.ZERO, options.pollInterval()), wakeups.asFlux(), external)
-        .onBackpressureLatest()
-        .takeUntilOther(stopped.asMono())
-        .publishOn(Schedulers.parallel(), 1)
-        .concatMap(t -> claim(), 1);
+    return cycles.run(this::claim);
   }
 
   @Override
   public void wake() {
-    synchronized (wakeups) {
-      wakeups.tryEmitNext(System.nanoTime());
-    }
+    cycles.wake();
   }
 
   @Override
   public void stop() {
-    stopping = true;
-    stopped.tryEmitValue(true);
+    cycles.stop();
   }
+
 
   @Override
   public Mono<Void> handOver(Duration timeout) {
@@ -227,7 +215,7 @@ final class PartitionedSource implements BatchSource {
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
       Map<Integer, Long> parts = readable;
-      Ledger.Room room = !stopping && !parts.isEmpty() && System.nanoTime() - ownedUntilNanos < 0
+      Ledger.Room room = !cycles.stopping() && !parts.isEmpty() && System.nanoTime() - ownedUntilNanos < 0
           ? ledger.room() : null;
       if (room == null) {
         return Flux.empty();

@@ -249,8 +249,10 @@ class RelayInternalsTest {
     assertThat(Duration.ofNanos(System.nanoTime() - started)).isLessThan(Duration.ofSeconds(20));
     Poll.until("every outcome is either delivered or counted as dropped", Duration.ofSeconds(20),
         () -> received.get() + dropped.get() == 300);
-    assertThat(received.get()).as("the buffer, the one being handled and one in hand-off")
-        .isBetween(1, 16 + 2);
+    // The subscriber keeps handling one outcome per 100 ms while the relay runs, so how many it
+    // received depends on timing; that the relay dropped rather than waited does not.
+    assertThat(dropped.get()).as("outcomes dropped for the slow subscriber").isPositive();
+    assertThat(received.get()).isPositive().isLessThan(300);
     assertThat(subscriberThreads).allSatisfy(name -> assertThat(name).startsWith("boundedElastic"));
 
     handle.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(10));
