@@ -210,7 +210,7 @@ class RelayMainProcessTest {
     assertThat(relay.exitValue()).as("exit status; output:\n%s", log)
         .isEqualTo(RelayMain.EXIT_INVALID_CONFIGURATION);
     assertThat(log).contains("Invalid outbox relay configuration: OUTBOX_MODE must be one of"
-        + " PARALLEL, ORDERED, WAL, got 'SIDEWAYS'").doesNotContain("hunter2");
+        + " PARALLEL, ORDERED, WAL, PARTITIONED, got 'SIDEWAYS'").doesNotContain("hunter2");
   }
 
   @ParameterizedTest(name = "{0}={1}")

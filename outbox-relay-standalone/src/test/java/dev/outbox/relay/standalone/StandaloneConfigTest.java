@@ -127,7 +127,7 @@ class StandaloneConfigTest {
       "OUTBOX_KAFKA_BOOTSTRAP_SERVERS | kafka:ninety                | host:port",
       "OUTBOX_TABLE                   | x; drop table y             | is invalid",
       "OUTBOX_TABLE                   | a.b.c                       | is invalid",
-      "OUTBOX_MODE                    | SIDEWAYS                    | PARALLEL, ORDERED, WAL",
+      "OUTBOX_MODE                    | SIDEWAYS                    | PARALLEL, ORDERED, WAL, PARTITIONED",
       "OUTBOX_POLL_INTERVAL           | often                       | must be a duration",
       "OUTBOX_POLL_INTERVAL           | 0s                          | must be positive",
       "OUTBOX_MAX_IN_FLIGHT           | lots                        | whole number",
