@@ -8,6 +8,7 @@ import dev.outbox.testing.Poll;
 import java.time.Duration;
 import java.util.List;
 import java.util.Random;
+import java.util.function.Consumer;
 import java.util.function.Function;
 import org.junit.jupiter.api.Test;
 
@@ -123,24 +124,22 @@ class FaultScenariosTest {
   }
 
   private static void brokerRestart(RelayMode mode) {
-    try (FaultRun run = FaultRun.start("broker-restart", mode)) {
-      run.startRelay("a");
-      run.awaitProgress(run.progress, PROGRESS);
-      run.world.kafka.stopBroker();
-      FaultRun.hold(OUTAGE);
-      run.world.kafka.startBroker();
-      run.awaitProgress(run.progress, PROGRESS);
-      run.finish();
-    }
+    outage("broker-restart", mode, w -> w.kafka.stopBroker(), w -> w.kafka.startBroker());
   }
 
   private static void postgresRestart(RelayMode mode) {
-    try (FaultRun run = FaultRun.start("postgres-restart", mode)) {
+    outage("postgres-restart", mode, w -> w.postgres.stopServer(), w -> w.postgres.startServer());
+  }
+
+  /** Progress, then a server down for {@code OUTAGE} and up again, then progress again. */
+  private static void outage(String name, RelayMode mode, Consumer<FaultWorld> down,
+      Consumer<FaultWorld> up) {
+    try (FaultRun run = FaultRun.start(name, mode)) {
       run.startRelay("a");
       run.awaitProgress(run.progress, PROGRESS);
-      run.world.postgres.stopServer();
+      down.accept(run.world);
       FaultRun.hold(OUTAGE);
-      run.world.postgres.startServer();
+      up.accept(run.world);
       run.awaitProgress(run.progress, PROGRESS);
       run.finish();
     }
