@@ -22,8 +22,13 @@ import reactor.core.publisher.Mono;
  * }</pre>
  *
  * <p>Each {@code write} is lazy, reads the connection from the Reactor Context when subscribed,
- * and inserts exactly one row (one batch, a fresh KSUID {@code batch_id}), so several writes in
- * one transaction give several rows. Errors, all before anything is written: {@link
+ * and inserts one row (one batch, a fresh KSUID {@code batch_id}) per message key: a batch whose
+ * messages carry more than one key (stream and key) is stored as one row per key, in the order
+ * each key first appears, with the messages without a key together in one more row, all in the
+ * caller's transaction. Each key's messages keep their order, and each row lands in its key's
+ * partition, so relays that share the table by partition keep per-key order ({@link
+ * Builder#rowPerKey(boolean)} turns this off). Several writes in one transaction give several
+ * rows. Errors, all before anything is written: {@link
  * InvalidMessageException} (null or empty batch, null element), {@link
  * MissingConnectionException}, {@link NotInTransactionException}.
  *
@@ -53,6 +58,7 @@ public interface OutboxWriter {
     private OutboxTable table = OutboxTable.defaultTable();
     private Codec codec = Codec.protobuf();
     private @Nullable String notifyChannel;
+    private boolean rowPerKey = true;
     private final List<ConnectionResolver> resolvers = new ArrayList<>();
 
     private Builder() {}
@@ -81,6 +87,17 @@ public interface OutboxWriter {
       return this;
     }
 
+    /**
+     * Default {@code true}: a batch whose messages carry several keys becomes one row per key (see
+     * the class comment). {@code false} stores every batch as one row whatever its keys, as the
+     * Go {@code streams} writer does; a row's partition then follows its first key only, so the
+     * other keys of such a row may be published out of order with their rows elsewhere.
+     */
+    public Builder rowPerKey(boolean rowPerKey) {
+      this.rowPerKey = rowPerKey;
+      return this;
+    }
+
     /** Adds a resolver consulted when no connection is bound with {@link OutboxContext}. */
     public Builder connectionResolver(ConnectionResolver resolver) {
       resolvers.add(Objects.requireNonNull(resolver, "resolver"));
@@ -91,7 +108,7 @@ public interface OutboxWriter {
       if (notifyChannel != null) {
         OutboxTable.checkChannel(notifyChannel);
       }
-      return new R2dbcOutboxWriter(table, codec, notifyChannel, List.copyOf(resolvers));
+      return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, List.copyOf(resolvers));
     }
   }
 }

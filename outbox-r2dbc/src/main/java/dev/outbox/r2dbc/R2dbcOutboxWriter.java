@@ -12,13 +12,15 @@ import reactor.util.context.ContextView;
 final class R2dbcOutboxWriter implements OutboxWriter {
   private final Codec codec;
   private final @Nullable String notifyChannel;
+  private final boolean rowPerKey;
   private final List<ConnectionResolver> resolvers;
   private final String insertSql;
 
   R2dbcOutboxWriter(OutboxTable table, Codec codec, @Nullable String notifyChannel,
-      List<ConnectionResolver> resolvers) {
+      boolean rowPerKey, List<ConnectionResolver> resolvers) {
     this.codec = codec;
     this.notifyChannel = notifyChannel;
+    this.rowPerKey = rowPerKey;
     this.resolvers = resolvers;
     String insert = "INSERT INTO " + table.qualifiedName()
         + " (batch_id, message_count, raw_data, message_keys) VALUES ($1, $2, $3, $4)";
@@ -32,13 +34,17 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   public Mono<Void> write(@Nullable List<Message> batch) {
     return Mono.deferContextual(context -> {
       checkBatch(batch);
-      byte[] raw = codec.encode(batch);
-      String batchId = Ksuid.generate().toString();
+      List<List<Message>> rows = rowPerKey ? MessageKeys.rowPerKey(batch) : List.of(batch);
+      // Encoded before anything is written: a codec error leaves the transaction untouched.
+      List<byte[]> raw = rows.stream().map(codec::encode).toList();
       return connection(context).flatMap(connection -> {
         if (connection.isAutoCommit()) {
           return Mono.error(new NotInTransactionException());
         }
-        return insert(connection, batchId, batch.size(), raw, MessageKeys.of(batch));
+        return Flux.range(0, rows.size())
+            .concatMap(i -> insert(connection, Ksuid.generate().toString(), rows.get(i).size(),
+                raw.get(i), MessageKeys.of(rows.get(i))))
+            .then();
       });
     });
   }

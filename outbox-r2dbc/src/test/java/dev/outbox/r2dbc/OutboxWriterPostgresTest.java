@@ -75,7 +75,7 @@ class OutboxWriterPostgresTest {
 
   @Test
   void committedWriteLeavesOneRowThatDecodesToTheSameMessages() {
-    List<Message> batch = List.of(message("orders", "a"), message("audit", "b"));
+    List<Message> batch = List.of(message("orders", "a"), message("orders", "a"));
 
     StepVerifier.create(OutboxTransactions.inTransaction(pool,
             c -> insertOrder(c, "o1").then(writer.write(batch))))
@@ -130,11 +130,52 @@ class OutboxWriterPostgresTest {
   @Test
   void twoWritesInOneTransactionGiveTwoRows() {
     StepVerifier.create(OutboxTransactions.inTransaction(pool,
-            c -> writer.write(message("s", "1")).then(writer.write(message("s", "2"), message("s", "3")))))
+            c -> writer.write(message("s", "1")).then(writer.write(message("s", "2"), message("s", "2")))))
         .verifyComplete();
 
     assertThat(postgres.queryColumn("SELECT message_count FROM " + table.qualifiedName()
         + " ORDER BY insert_seq")).containsExactly(1, 2);
+  }
+
+  @Test
+  void aWriteWithSeveralKeysBecomesOneRowPerKeyInItsKeysPartition() {
+    OutboxSchema.enablePartitions(postgres.connectionFactory(), table).block(Duration.ofSeconds(30));
+    Message a1 = message("orders", "a");
+    Message b = message("orders", "b");
+    Message a2 = message("orders", "a");
+    Message bOtherStream = message("audit", "b");
+    Message keyless = Message.builder().stream("orders").data(new byte[] {1}).build();
+    List<Message> batch = List.of(a1, b, keyless, a2, bOtherStream);
+
+    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> writer.write(batch)))
+        .verifyComplete();
+
+    List<Object> ids = postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()
+        + " ORDER BY insert_seq");
+    OutboxStore store = OutboxStore.create(pool, table);
+    List<List<Message>> rows = ids.stream()
+        .map(id -> Codec.protobuf().decode(store.find((String) id).block().rawData())).toList();
+    assertThat(rows).containsExactly(List.of(a1, a2), List.of(b), List.of(bOtherStream),
+        List.of(keyless));
+    // Rows of one key share a partition whatever else was in the write.
+    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> writer.write(message("orders", "a"))))
+        .verifyComplete();
+    assertThat(postgres.queryLong("SELECT count(DISTINCT outbox_partition) FROM "
+        + table.qualifiedName() + " WHERE message_keys = ARRAY['orders' || chr(31) || 'k-a']"))
+        .isEqualTo(1);
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + table.qualifiedName()
+        + " WHERE cardinality(message_keys) > 1")).isZero();
+  }
+
+  @Test
+  void withoutRowPerKeyAWriteIsOneRowWhateverItsKeys() {
+    OutboxWriter oneRow = OutboxWriter.builder().table(table).rowPerKey(false).build();
+    StepVerifier.create(OutboxTransactions.inTransaction(pool,
+            c -> oneRow.write(message("orders", "a"), message("audit", "b"))))
+        .verifyComplete();
+
+    assertThat(postgres.queryColumn("SELECT message_count FROM " + table.qualifiedName()))
+        .containsExactly(2);
   }
 
   @Test

@@ -44,12 +44,21 @@ final class Ledger {
    * larger than the budgets, so that such a batch still makes progress.
    */
   @Nullable Room room() {
+    return room(2);
+  }
+
+  /**
+   * What a claim may take now, or {@code null} when less than {@code 1/share} of either budget is
+   * free; as {@link #room()} otherwise.
+   */
+  @Nullable Room room(int share) {
     long heldRecords = records.get();
     long heldBytes = bytes.get();
     boolean empty = heldRecords == 0 && heldBytes == 0;
     long freeRecords = maxRecords - heldRecords;
     long freeBytes = maxBytes - heldBytes;
-    if (!empty && (freeRecords < Math.max(1, maxRecords / 2) || freeBytes < Math.max(1, maxBytes / 2))) {
+    if (!empty && (freeRecords < Math.max(1, maxRecords / share)
+        || freeBytes < Math.max(1, maxBytes / share))) {
       return null;
     }
     return new Room((int) Math.max(1, freeRecords), Math.max(1, freeBytes), empty);

@@ -10,10 +10,12 @@ import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.NavigableMap;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
@@ -39,6 +41,11 @@ import reactor.core.publisher.Mono;
 final class PartitionedSource implements BatchSource {
   private static final Logger log = LoggerFactory.getLogger(PartitionedSource.class);
   private static final UUID NO_LEASE = new UUID(0, 0);
+  /**
+   * A read starts once this share of a budget is free: reads are cheap (no row is written), so
+   * the next one need not wait for half of the in-flight work to settle.
+   */
+  private static final int READ_WHEN_FREE = 8;
 
   private final String owner;
   private final PartitionStore store;
@@ -57,9 +64,17 @@ final class PartitionedSource implements BatchSource {
   private volatile Map<Integer, Long> readable = Map.of();
   private final Map<Integer, Long> owned = new ConcurrentHashMap<>();
   private volatile long ownedUntilNanos = Long.MIN_VALUE;
-  /** Keys (and ids of rows without keys) waiting for a retry, until when. */
+  /** Keys waiting for a retry, until when. */
   private final Map<String, Instant> heldKeys = new ConcurrentHashMap<>();
-  private final Map<String, Instant> heldIds = new ConcurrentHashMap<>();
+  /**
+   * Read position and its bookkeeping, used by one read at a time (see {@link #claim()}): the
+   * highest insert_seq up to which nothing is left to read, the partitions it is for, when the
+   * last full rescan started, and rows passed while waiting for a retry (due time to seq).
+   */
+  private volatile long cursor;
+  private volatile Map<Integer, Long> cursorParts = Map.of();
+  private volatile long lastRescanNanos;
+  private final NavigableMap<Instant, Long> rewinds = new ConcurrentSkipListMap<>();
   private final AtomicInteger partitions = new AtomicInteger();
 
   /**
@@ -120,6 +135,19 @@ final class PartitionedSource implements BatchSource {
               + " ownership expires in {}: {}", options.instanceId(), ttl, error.toString());
           return Mono.empty();
         });
+  }
+
+  /**
+   * A batch read here failed and waits for a retry: its keys are held and the read position
+   * comes back to it when it is due. Called before the batch leaves the ledger, so no read can
+   * take a later row of its keys in between.
+   */
+  void retryScheduled(BatchInFlight batch, Duration wait) {
+    Instant due = Instant.now().plus(wait);
+    if (batch.fence != null) {
+      batch.fence.keys().forEach(k -> heldKeys.merge(k, due, (a, b) -> a.isAfter(b) ? a : b));
+    }
+    rewinds.merge(due, batch.claim().insertSeq(), Math::min);
   }
 
   /** The partitions read now (for tests and health). */
@@ -211,58 +239,112 @@ final class PartitionedSource implements BatchSource {
         });
   }
 
-  /** One read within the free budgets; the batches are in the ledger before they are emitted. */
+  /**
+   * One read within the free budgets; the batches are in the ledger before they are emitted.
+   *
+   * <p>The relay reads forward from its read position ({@code cursor}): everything at or below
+   * it was taken (in flight or settled), or waits for a retry (a rewind is due when the retry
+   * is), or was not visible yet when the position passed it (a transaction that took its
+   * sequence number earlier and committed later). The position stops before the first row that
+   * cannot be taken for a short while (above the commit watermark, its key in flight, over the
+   * budget), so that row is read again next time; rows after it that were taken come back
+   * flagged (skipped, no bytes). A full rescan from the start of the owned partitions every poll
+   * interval, and whenever the owned partitions change, finds late commits: nothing committed is
+   * passed for longer than that.
+   */
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
       Map<Integer, Long> parts = readable;
       Ledger.Room room = !cycles.stopping() && !parts.isEmpty() && System.nanoTime() - ownedUntilNanos < 0
-          ? ledger.room() : null;
+          ? ledger.room(READ_WHEN_FREE) : null;
       if (room == null) {
         return Flux.empty();
       }
       Instant now = Instant.now();
+      long nowNanos = System.nanoTime();
+      if (!parts.equals(cursorParts) || nowNanos - lastRescanNanos >= options.pollInterval().toNanos()) {
+        cursor = 0; // a full rescan: late commits, partitions just taken over
+        cursorParts = parts;
+        lastRescanNanos = nowNanos;
+      }
+      while (!rewinds.isEmpty() && !rewinds.firstKey().isAfter(now)) {
+        cursor = Math.min(cursor, rewinds.pollFirstEntry().getValue() - 1);
+      }
       heldKeys.values().removeIf(until -> !until.isAfter(now));
-      heldIds.values().removeIf(until -> !until.isAfter(now));
-      List<String> skipIds = new ArrayList<>(heldIds.keySet());
-      Set<String> held = new HashSet<>(heldKeys.keySet());
+      Set<String> inFlightKeys = new HashSet<>();
+      Set<String> inFlightIds = new HashSet<>();
+      List<Long> skip = new ArrayList<>();
+      long after = cursor;
       for (BatchInFlight b : ledger.held()) {
-        skipIds.add(b.claim().batchId());
+        inFlightIds.add(b.claim().batchId());
+        if (b.claim().insertSeq() > after) {
+          skip.add(b.claim().insertSeq());
+        }
         if (b.fence != null) {
-          held.addAll(b.fence.keys());
+          inFlightKeys.addAll(b.fence.keys());
         }
       }
+      long[] skipSeqs = skip.stream().mapToLong(Long::longValue).toArray();
+      int limit = Math.min(options.claimSize(), room.records()) + skipSeqs.length;
       long generation = ledger.generation();
       long started = System.nanoTime();
       readingSince = round.get();
-      return store.read(owner, List.copyOf(parts.keySet()), skipIds, List.copyOf(held),
-              options.claimSize(), room.records(), room.bytes(), room.empty())
+      return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs, limit, room.bytes(),
+              room.empty())
           .collectList()
           .flatMapMany(rows -> {
             List<ClaimedBatch> taken = new ArrayList<>();
             List<BatchInFlight.Fence> fences = new ArrayList<>();
-            Set<String> takenKeys = new HashSet<>();
+            // Keys a later row of this read must not overtake: in flight, taken or passed here.
+            Set<String> blocking = new HashSet<>(inFlightKeys);
+            long position = after;
+            boolean advancing = true;
+            long records = 0;
             for (ReadRow row : rows) {
-              boolean blocked = row.keys().stream().anyMatch(takenKeys::contains);
-              takenKeys.addAll(row.keys());
-              if (row.pending()) {
-                continue; // may still commit: holds its keys for this read, taken later
+              long seq = row.insertSeq();
+              if (row.skipped() || inFlightIds.contains(row.batchId())) {
+                position = advancing ? seq : position;
+                continue;
+              }
+              if (row.pending()) { // may still be overtaken by an earlier transaction's commit
+                blocking.addAll(row.keys());
+                advancing = false;
+                continue;
               }
               if (row.waitingUntil() != null) {
-                if (row.keys().isEmpty()) {
-                  heldIds.put(row.batchId(), row.waitingUntil());
-                } else {
-                  row.keys().forEach(k -> heldKeys.merge(k, row.waitingUntil(),
-                      (a, b) -> a.isAfter(b) ? a : b));
-                }
+                // Passed; read again when due. Its keys wait with it, so later rows of them too.
+                row.keys().forEach(k -> heldKeys.merge(k, row.waitingUntil(),
+                    (a, b) -> a.isAfter(b) ? a : b));
+                rewinds.merge(row.waitingUntil(), seq, Math::min);
+                blocking.addAll(row.keys());
+                position = advancing ? seq : position;
+                continue;
+              }
+              if (row.keys().stream().anyMatch(heldKeys::containsKey)) {
+                position = advancing ? seq : position; // behind a retry: read again with it
                 continue;
               }
               Long epoch = parts.get(row.partition());
-              if (blocked || epoch == null || row.rawData() == null) {
+              boolean blocked = row.keys().stream().anyMatch(blocking::contains);
+              blocking.addAll(row.keys());
+              boolean overBudget = row.rawData() == null
+                  || (records + row.messageCount() > room.records() && !(taken.isEmpty() && room.empty()));
+              if (blocked || epoch == null) {
+                advancing = false;
                 continue;
               }
-              taken.add(new ClaimedBatch(row.batchId(), row.insertSeq(), row.messageCount(),
+              if (overBudget) {
+                advancing = false;
+                break;
+              }
+              records += row.messageCount();
+              taken.add(new ClaimedBatch(row.batchId(), seq, row.messageCount(),
                   row.writeRetries(), row.rawData(), row.insertTime(), NO_LEASE, Instant.MAX));
               fences.add(new BatchInFlight.Fence(row.partition(), epoch, row.keys()));
+              position = advancing ? seq : position;
+            }
+            if (cursor == after && cursorParts == parts) {
+              cursor = position;
             }
             List<BatchInFlight> batches = ledger.register(taken,
                 fences.toArray(BatchInFlight.Fence[]::new), generation, false);
@@ -272,7 +354,7 @@ final class PartitionedSource implements BatchSource {
             options.metrics().claimed(batches.size(),
                 taken.stream().mapToInt(ClaimedBatch::messageCount).sum(),
                 Duration.ofNanos(System.nanoTime() - started));
-            if (rows.size() == options.claimSize()) {
+            if (rows.size() == limit && !taken.isEmpty()) {
               wake(); // a full read: there is probably more
             }
             return Flux.fromIterable(batches);

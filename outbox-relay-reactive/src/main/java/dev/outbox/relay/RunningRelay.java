@@ -84,10 +84,11 @@ final class RunningRelay implements RelayHandle {
           options.statementTimeout());
       String owner = options.instanceId() + "#"
           + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
-      this.settler = new Settler(Settlements.partitioned(partitions, owner), ledger, outcomes,
-          options);
-      this.source = new PartitionedSource(partitions, ledger, options, externalWakeups.asFlux(),
-          owner);
+      PartitionedSource partitioned = new PartitionedSource(partitions, ledger, options,
+          externalWakeups.asFlux(), owner);
+      this.settler = new Settler(Settlements.partitioned(partitions, owner,
+          partitioned::retryScheduled), ledger, outcomes, options);
+      this.source = partitioned;
     } else {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL

@@ -6,6 +6,7 @@ import dev.outbox.r2dbc.internal.RelayStore;
 import java.time.Duration;
 import java.util.List;
 import java.util.Objects;
+import java.util.function.BiConsumer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -55,8 +56,12 @@ interface Settlements {
     };
   }
 
-  /** Partition ownership ({@link PartitionStore}); reading claimed nothing, so nothing to give back. */
-  static Settlements partitioned(PartitionStore store, String relay) {
+  /**
+   * Partition ownership ({@link PartitionStore}); reading claimed nothing, so nothing to give
+   * back. {@code onRetryScheduled} hears of each retry kept, before its batch leaves the ledger.
+   */
+  static Settlements partitioned(PartitionStore store, String relay,
+      BiConsumer<BatchInFlight, Duration> onRetryScheduled) {
     return new Settlements() {
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
@@ -68,7 +73,12 @@ interface Settlements {
       @Override
       public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
         return store.retryLater(relay, batch.claim().batchId(), fence(batch).partition(),
-            fence(batch).epoch(), reason, wait);
+            fence(batch).epoch(), reason, wait)
+            .doOnNext(kept -> {
+              if (kept) {
+                onRetryScheduled.accept(batch, wait);
+              }
+            });
       }
 
       @Override

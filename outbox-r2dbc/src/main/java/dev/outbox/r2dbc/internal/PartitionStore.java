@@ -31,12 +31,13 @@ public final class PartitionStore {
 
   /**
    * One row read by {@link #read}: {@code rawData} is {@code null} while the row waits for a
-   * retry ({@code waitingUntil} in the future) or its transaction is above the commit watermark
-   * ({@code pending}: not published yet, but it holds its keys).
+   * retry ({@code waitingUntil} in the future), when its transaction is above the commit
+   * watermark ({@code pending}: not published yet, but it holds its keys), when the caller has it
+   * in flight ({@code skipped}), and past the byte budget.
    */
   public record ReadRow(String batchId, int partition, long insertSeq, int messageCount,
       int writeRetries, List<String> keys, boolean pending, @Nullable Instant waitingUntil,
-      byte @Nullable [] rawData, Instant insertTime) {}
+      boolean skipped, byte @Nullable [] rawData, Instant insertTime) {}
 
   private static final int ERROR_TEXT_LIMIT = 255;
 
@@ -77,39 +78,30 @@ public final class PartitionStore {
     releaseAllSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL WHERE owner = $1";
     releaseSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL"
         + " WHERE owner = $1 AND outbox_partition = ANY($2::smallint[]) RETURNING outbox_partition";
-    // Candidates in insert order, below the commit watermark, not in flight, no held key; sized
-    // by the running message and byte totals; the stored bytes are fetched only for the rows
-    // taken and not waiting for a retry.
-    // Candidates in insert order, not in flight, no held key, only in partitions this relay
-    // still owns (by the database's clock, so a read issued late cannot outlive a takeover).
-    // Rows above the commit watermark are returned too, flagged and without bytes: they are
-    // committed or may commit, so they hold their keys (a later row of the key must wait). The
-    // running totals count only rows that will be taken, so waiting rows cost no budget.
-    readSql = "WITH candidates AS (SELECT o.batch_id, o.insert_seq,"
-        + " o.writer_xid >= pg_snapshot_xmin(pg_current_snapshot()) AS pending,"
-        + " o.next_attempt_at > now() AS waiting, o.message_count,"
-        + " octet_length(o.raw_data) AS bytes FROM " + t + " AS o"
-        + " WHERE o.outbox_partition = ANY($1::smallint[])"
-        + " AND EXISTS (SELECT 1 FROM " + parts + " AS p WHERE p.outbox_partition = o.outbox_partition"
-        + " AND p.owner = $8 AND p.expires_at > now())"
-        + " AND NOT (o.batch_id = ANY($2::bpchar[]))"
-        // A hashed lookup per key: '&&' walks the whole held-keys array for every row.
-        + " AND NOT EXISTS (SELECT 1 FROM unnest(o.message_keys) AS k WHERE k = ANY($3::text[]))"
-        + " ORDER BY o.insert_seq LIMIT $4),"
-        + " sized AS (SELECT batch_id, pending, waiting,"
-        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE message_count END) OVER w AS running,"
-        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE bytes END) OVER w AS running_bytes,"
-        + " sum(CASE WHEN pending OR waiting THEN 0 ELSE 1 END) OVER w AS position"
-        + " FROM candidates WINDOW w AS (ORDER BY insert_seq))"
-        + " SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
-        + " o.message_keys, o.insert_time, sized.pending,"
-        + " CASE WHEN sized.waiting THEN o.next_attempt_at END AS waiting_until,"
-        + " CASE WHEN sized.waiting OR sized.pending THEN NULL"
-        + " ELSE encode(o.raw_data, 'base64') END AS raw_data_base64"
-        + " FROM sized JOIN " + t + " AS o ON o.batch_id = sized.batch_id"
-        + " WHERE sized.pending OR sized.waiting"
-        + " OR (sized.running <= $5 AND sized.running_bytes <= $6) OR (sized.position = 1 AND $7)"
-        + " ORDER BY o.insert_seq";
+    // One index walk in insert order from the relay's read position, only in partitions this
+    // relay still owns (by the database's clock, so a read issued late cannot outlive a
+    // takeover). Which rows to take is decided by the relay (key holding, budgets); the database
+    // only flags each row: above the commit watermark (pending), waiting for a retry, or already
+    // in flight here (skipped: no bytes sent again). Stored bytes go out only for rows that may
+    // be taken, within the byte budget (a running total over the rows read).
+    readSql = "WITH owned AS (SELECT coalesce(array_agg(outbox_partition), '{}') AS parts FROM " + parts
+        + " WHERE owner = $1 AND expires_at > now() AND outbox_partition = ANY($2::smallint[])),"
+        + " watermark AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
+        + " SELECT r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
+        + " r.message_keys, r.insert_time, r.pending, r.waiting_until, r.skipped,"
+        + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL"
+        + " OR (r.running_bytes > $6 AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"
+        + " ELSE encode(r.raw_data, 'base64') END AS raw_data_base64"
+        + " FROM (SELECT c.*, sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL"
+        + " THEN 0 ELSE c.bytes END) OVER (ORDER BY c.insert_seq) AS running_bytes FROM ("
+        + "SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
+        + " o.message_keys, o.insert_time, o.raw_data, octet_length(o.raw_data) AS bytes,"
+        + " o.writer_xid >= watermark.xmin AS pending,"
+        + " CASE WHEN o.next_attempt_at > now() THEN o.next_attempt_at END AS waiting_until,"
+        + " o.insert_seq = ANY($4::bigint[]) AS skipped"
+        + " FROM " + t + " AS o, owned, watermark"
+        + " WHERE o.outbox_partition = ANY(owned.parts) AND o.insert_seq > $3"
+        + " ORDER BY o.insert_seq LIMIT $5) AS c) AS r ORDER BY r.insert_seq";
     // Only the partitions settled are locked, in partition order (no deadlock with a takeover
     // that locks several), so settlements cannot starve this relay's own renewal.
     String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
@@ -197,23 +189,24 @@ public final class PartitionStore {
   }
 
   /**
-   * Reads rows of {@code partitions} in insert order (see the class comment), skipping the ids
-   * in {@code skipIds} and every row carrying a key of {@code heldKeys}, at most {@code limit}
-   * rows within {@code maxMessages} and {@code maxBytes} (the first row may exceed them when
+   * Reads at most {@code limit} rows of {@code partitions} (those {@code relay} still owns) with
+   * {@code insert_seq > afterSeq}, in insert order. Rows whose sequence is in {@code skipSeqs}
+   * come back flagged and without bytes, as do rows above the commit watermark or waiting for a
+   * retry, and rows past {@code maxBytes} of stored bytes (the first row may exceed it when
    * {@code admitOversizedFirst}). Writes nothing.
    */
-  public Flux<ReadRow> read(String relay, List<Integer> partitions, List<String> skipIds,
-      List<String> heldKeys, int limit, int maxMessages, long maxBytes,
-      boolean admitOversizedFirst) {
+  public Flux<ReadRow> read(String relay, List<Integer> partitions, long afterSeq,
+      long[] skipSeqs, int limit, long maxBytes, boolean admitOversizedFirst) {
     if (partitions.isEmpty()) {
       return Flux.empty();
     }
     Short[] parts = partitions.stream().map(Integer::shortValue).toArray(Short[]::new);
-    String[] ids = skipIds.toArray(String[]::new);
-    String[] keys = heldKeys.toArray(String[]::new);
-    return query(readSql, s -> s.bind(0, parts).bind(1, ids).bind(2, keys).bind(3, limit)
-            .bind(4, (long) maxMessages).bind(5, maxBytes).bind(6, admitOversizedFirst)
-            .bind(7, relay),
+    Long[] skip = new Long[skipSeqs.length];
+    for (int i = 0; i < skipSeqs.length; i++) {
+      skip[i] = skipSeqs[i];
+    }
+    return query(readSql, s -> s.bind(0, relay).bind(1, parts).bind(2, afterSeq).bind(3, skip)
+            .bind(4, limit).bind(5, maxBytes).bind(6, admitOversizedFirst),
         PartitionStore::readRow);
   }
 
@@ -256,6 +249,7 @@ public final class PartitionStore {
         keys == null ? List.of() : List.of(keys),
         Boolean.TRUE.equals(row.get("pending", Boolean.class)),
         row.get("waiting_until", Instant.class),
+        Boolean.TRUE.equals(row.get("skipped", Boolean.class)),
         text == null ? null : Base64.getMimeDecoder().decode(text),
         row.get("insert_time", Instant.class));
   }
