@@ -289,8 +289,8 @@ final class PartitionedSource implements BatchSource {
       long generation = ledger.generation();
       long started = System.nanoTime();
       readingSince = round.get();
-      return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs, limit, room.bytes(),
-              room.empty())
+      return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs, limit,
+              room.records(), room.bytes(), room.empty())
           .collectList()
           .flatMapMany(rows -> {
             List<ClaimedBatch> taken = new ArrayList<>();

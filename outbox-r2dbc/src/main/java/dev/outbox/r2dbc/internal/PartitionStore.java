@@ -83,17 +83,20 @@ public final class PartitionStore {
     // takeover). Which rows to take is decided by the relay (key holding, budgets); the database
     // only flags each row: above the commit watermark (pending), waiting for a retry, or already
     // in flight here (skipped: no bytes sent again). Stored bytes go out only for rows that may
-    // be taken, within the byte budget (a running total over the rows read).
+    // be taken, within the message and byte budgets (running totals over the rows read).
     readSql = "WITH owned AS (SELECT coalesce(array_agg(outbox_partition), '{}') AS parts FROM " + parts
         + " WHERE owner = $1 AND expires_at > now() AND outbox_partition = ANY($2::smallint[])),"
         + " watermark AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
         + " SELECT r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
         + " r.message_keys, r.insert_time, r.pending, r.waiting_until, r.skipped,"
         + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL"
-        + " OR (r.running_bytes > $6 AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"
+        + " OR ((r.running_bytes > $6 OR r.running_records > $8)"
+        + " AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"
         + " ELSE encode(r.raw_data, 'base64') END AS raw_data_base64"
         + " FROM (SELECT c.*, sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL"
-        + " THEN 0 ELSE c.bytes END) OVER (ORDER BY c.insert_seq) AS running_bytes FROM ("
+        + " THEN 0 ELSE c.bytes END) OVER w AS running_bytes,"
+        + " sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL"
+        + " THEN 0 ELSE c.message_count END) OVER w AS running_records FROM ("
         + "SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
         + " o.message_keys, o.insert_time, o.raw_data, octet_length(o.raw_data) AS bytes,"
         + " o.writer_xid >= watermark.xmin AS pending,"
@@ -101,7 +104,8 @@ public final class PartitionStore {
         + " o.insert_seq = ANY($4::bigint[]) AS skipped"
         + " FROM " + t + " AS o, owned, watermark"
         + " WHERE o.outbox_partition = ANY(owned.parts) AND o.insert_seq > $3"
-        + " ORDER BY o.insert_seq LIMIT $5) AS c) AS r ORDER BY r.insert_seq";
+        + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r"
+        + " ORDER BY r.insert_seq";
     // Only the partitions settled are locked, in partition order (no deadlock with a takeover
     // that locks several), so settlements cannot starve this relay's own renewal.
     String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
@@ -192,11 +196,12 @@ public final class PartitionStore {
    * Reads at most {@code limit} rows of {@code partitions} (those {@code relay} still owns) with
    * {@code insert_seq > afterSeq}, in insert order. Rows whose sequence is in {@code skipSeqs}
    * come back flagged and without bytes, as do rows above the commit watermark or waiting for a
-   * retry, and rows past {@code maxBytes} of stored bytes (the first row may exceed it when
-   * {@code admitOversizedFirst}). Writes nothing.
+   * retry, and rows past {@code maxMessages} or {@code maxBytes} of stored bytes, counted over
+   * the rows that may be taken (the first of them may exceed the budgets when {@code
+   * admitOversizedFirst}). Writes nothing.
    */
   public Flux<ReadRow> read(String relay, List<Integer> partitions, long afterSeq,
-      long[] skipSeqs, int limit, long maxBytes, boolean admitOversizedFirst) {
+      long[] skipSeqs, int limit, int maxMessages, long maxBytes, boolean admitOversizedFirst) {
     if (partitions.isEmpty()) {
       return Flux.empty();
     }
@@ -206,7 +211,8 @@ public final class PartitionStore {
       skip[i] = skipSeqs[i];
     }
     return query(readSql, s -> s.bind(0, relay).bind(1, parts).bind(2, afterSeq).bind(3, skip)
-            .bind(4, limit).bind(5, maxBytes).bind(6, admitOversizedFirst),
+            .bind(4, limit).bind(5, maxBytes).bind(6, admitOversizedFirst)
+            .bind(7, (long) maxMessages),
         PartitionStore::readRow);
   }
 
