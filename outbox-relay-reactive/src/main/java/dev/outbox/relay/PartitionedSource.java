@@ -46,6 +46,7 @@ final class PartitionedSource implements BatchSource {
    * the next one need not wait for half of the in-flight work to settle.
    */
   private static final int READ_WHEN_FREE = 8;
+  private static final boolean DEBUG = Boolean.getBoolean("outbox.debugClaims");
 
   private final String owner;
   private final PartitionStore store;
@@ -74,6 +75,8 @@ final class PartitionedSource implements BatchSource {
   private volatile long cursor;
   private volatile Map<Integer, Long> cursorParts = Map.of();
   private volatile long lastRescanNanos;
+  /** Recent messages per row taken (a moving average), to size reads in rows. */
+  private volatile double messagesPerRow = 1;
   private final NavigableMap<Instant, Long> rewinds = new ConcurrentSkipListMap<>();
   private final AtomicInteger partitions = new AtomicInteger();
 
@@ -285,7 +288,9 @@ final class PartitionedSource implements BatchSource {
         }
       }
       long[] skipSeqs = skip.stream().mapToLong(Long::longValue).toArray();
-      int limit = Math.min(options.claimSize(), room.records()) + skipSeqs.length;
+      // Rows, not messages: as many as the free record budget holds at the recent row size.
+      int fits = (int) Math.ceil(room.records() / Math.max(1.0, messagesPerRow)) + 1;
+      int limit = Math.min(options.claimSize(), fits) + skipSeqs.length;
       long generation = ledger.generation();
       long started = System.nanoTime();
       readingSince = round.get();
@@ -338,6 +343,7 @@ final class PartitionedSource implements BatchSource {
                 break;
               }
               records += row.messageCount();
+              messagesPerRow = messagesPerRow * 0.9 + row.messageCount() * 0.1;
               taken.add(new ClaimedBatch(row.batchId(), seq, row.messageCount(),
                   row.writeRetries(), row.rawData(), row.insertTime(), NO_LEASE, Instant.MAX));
               fences.add(new BatchInFlight.Fence(row.partition(), epoch, row.keys()));
@@ -354,6 +360,11 @@ final class PartitionedSource implements BatchSource {
             options.metrics().claimed(batches.size(),
                 taken.stream().mapToInt(ClaimedBatch::messageCount).sum(),
                 Duration.ofNanos(System.nanoTime() - started));
+            if (DEBUG) {
+              System.err.printf("claim t=%d read=%.1fms rows=%d skip=%d taken=%d held=%d room=%d%n",
+                  System.nanoTime() / 1_000_000 % 100_000, (System.nanoTime() - started) / 1e6,
+                  rows.size(), skipSeqs.length, taken.size(), ledger.records(), room.records());
+            }
             if (rows.size() == limit && !taken.isEmpty()) {
               wake(); // a full read: there is probably more
             }
