@@ -22,13 +22,9 @@ import reactor.core.publisher.Mono;
  * }</pre>
  *
  * <p>Each {@code write} is lazy, reads the connection from the Reactor Context when subscribed,
- * and inserts one row (one batch, a fresh KSUID {@code batch_id}) per message key: a batch whose
- * messages carry more than one key (stream and key) is stored as one row per key, in the order
- * each key first appears, with the messages without a key together in one more row, all in the
- * caller's transaction. Each key's messages keep their order, and each row lands in its key's
- * partition, so relays that share the table by partition keep per-key order ({@link
- * Builder#rowPerKey(boolean)} turns this off). Several writes in one transaction give several
- * rows. Errors, all before anything is written: {@link
+ * and inserts one row (one batch, a fresh KSUID {@code batch_id}); with {@link
+ * Builder#rowPerKey(boolean) rowPerKey(true)} (for PARTITIONED relays) one row per message key
+ * instead. Several writes in one transaction give several rows. Errors, all before anything is written: {@link
  * InvalidMessageException} (null or empty batch, null element), {@link
  * MissingConnectionException}, {@link NotInTransactionException}.
  *
@@ -58,7 +54,7 @@ public interface OutboxWriter {
     private OutboxTable table = OutboxTable.defaultTable();
     private Codec codec = Codec.protobuf();
     private @Nullable String notifyChannel;
-    private boolean rowPerKey = true;
+    private boolean rowPerKey;
     private final List<ConnectionResolver> resolvers = new ArrayList<>();
 
     private Builder() {}
@@ -88,10 +84,13 @@ public interface OutboxWriter {
     }
 
     /**
-     * Default {@code true}: a batch whose messages carry several keys becomes one row per key (see
-     * the class comment). {@code false} stores every batch as one row whatever its keys, as the
-     * Go {@code streams} writer does; a row's partition then follows its first key only, so the
-     * other keys of such a row may be published out of order with their rows elsewhere.
+     * Default {@code false}: every batch is one row whatever its keys, as the Go {@code streams}
+     * writer does. {@code true}: a batch whose messages carry more than one key (stream and key)
+     * is stored as one row per key, in the order each key first appears, the messages without a
+     * key together in one more row, all in the caller's transaction; each key's messages keep
+     * their order. Turn it on for PARTITIONED relays: a row's partition follows its first key
+     * only, so without it the other keys of a multi-key row may be published out of order with
+     * their rows in other partitions. It costs one insert per key.
      */
     public Builder rowPerKey(boolean rowPerKey) {
       this.rowPerKey = rowPerKey;

@@ -22,11 +22,16 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     this.notifyChannel = notifyChannel;
     this.rowPerKey = rowPerKey;
     this.resolvers = resolvers;
+    // The transaction id is taken before insert_seq is drawn (the CTE runs first), so no
+    // transaction holds a sequence number from before its id: the PARTITIONED relay relies on
+    // that to move its read position only past sequence numbers no open transaction can commit.
+    String xid = "xid AS MATERIALIZED (SELECT pg_current_xact_id() AS writer_xid)";
     String insert = "INSERT INTO " + table.qualifiedName()
-        + " (batch_id, message_count, raw_data, message_keys) VALUES ($1, $2, $3, $4)";
+        + " (batch_id, message_count, raw_data, message_keys, writer_xid)"
+        + " SELECT $1, $2, $3, $4, xid.writer_xid FROM xid";
     // One statement either way: the notification costs no extra round trip.
-    this.insertSql = notifyChannel == null ? insert
-        : "WITH inserted AS (" + insert + " RETURNING batch_id)"
+    this.insertSql = notifyChannel == null ? "WITH " + xid + " " + insert
+        : "WITH " + xid + ", inserted AS (" + insert + " RETURNING batch_id)"
             + " SELECT pg_notify($5, batch_id) FROM inserted";
   }
 

@@ -147,7 +147,8 @@ class OutboxWriterPostgresTest {
     Message keyless = Message.builder().stream("orders").data(new byte[] {1}).build();
     List<Message> batch = List.of(a1, b, keyless, a2, bOtherStream);
 
-    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> writer.write(batch)))
+    OutboxWriter perKey = OutboxWriter.builder().table(table).rowPerKey(true).build();
+    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> perKey.write(batch)))
         .verifyComplete();
 
     List<Object> ids = postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()
@@ -168,8 +169,8 @@ class OutboxWriterPostgresTest {
   }
 
   @Test
-  void withoutRowPerKeyAWriteIsOneRowWhateverItsKeys() {
-    OutboxWriter oneRow = OutboxWriter.builder().table(table).rowPerKey(false).build();
+  void byDefaultAWriteIsOneRowWhateverItsKeys() {
+    OutboxWriter oneRow = OutboxWriter.builder().table(table).build();
     StepVerifier.create(OutboxTransactions.inTransaction(pool,
             c -> oneRow.write(message("orders", "a"), message("audit", "b"))))
         .verifyComplete();

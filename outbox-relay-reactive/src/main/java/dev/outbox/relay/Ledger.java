@@ -139,6 +139,11 @@ final class Ledger {
     return true;
   }
 
+  /** Whether {@code batch} is held now. */
+  boolean holds(BatchInFlight batch) {
+    return held.contains(batch);
+  }
+
   /** Everything held now. */
   List<BatchInFlight> held() {
     return List.copyOf(held);

@@ -22,6 +22,10 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <tr><td>{@code outbox.relay.in.flight.bytes}</td><td>gauge, bytes: stored batch data claimed, not yet settled</td></tr>
  *   <tr><td>{@code outbox.relay.outcomes.dropped}</td><td>counter: outcomes a lagging {@code outcomes()} subscriber missed</td></tr>
  *   <tr><td>{@code outbox.relay.leader}</td><td>gauge: 1 while this instance is the ORDERED leader</td></tr>
+ *   <tr><td>{@code outbox.relay.partitions}</td><td>gauge: PARTITIONED mode, partitions this
+ *       relay reads now</td></tr>
+ *   <tr><td>{@code outbox.relay.partitions.taken.over}</td><td>counter: PARTITIONED mode,
+ *       partitions this relay acquired (free, handed over, or after an owner's expiry)</td></tr>
  *   <tr><td>{@code outbox.relay.records.published}</td><td>counter</td></tr>
  *   <tr><td>{@code outbox.relay.records.failed}</td><td>counter, tag {@code fatal}</td></tr>
  *   <tr><td>{@code outbox.relay.records.dead.lettered}</td><td>counter</td></tr>
@@ -50,6 +54,8 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   private final AtomicLong inFlight = new AtomicLong();
   private final AtomicLong inFlightBytes = new AtomicLong();
   private final AtomicLong leader = new AtomicLong();
+  private final AtomicLong partitionsRead = new AtomicLong();
+  private final Counter partitionsTakenOver;
   private final AtomicLong healthUp = new AtomicLong();
   private final AtomicLong heldBackSeconds = new AtomicLong();
   private final AtomicLong walSlotMissing = new AtomicLong();
@@ -77,6 +83,10 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
     Gauge.builder("outbox.relay.in.flight.bytes", inFlightBytes, AtomicLong::get).baseUnit("bytes")
         .tags(tags).register(registry);
     Gauge.builder("outbox.relay.leader", leader, AtomicLong::get).tags(tags).register(registry);
+    Gauge.builder("outbox.relay.partitions", partitionsRead, AtomicLong::get).tags(tags)
+        .register(registry);
+    partitionsTakenOver = Counter.builder("outbox.relay.partitions.taken.over").tags(tags)
+        .register(registry);
     Gauge.builder("outbox.relay.health", healthUp, AtomicLong::get).tags(tags).register(registry);
     Gauge.builder("outbox.relay.held.back.age", heldBackSeconds, AtomicLong::get)
         .baseUnit("seconds").tags(tags).register(registry);
@@ -138,6 +148,14 @@ public final class MicrometerRelayMetrics implements RelayMetrics {
   @Override
   public void deadLettered(int records) {
     deadLettered.increment(records);
+  }
+
+  @Override
+  public void partitions(int read, int takenOver) {
+    partitionsRead.set(read);
+    if (takenOver > 0) {
+      partitionsTakenOver.increment(takenOver);
+    }
   }
 
   @Override

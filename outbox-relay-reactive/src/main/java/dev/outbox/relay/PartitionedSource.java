@@ -6,6 +6,7 @@ import dev.outbox.r2dbc.internal.PartitionStore.ReadRow;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Deque;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
@@ -15,6 +16,7 @@ import java.util.Set;
 import java.util.TreeSet;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
 import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
@@ -47,6 +49,10 @@ final class PartitionedSource implements BatchSource {
    */
   private static final int READ_WHEN_FREE = 8;
   private static final boolean DEBUG = Boolean.getBoolean("outbox.debugClaims");
+  /** Fewest rows a read asks for, so rows it passes cannot starve it. */
+  private static final int MIN_READ_ROWS = 32;
+  /** Most read positions waiting to be adopted. */
+  private static final int MAX_CANDIDATES = 16;
 
   private final String owner;
   private final PartitionStore store;
@@ -69,11 +75,16 @@ final class PartitionedSource implements BatchSource {
   private final Map<String, Instant> heldKeys = new ConcurrentHashMap<>();
   /**
    * Read position and its bookkeeping, used by one read at a time (see {@link #claim()}): the
-   * highest insert_seq up to which nothing is left to read, the partitions it is for, when the
-   * last full rescan started, and rows passed while waiting for a retry (due time to seq).
+   * highest insert_seq up to which nothing is left to read; candidates for it (where earlier
+   * reads ended, with their snapshots' xmax), adopted once no open transaction can still commit
+   * below them; the partitions and ledger generation it is for; when the last full rescan
+   * started; rows passed while waiting for a retry (due time to seq).
    */
   private volatile long cursor;
+  /** Candidates: {end of a read, its snapshot's xmax}, ascending. */
+  private final Deque<long[]> candidates = new ConcurrentLinkedDeque<>();
   private volatile Map<Integer, Long> cursorParts = Map.of();
+  private volatile long cursorGeneration = -1;
   private volatile long lastRescanNanos;
   /** Recent messages per row taken (a moving average), to size reads in rows. */
   private volatile double messagesPerRow = 1;
@@ -141,11 +152,12 @@ final class PartitionedSource implements BatchSource {
   }
 
   /**
-   * A batch read here failed and waits for a retry: its keys are held and the read position
-   * comes back to it when it is due. Called before the batch leaves the ledger, so no read can
+   * A batch read here left the ledger unpublished (its retry is scheduled, or its settlement
+   * failed or was refused): its keys are held until {@code wait} has passed and the read
+   * position comes back to it then. Called before the batch leaves the ledger, so no read can
    * take a later row of its keys in between.
    */
-  void retryScheduled(BatchInFlight batch, Duration wait) {
+  void returned(BatchInFlight batch, Duration wait) {
     Instant due = Instant.now().plus(wait);
     if (batch.fence != null) {
       batch.fence.keys().forEach(k -> heldKeys.merge(k, due, (a, b) -> a.isAfter(b) ? a : b));
@@ -219,6 +231,8 @@ final class PartitionedSource implements BatchSource {
               .map(holding -> {
                 Map<Integer, Long> now = new HashMap<>();
                 holding.forEach(o -> now.put(o.partition(), o.epoch()));
+                int takenOver = (int) now.entrySet().stream()
+                    .filter(e -> !e.getValue().equals(owned.get(e.getKey()))).count();
                 owned.keySet().retainAll(now.keySet());
                 owned.putAll(now);
                 drainingSince.keySet().retainAll(now.keySet()); // lost ones drain nothing
@@ -227,6 +241,7 @@ final class PartitionedSource implements BatchSource {
                 boolean changed = !read.equals(readable);
                 readable = Map.copyOf(read);
                 ownedUntilNanos = started + ttl.toNanos() - tick.toNanos();
+                options.metrics().partitions(read.size(), takenOver);
                 if (changed) {
                   log.info("Outbox relay {} reads partitions {} ({} live relays)",
                       options.instanceId(), new TreeSet<>(read.keySet()), live.size());
@@ -246,14 +261,15 @@ final class PartitionedSource implements BatchSource {
    * One read within the free budgets; the batches are in the ledger before they are emitted.
    *
    * <p>The relay reads forward from its read position ({@code cursor}): everything at or below
-   * it was taken (in flight or settled), or waits for a retry (a rewind is due when the retry
-   * is), or was not visible yet when the position passed it (a transaction that took its
-   * sequence number earlier and committed later). The position stops before the first row that
-   * cannot be taken for a short while (above the commit watermark, its key in flight, over the
-   * budget), so that row is read again next time; rows after it that were taken come back
-   * flagged (skipped, no bytes). A full rescan from the start of the owned partitions every poll
-   * interval, and whenever the owned partitions change, finds late commits: nothing committed is
-   * passed for longer than that.
+   * it was taken (in flight or settled) or waits for a retry (a rewind is due when the retry
+   * is). A read ends where the first row it could not take for a short while stands (above the
+   * commit watermark, its key in flight, over the budget); that end becomes the position only
+   * after a later read whose snapshot shows that every transaction open at the first one has
+   * ended (see {@link #moveTo}), so a transaction that drew an earlier insert_seq and commits
+   * later is read in order, never passed (the writer takes its transaction id before its
+   * insert_seq for this). Rows after the position that were taken come back flagged (skipped,
+   * no bytes). A full rescan from the start of the owned partitions whenever they change, when the
+   * ledger was emptied by a pipeline restart, and every lease duration as a safety net.
    */
   private Flux<BatchInFlight> claim() {
     return Flux.defer(() -> {
@@ -265,13 +281,21 @@ final class PartitionedSource implements BatchSource {
       }
       Instant now = Instant.now();
       long nowNanos = System.nanoTime();
-      if (!parts.equals(cursorParts) || nowNanos - lastRescanNanos >= options.pollInterval().toNanos()) {
-        cursor = 0; // a full rescan: late commits, partitions just taken over
+      long generation = ledger.generation();
+      if (!parts.equals(cursorParts) || generation != cursorGeneration
+          || nowNanos - lastRescanNanos >= ttl.toNanos()) {
+        cursor = 0; // a full rescan
+        candidates.clear();
         cursorParts = parts;
+        cursorGeneration = generation;
         lastRescanNanos = nowNanos;
       }
       while (!rewinds.isEmpty() && !rewinds.firstKey().isAfter(now)) {
-        cursor = Math.min(cursor, rewinds.pollFirstEntry().getValue() - 1);
+        long seq = rewinds.pollFirstEntry().getValue();
+        if (seq <= cursor) {
+          cursor = seq - 1;
+          candidates.clear();
+        }
       }
       heldKeys.values().removeIf(until -> !until.isAfter(now));
       Set<String> inFlightKeys = new HashSet<>();
@@ -290,14 +314,13 @@ final class PartitionedSource implements BatchSource {
       long[] skipSeqs = skip.stream().mapToLong(Long::longValue).toArray();
       // Rows, not messages: as many as the free record budget holds at the recent row size.
       int fits = (int) Math.ceil(room.records() / Math.max(1.0, messagesPerRow)) + 1;
-      int limit = Math.min(options.claimSize(), fits) + skipSeqs.length;
-      long generation = ledger.generation();
+      int limit = Math.min(options.claimSize(), Math.max(fits, MIN_READ_ROWS)) + skipSeqs.length;
       long started = System.nanoTime();
       readingSince = round.get();
-      return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs, limit,
-              room.records(), room.bytes(), room.empty())
-          .collectList()
-          .flatMapMany(rows -> {
+      return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs,
+              List.copyOf(heldKeys.keySet()), limit, room.records(), room.bytes(), room.empty())
+          .flatMapMany(read -> {
+            List<ReadRow> rows = read.rows();
             List<ClaimedBatch> taken = new ArrayList<>();
             List<BatchInFlight.Fence> fences = new ArrayList<>();
             // Keys a later row of this read must not overtake: in flight, taken or passed here.
@@ -326,6 +349,7 @@ final class PartitionedSource implements BatchSource {
                 continue;
               }
               if (row.keys().stream().anyMatch(heldKeys::containsKey)) {
+                blocking.addAll(row.keys());
                 position = advancing ? seq : position; // behind a retry: read again with it
                 continue;
               }
@@ -349,24 +373,24 @@ final class PartitionedSource implements BatchSource {
               fences.add(new BatchInFlight.Fence(row.partition(), epoch, row.keys()));
               position = advancing ? seq : position;
             }
-            if (cursor == after && cursorParts == parts) {
-              cursor = position;
-            }
             List<BatchInFlight> batches = ledger.register(taken,
                 fences.toArray(BatchInFlight.Fence[]::new), generation, false);
             if (batches == null) {
-              return Flux.empty(); // abandoned meanwhile; nothing was written to claim them
+              return Flux.empty(); // abandoned meanwhile: the next read rescans
             }
+            moveTo(after, read, position);
             options.metrics().claimed(batches.size(),
                 taken.stream().mapToInt(ClaimedBatch::messageCount).sum(),
                 Duration.ofNanos(System.nanoTime() - started));
             if (DEBUG) {
-              System.err.printf("claim t=%d read=%.1fms rows=%d skip=%d taken=%d held=%d room=%d%n",
+              System.err.printf("claim t=%d read=%.1fms rows=%d skip=%d taken=%d held=%d room=%d"
+                  + " after=%d cursor=%d%n",
                   System.nanoTime() / 1_000_000 % 100_000, (System.nanoTime() - started) / 1e6,
-                  rows.size(), skipSeqs.length, taken.size(), ledger.records(), room.records());
+                  rows.size(), skipSeqs.length, taken.size(), ledger.records(), room.records(),
+                  after, cursor);
             }
-            if (rows.size() == limit && !taken.isEmpty()) {
-              wake(); // a full read: there is probably more
+            if (rows.size() == limit && (!taken.isEmpty() || position > after)) {
+              wake(); // a full read that got somewhere: there is probably more
             }
             return Flux.fromIterable(batches);
           })
@@ -377,5 +401,29 @@ final class PartitionedSource implements BatchSource {
             return Flux.empty();
           });
     });
+  }
+
+  /**
+   * After a read that started at {@code after} and could pass everything up to {@code end}: the
+   * position moves to the furthest earlier end whose read's snapshot xmax this read's snapshot
+   * xmin has reached (every transaction open then has ended, so this read saw all rows below
+   * it), but not past {@code end}; {@code end} waits as a candidate. Nothing moves when a rescan
+   * or rewind reset the position meanwhile.
+   */
+  private void moveTo(long after, PartitionStore.Read read, long end) {
+    if (cursor != after) {
+      return;
+    }
+    long safe = after;
+    while (!candidates.isEmpty() && candidates.peekFirst()[1] <= read.snapshotXmin()) {
+      safe = Math.max(safe, candidates.pollFirst()[0]);
+    }
+    cursor = Math.min(safe, end);
+    if (end > cursor && (candidates.isEmpty() || end > candidates.peekLast()[0])) {
+      if (candidates.size() >= MAX_CANDIDATES) {
+        candidates.pollLast(); // the newest moves forward instead
+      }
+      candidates.addLast(new long[] {end, read.snapshotXmax()});
+    }
   }
 }

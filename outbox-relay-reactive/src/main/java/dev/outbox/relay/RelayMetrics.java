@@ -35,6 +35,12 @@ public interface RelayMetrics {
   /** This instance became (true) or stopped being (false) the ORDERED leader. */
   default void leadership(boolean leader) {}
 
+  /**
+   * PARTITIONED mode, after each ownership round: how many partitions this relay reads now, and
+   * how many it acquired in that round (free, handed over, or taken after an owner's expiry).
+   */
+  default void partitions(int read, int takenOver) {}
+
   /** A periodic reading of the table. */
   default void backlog(BacklogStats stats) {}
 

@@ -87,7 +87,7 @@ final class RunningRelay implements RelayHandle {
       PartitionedSource partitioned = new PartitionedSource(partitions, ledger, options,
           externalWakeups.asFlux(), owner);
       this.settler = new Settler(Settlements.partitioned(partitions, owner,
-          partitioned::retryScheduled), ledger, outcomes, options);
+          partitioned::returned), ledger, outcomes, options);
       this.source = partitioned;
     } else {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);

@@ -27,6 +27,13 @@ interface Settlements {
   /** Gives back what was claimed and not attempted; how many. */
   Mono<Long> releaseAll(List<BatchInFlight> batches);
 
+  /**
+   * {@code batch} is about to leave the ledger unpublished and still in the table: its
+   * settlement failed or its fence no longer held. Leases need nothing (the row is claimed again
+   * when its lease expires).
+   */
+  default void returned(BatchInFlight batch) {}
+
   /** Leases on rows ({@link RelayStore}). */
   static Settlements leased(RelayStore store) {
     return new Settlements() {
@@ -58,11 +65,17 @@ interface Settlements {
 
   /**
    * Partition ownership ({@link PartitionStore}); reading claimed nothing, so nothing to give
-   * back. {@code onRetryScheduled} hears of each retry kept, before its batch leaves the ledger.
+   * back. {@code onReturned} hears of each batch that leaves the ledger unpublished (a retry
+   * kept, with its wait; a settlement that failed or was refused, with no wait) before it leaves.
    */
   static Settlements partitioned(PartitionStore store, String relay,
-      BiConsumer<BatchInFlight, Duration> onRetryScheduled) {
+      BiConsumer<BatchInFlight, Duration> onReturned) {
     return new Settlements() {
+      @Override
+      public void returned(BatchInFlight batch) {
+        onReturned.accept(batch, Duration.ZERO);
+      }
+
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
         return store.deleteAll(relay, batches.stream().map(b -> b.claim().batchId()).toList(),
@@ -76,7 +89,7 @@ interface Settlements {
             fence(batch).epoch(), reason, wait)
             .doOnNext(kept -> {
               if (kept) {
-                onRetryScheduled.accept(batch, wait);
+                onReturned.accept(batch, wait);
               }
             });
       }

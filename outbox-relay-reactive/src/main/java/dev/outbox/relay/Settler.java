@@ -132,6 +132,9 @@ final class Settler {
 
   /** The batch leaves the ledger; the first call per batch also emits its outcome. */
   private void finish(BatchInFlight batch, @Nullable RelayOutcome outcome) {
+    if ((outcome == null || outcome.kind() == Kind.LEASE_LOST) && ledger.holds(batch)) {
+      store.returned(batch); // before it leaves: no read may pass it meanwhile
+    }
     if (ledger.release(batch)) {
       if (outcome != null) {
         outcomes.emit(outcome);

@@ -124,9 +124,21 @@ class PartitionedRelayTest {
     start(options("relay-a", sink).build(), new CopyOnWriteArrayList<>());
     Poll.until("relay-a owns every partition", QUICKLY, () -> ownedBy("relay-a") == 32);
 
-    RelayHandle b = start(options("relay-b", sink).build(), new CopyOnWriteArrayList<>());
+    AtomicInteger readByB = new AtomicInteger(-1);
+    AtomicInteger acquiredByB = new AtomicInteger();
+    RelayMetrics metricsOfB = new RelayMetrics() {
+      @Override
+      public void partitions(int read, int takenOver) {
+        readByB.set(read);
+        acquiredByB.addAndGet(takenOver);
+      }
+    };
+    RelayHandle b = start(options("relay-b", sink).metrics(metricsOfB).build(),
+        new CopyOnWriteArrayList<>());
     Poll.until("two relays share the partitions", QUICKLY,
         () -> ownedBy("relay-a") == 16 && ownedBy("relay-b") == 16);
+    Poll.until("relay-b's meters say it reads its 16", QUICKLY, () -> readByB.get() == 16);
+    assertThat(acquiredByB.get()).isEqualTo(16);
     write(40, 30, 30);
     start(options("relay-c", sink).build(), new CopyOnWriteArrayList<>());
     Poll.until("three relays share the partitions", QUICKLY, () -> owners() == 3);
@@ -233,6 +245,39 @@ class PartitionedRelayTest {
     }
     Poll.until("both rows are published", QUICKLY, () -> outbox.rows() == 0);
     assertThat(acknowledged.get("k")).containsExactly(1, 2);
+  }
+
+  /**
+   * A transaction that drew an earlier insert_seq and commits after a later row was published
+   * (that row's transaction started first, so it is below the commit watermark): the relay must
+   * not move its read position past the earlier row, or a later row of its key would go first.
+   */
+  @Test
+  void aRowCommittedBehindAPublishedOneStillGoesBeforeLaterRowsOfItsKey() {
+    RecordSink sink = recording(r -> false);
+    start(options("relay-a", sink).build(), new CopyOnWriteArrayList<>());
+    Poll.until("relay-a owns every partition", QUICKLY, () -> ownedBy("relay-a") == 32);
+
+    Connection first = Mono.from(outbox.pool.create()).block(QUICKLY);
+    Connection early = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      Flux.from(first.beginTransaction()).blockLast(QUICKLY);
+      run(first, "SELECT pg_current_xact_id()"); // the older transaction id
+      Flux.from(early.beginTransaction()).blockLast(QUICKLY);
+      outbox.writer.write(List.of(message("k", 0))).contextWrite(OutboxContext.withConnection(early))
+          .block(QUICKLY); // k@0: the earlier insert_seq, not committed yet
+      outbox.writer.write(List.of(message("j", 0))).contextWrite(OutboxContext.withConnection(first))
+          .block(QUICKLY);
+      Flux.from(first.commitTransaction()).blockLast(QUICKLY);
+      Poll.until("j, below the watermark, is published", QUICKLY, () -> acknowledged.containsKey("j"));
+      Flux.from(early.commitTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(first.close()).block(QUICKLY);
+      Mono.from(early.close()).block(QUICKLY);
+    }
+    outbox.write(1, 1, i -> List.of(message("k", 1))); // k@1, after k@0 committed
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(acknowledged.get("k")).containsExactly(0, 1);
   }
 
   private static void run(Connection c, String sql) {

@@ -6,6 +6,7 @@ import io.r2dbc.spi.Readable;
 import io.r2dbc.spi.Statement;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.Base64;
 import java.util.List;
 import java.util.Objects;
@@ -78,33 +79,39 @@ public final class PartitionStore {
     releaseAllSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL WHERE owner = $1";
     releaseSql = "UPDATE " + parts + " SET owner = NULL, expires_at = NULL"
         + " WHERE owner = $1 AND outbox_partition = ANY($2::smallint[]) RETURNING outbox_partition";
-    // One index walk in insert order from the relay's read position, only in partitions this
+    // One index walk in insert order after the relay's read position, only in partitions this
     // relay still owns (by the database's clock, so a read issued late cannot outlive a
-    // takeover). Which rows to take is decided by the relay (key holding, budgets); the database
-    // only flags each row: above the commit watermark (pending), waiting for a retry, or already
-    // in flight here (skipped: no bytes sent again). Stored bytes go out only for rows that may
-    // be taken, within the message and byte budgets (running totals over the rows read).
+    // takeover). The first row returned carries the snapshot's xmin and xmax (alone when nothing
+    // is read): the relay moves its position past rows only once no transaction that could
+    // still insert below them is open (see PartitionedSource). Which rows to take is decided by
+    // the relay (key holding, budgets); the database flags each row: above the commit watermark
+    // (pending), waiting for a retry, in flight here (skipped: no bytes sent again). Stored
+    // bytes go out only for rows that may be taken, within the message and byte budgets
+    // (running totals over the rows read, not counting rows of keys held for a retry).
     readSql = "WITH owned AS (SELECT coalesce(array_agg(outbox_partition), '{}') AS parts FROM " + parts
         + " WHERE owner = $1 AND expires_at > now() AND outbox_partition = ANY($2::smallint[])),"
-        + " watermark AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
-        + " SELECT r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
+        + " start AS (SELECT pg_snapshot_xmin(s) AS xmin, pg_snapshot_xmax(s) AS xmax"
+        + " FROM pg_current_snapshot() AS s)"
+        + " SELECT start.xmin::text AS snapshot_xmin, start.xmax::text AS snapshot_xmax,"
+        + " r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
         + " r.message_keys, r.insert_time, r.pending, r.waiting_until, r.skipped,"
-        + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL"
+        + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL OR r.held"
         + " OR ((r.running_bytes > $6 OR r.running_records > $8)"
         + " AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"
         + " ELSE encode(r.raw_data, 'base64') END AS raw_data_base64"
-        + " FROM (SELECT c.*, sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL"
-        + " THEN 0 ELSE c.bytes END) OVER w AS running_bytes,"
-        + " sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL"
+        + " FROM start LEFT JOIN LATERAL (SELECT c.*, sum(CASE WHEN c.pending OR c.skipped"
+        + " OR c.waiting_until IS NOT NULL OR c.held THEN 0 ELSE c.bytes END) OVER w AS running_bytes,"
+        + " sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL OR c.held"
         + " THEN 0 ELSE c.message_count END) OVER w AS running_records FROM ("
         + "SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
         + " o.message_keys, o.insert_time, o.raw_data, octet_length(o.raw_data) AS bytes,"
-        + " o.writer_xid >= watermark.xmin AS pending,"
+        + " o.writer_xid >= start.xmin AS pending,"
         + " CASE WHEN o.next_attempt_at > now() THEN o.next_attempt_at END AS waiting_until,"
-        + " o.insert_seq = ANY($4::bigint[]) AS skipped"
-        + " FROM " + t + " AS o, owned, watermark"
+        + " o.insert_seq = ANY($4::bigint[]) AS skipped,"
+        + " cardinality($9::text[]) > 0 AND o.message_keys && $9::text[] AS held"
+        + " FROM " + t + " AS o, owned"
         + " WHERE o.outbox_partition = ANY(owned.parts) AND o.insert_seq > $3"
-        + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r"
+        + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r ON true"
         + " ORDER BY r.insert_seq";
     // Only the partitions settled are locked, in partition order (no deadlock with a takeover
     // that locks several), so settlements cannot starve this relay's own renewal.
@@ -193,27 +200,50 @@ public final class PartitionStore {
   }
 
   /**
+   * What one {@link #read} saw: its snapshot's xmin and xmax (transaction ids, as numbers) and the
+   * rows in insert order.
+   */
+  public record Read(long snapshotXmin, long snapshotXmax, List<ReadRow> rows) {}
+
+  /**
    * Reads at most {@code limit} rows of {@code partitions} (those {@code relay} still owns) with
    * {@code insert_seq > afterSeq}, in insert order. Rows whose sequence is in {@code skipSeqs}
-   * come back flagged and without bytes, as do rows above the commit watermark or waiting for a
-   * retry, and rows past {@code maxMessages} or {@code maxBytes} of stored bytes, counted over
-   * the rows that may be taken (the first of them may exceed the budgets when {@code
-   * admitOversizedFirst}). Writes nothing.
+   * come back flagged and without bytes, as do rows above the commit watermark, rows waiting for
+   * a retry, rows carrying one of {@code heldKeys}, and rows past {@code maxMessages} or {@code
+   * maxBytes} of stored bytes, counted over the rows that may be taken (the first of them may
+   * exceed the budgets when {@code admitOversizedFirst}). Writes nothing.
    */
-  public Flux<ReadRow> read(String relay, List<Integer> partitions, long afterSeq,
-      long[] skipSeqs, int limit, int maxMessages, long maxBytes, boolean admitOversizedFirst) {
-    if (partitions.isEmpty()) {
-      return Flux.empty();
-    }
+  public Mono<Read> read(String relay, List<Integer> partitions, long afterSeq, long[] skipSeqs,
+      List<String> heldKeys, int limit, int maxMessages, long maxBytes,
+      boolean admitOversizedFirst) {
     Short[] parts = partitions.stream().map(Integer::shortValue).toArray(Short[]::new);
-    Long[] skip = new Long[skipSeqs.length];
-    for (int i = 0; i < skipSeqs.length; i++) {
-      skip[i] = skipSeqs[i];
+    Long[] skip = boxed(skipSeqs);
+    String[] held = heldKeys.toArray(String[]::new);
+    return Sql.query(connections, statementTimeout, readSql, s -> s.bind(0, relay).bind(1, parts)
+                .bind(2, afterSeq).bind(3, skip).bind(4, limit).bind(5, maxBytes)
+                .bind(6, admitOversizedFirst).bind(7, (long) maxMessages).bind(8, held),
+            row -> new Object[] {row.get("snapshot_xmin", String.class),
+                row.get("snapshot_xmax", String.class),
+                row.get("batch_id", String.class) == null ? null : readRow(row)})
+        .collectList()
+        .map(rows -> {
+          List<ReadRow> read = new ArrayList<>(rows.size());
+          for (Object[] r : rows) {
+            if (r[2] != null) {
+              read.add((ReadRow) r[2]);
+            }
+          }
+          Object[] first = rows.get(0);
+          return new Read(Long.parseLong((String) first[0]), Long.parseLong((String) first[1]), read);
+        });
+  }
+
+  private static Long[] boxed(long[] values) {
+    Long[] boxed = new Long[values.length];
+    for (int i = 0; i < values.length; i++) {
+      boxed[i] = values[i];
     }
-    return query(readSql, s -> s.bind(0, relay).bind(1, parts).bind(2, afterSeq).bind(3, skip)
-            .bind(4, limit).bind(5, maxBytes).bind(6, admitOversizedFirst)
-            .bind(7, (long) maxMessages),
-        PartitionStore::readRow);
+    return boxed;
   }
 
   /** Deletes published rows, each only while its partition still has the epoch given. */
