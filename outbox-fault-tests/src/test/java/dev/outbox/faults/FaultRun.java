@@ -164,9 +164,10 @@ final class FaultRun implements AutoCloseable {
    */
   Map<String, Integer> partitionOwners() {
     Map<String, Integer> owners = new LinkedHashMap<>();
-    world.db().queryColumn("SELECT concat(split_part(owner, '#', 1), ' ', count(*)) FROM "
-            + table.partitionsQualifiedName() + " WHERE owner IS NOT NULL AND expires_at > now()"
-            + " GROUP BY 1 ORDER BY 1")
+    world.db().queryColumn("SELECT concat(instance, ' ', count(*)) FROM (SELECT"
+            + " split_part(owner, '#', 1) AS instance FROM " + table.partitionsQualifiedName()
+            + " WHERE owner IS NOT NULL AND expires_at > now()) AS owned"
+            + " GROUP BY instance ORDER BY instance")
         .forEach(row -> {
           String[] parts = ((String) row).split(" ");
           owners.put(parts[0], Integer.parseInt(parts[1]));
