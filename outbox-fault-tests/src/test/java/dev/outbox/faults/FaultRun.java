@@ -85,9 +85,18 @@ final class FaultRun implements AutoCloseable {
           .block(Duration.ofSeconds(60));
     }
     world.kafka.createTopic(topic, 3);
-    LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3, 4, 17,
-        writerPause(mode));
+    LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3,
+        keysPerWorker(mode), 17, writerPause(mode));
     return new FaultRun(scenario, mode, world, table, topic, load);
+  }
+
+  /**
+   * Keys each writer thread writes: 4, or 16 in PARTITIONED mode. A key's rows all land in one
+   * of the 32 partitions, so 12 keys would leave most partitions empty (a relay could own only
+   * empty ones), and with one batch per key in flight 12 keys drain a backlog slowly.
+   */
+  private static int keysPerWorker(RelayMode mode) {
+    return mode == RelayMode.PARTITIONED ? 16 : 4;
   }
 
   /**
