@@ -363,9 +363,9 @@ final class FaultRun implements AutoCloseable {
    * Whether the mode promises per-key order, so that the checker holds each key's first
    * deliveries to ascending {@code seq}. ORDERED publishes in insert order below the commit
    * watermark; WAL in commit order; PARTITIONED each partition in insert order below the commit
-   * watermark, one batch per key in flight, every key in one partition. The writer commits one key's transactions one after another
-   * in ascending {@code seq}, so for each key insert order, commit order and {@code seq} agree.
-   * PARALLEL promises no order across batches.
+   * watermark, one batch per key in flight, every key in one partition. The writer commits one
+   * key's transactions one after another in ascending {@code seq}, so for each key insert order,
+   * commit order and {@code seq} agree. PARALLEL promises no order across batches.
    */
   static boolean checksKeyOrder(RelayMode mode) {
     return mode == RelayMode.ORDERED || mode == RelayMode.WAL || mode == RelayMode.PARTITIONED;

@@ -41,10 +41,12 @@ import org.junit.jupiter.api.Test;
  *       the first stops on SIGTERM (exit status 0) and the survivor must own all 32 and keep
  *       publishing;
  *   <li>two of three relays frozen (SIGSTOP) for twice {@link FaultRun#LEASE}: the third must
- *       take over all 32 partitions and keep publishing; the frozen ones resume (SIGCONT), their
- *       late settlements fenced by the partitions' new epochs, and must own partitions again.
+ *       take over all 32 partitions and keep publishing; the frozen ones resume (SIGCONT; what
+ *       they still settle under the old epochs is fenced) and must own partitions again.
  * </ul>
- * Each reports how long the partitions took to move ({@code moved ... s} in the report line).
+ * The last two add the owners and how long the partitions took to move to the report line.
+ * The writer uses 16 keys per thread in PARTITIONED mode (so that most partitions hold keys)
+ * and, in the short form, pauses 25 ms between transactions.
  */
 class FaultScenariosTest {
   private static final Duration PROGRESS = Duration.ofSeconds(120);
@@ -158,8 +160,8 @@ class FaultScenariosTest {
       run.startRelay("b");
       double joined = run.awaitPartitions("partitions moved to relay b, relay a kept some", MOVE,
           owners -> run.partitionsOf(owners, "a") > 0 && run.partitionsOf(owners, "b") > 0);
-      run.note(String.format(Locale.ROOT, "moved to the joining relay %.1f s after it started"
-          + " (owners then %s)", joined, run.partitionOwners()));
+      run.note(String.format(Locale.ROOT, "moved to the joining relay %.1f s after its JVM"
+          + " was launched (owners then %s)", joined, run.partitionOwners()));
       run.awaitProgress(run.progress, PROGRESS);
       long stopping = System.nanoTime();
       run.stopRelay("a");
