@@ -21,15 +21,18 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Predicate;
 
 /**
  * One fault scenario: a fresh outbox table and topic, the load writer, relay processes, and at
  * the end the drain and the consumer-side check.
  */
 final class FaultRun implements AutoCloseable {
-  /** Longer outages, more load and both relay modes for every scenario: -Dfaults.long=true. */
+  /** Longer outages, more load and more relay modes for every scenario: -Dfaults.long=true. */
   static final boolean LONG = Boolean.getBoolean("faults.long");
   static final Duration LEASE = Duration.ofSeconds(3);
+  /** PARTITIONED mode's number of partitions (fixed in {@code V3__partitions.sql}). */
+  static final int PARTITIONS = 32;
   /** WAL mode's short-form writer pause; -Dfaults.walPauseMs=N to try another load. */
   private static final long WAL_PAUSE_MS = Long.getLong("faults.walPauseMs", 250);
   private static final Duration DRAIN_DEADLINE = Duration.ofMinutes(15);
@@ -47,6 +50,8 @@ final class FaultRun implements AutoCloseable {
   final int progress;
   private final LoadWriter load;
   private final Map<String, RelayProcess> relays = new LinkedHashMap<>();
+  /** Relays stopped on purpose before the end ({@link #stopRelay}), still checked at the end. */
+  private final List<RelayProcess> stopped = new ArrayList<>();
   private final Map<String, Integer> launches = new HashMap<>();
   private final List<String> notes = new ArrayList<>();
 
@@ -61,7 +66,10 @@ final class FaultRun implements AutoCloseable {
     this.load = load;
   }
 
-  /** Creates the table and topic and starts writing. */
+  /**
+   * Creates the table (in PARTITIONED mode with its partitions: {@code
+   * OutboxSchema.enablePartitions}) and topic and starts writing.
+   */
   static FaultRun start(String scenario, RelayMode mode) {
     FaultWorld world = FaultWorld.get();
     OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("faults"));
@@ -72,10 +80,23 @@ final class FaultRun implements AutoCloseable {
     }
     OutboxSchema.createIfMissing(world.db().connectionFactory(), table)
         .block(Duration.ofSeconds(60));
+    if (mode == RelayMode.PARTITIONED) {
+      OutboxSchema.enablePartitions(world.db().connectionFactory(), table)
+          .block(Duration.ofSeconds(60));
+    }
     world.kafka.createTopic(topic, 3);
-    LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3, 4, 17,
-        writerPause(mode));
+    LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3,
+        keysPerWorker(mode), 17, writerPause(mode));
     return new FaultRun(scenario, mode, world, table, topic, load);
+  }
+
+  /**
+   * Keys each writer thread writes: 4, or 16 in PARTITIONED mode. A key's rows all land in one
+   * of the 32 partitions, so 12 keys would leave most partitions empty (a relay could own only
+   * empty ones), and with one batch per key in flight 12 keys drain a backlog slowly.
+   */
+  private static int keysPerWorker(RelayMode mode) {
+    return mode == RelayMode.PARTITIONED ? 16 : 4;
   }
 
   /**
@@ -83,11 +104,16 @@ final class FaultRun implements AutoCloseable {
    * is claimed, sent, acknowledged and deleted before the next (about 20-25 batches/s in this
    * suite, on 2 cores shared with the writer, PostgreSQL, Kafka and a relay JVM under BlockHound
    * and C1 only), so its writer writes about 12 transactions/s: the relay keeps up between faults
-   * and each WAL scenario finishes within about 40 s.
+   * and each WAL scenario finishes within about 40 s. PARTITIONED mode's short form pauses 25 ms:
+   * with 10 ms the five-kill scenario left about 7,000 rows (15 s of draining) written while the
+   * relay JVMs restarted, and the writer slowed those restarts on 2 cores.
    */
   private static Duration writerPause(RelayMode mode) {
     if (mode == RelayMode.WAL) {
       return Duration.ofMillis(WAL_PAUSE_MS);
+    }
+    if (mode == RelayMode.PARTITIONED && !LONG) {
+      return Duration.ofMillis(25);
     }
     return Duration.ofMillis(LONG ? 2 : 10);
   }
@@ -97,7 +123,11 @@ final class FaultRun implements AutoCloseable {
     return table.name() + "_relay";
   }
 
-  /** Starts (or starts again) the relay called {@code name}. */
+  /**
+   * Starts (or starts again) the relay called {@code name}. Its instance id is {@code
+   * name-launch} ({@link #instanceId}). In PARTITIONED mode the relay renews its ownership every
+   * third of {@link #LEASE} (the relay's default, within the mode's limit of half).
+   */
   RelayProcess startRelay(String name) {
     int launch = launches.merge(name, 1, Integer::sum);
     Map<String, String> env = Map.ofEntries(
@@ -121,6 +151,71 @@ final class FaultRun implements AutoCloseable {
 
   RelayProcess relay(String name) {
     return relays.get(name);
+  }
+
+  /** The instance id of the relay called {@code name}'s latest launch. */
+  String instanceId(String name) {
+    return name + "-" + launches.get(name);
+  }
+
+  /**
+   * Stops the relay called {@code name} with SIGTERM before the end of the scenario (it drains,
+   * releases what it holds and exits) and checks that it exited with status 0. {@link #finish}
+   * still checks its output for BlockHound.
+   */
+  void stopRelay(String name) {
+    RelayProcess relay = relays.remove(name);
+    relay.stop();
+    stopped.add(relay);
+    assertThat(relay.exitValue()).as("%s exit status after SIGTERM; output:%n%s", relay,
+        tail(relay)).isZero();
+  }
+
+  /**
+   * PARTITIONED mode: the partitions each relay owns right now (unexpired ownership, by the
+   * database's clock), by instance id (the owner column is the instance id, {@code #} and a
+   * random part).
+   */
+  Map<String, Integer> partitionOwners() {
+    Map<String, Integer> owners = new LinkedHashMap<>();
+    world.db().queryColumn("SELECT concat(instance, ' ', count(*)) FROM (SELECT"
+            + " split_part(owner, '#', 1) AS instance FROM " + table.partitionsQualifiedName()
+            + " WHERE owner IS NOT NULL AND expires_at > now()) AS owned"
+            + " GROUP BY instance ORDER BY instance")
+        .forEach(row -> {
+          String[] parts = ((String) row).split(" ");
+          owners.put(parts[0], Integer.parseInt(parts[1]));
+        });
+    return owners;
+  }
+
+  /** The partitions the relay called {@code name} (its latest launch) owns in {@code owners}. */
+  int partitionsOf(Map<String, Integer> owners, String name) {
+    return owners.getOrDefault(instanceId(name), 0);
+  }
+
+  /**
+   * PARTITIONED mode: waits until {@link #partitionOwners()} satisfies {@code condition};
+   * returns the seconds that took. Fails with the diagnostics (owners, relays, output). Asks the
+   * database at most every 100 ms (each query opens a connection, on 2 cores shared with the
+   * relays).
+   */
+  double awaitPartitions(String what, Duration deadline,
+      Predicate<Map<String, Integer>> condition) {
+    long started = System.nanoTime();
+    long[] nextQuery = {started};
+    try {
+      Poll.until(scenario + ": " + what, deadline, () -> {
+        if (System.nanoTime() < nextQuery[0]) {
+          return false;
+        }
+        nextQuery[0] = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(100);
+        return condition.test(partitionOwners());
+      });
+    } catch (AssertionError e) {
+      throw new AssertionError(e.getMessage() + diagnostics(), e);
+    }
+    return (System.nanoTime() - started) / 1e9;
   }
 
   /** Records in the topic so far (through the Kafka proxy, so not while it is cut). */
@@ -186,11 +281,23 @@ final class FaultRun implements AutoCloseable {
               + "pg_current_wal_lsn(), confirmed_flush_lsn))) FROM pg_replication_slots")
           .forEach(slot -> text.append("\nslot ").append(slot));
     }
+    if (mode == RelayMode.PARTITIONED) {
+      world.db().queryColumn("SELECT concat_ws(' ', coalesce(owner, '(no owner)'), count(*),"
+              + " 'expired', count(*) FILTER (WHERE expires_at <= now()), 'epochs', min(epoch),"
+              + " max(epoch), 'partitions', string_agg(outbox_partition::text, ','"
+              + " ORDER BY outbox_partition)) FROM " + table.partitionsQualifiedName()
+              + " GROUP BY owner ORDER BY owner")
+          .forEach(owner -> text.append("\npartition owner ").append(owner));
+      world.db().queryColumn("SELECT concat_ws(' ', relay_id, 'heartbeat', now() - heartbeat_at,"
+              + " 'ago') FROM " + table.relaysQualifiedName() + " ORDER BY relay_id")
+          .forEach(relay -> text.append("\nrelay heartbeat ").append(relay));
+    }
     world.db().queryColumn("SELECT concat_ws(' ', pid, state, backend_xid, backend_xmin,"
             + " now() - xact_start, left(query, 100)) FROM pg_stat_activity"
             + " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
         .forEach(session -> text.append("\nsession ").append(session));
     relays.values().forEach(r -> text.append("\n--- ").append(r).append('\n').append(tail(r)));
+    stopped.forEach(r -> text.append("\n--- stopped ").append(r).append('\n').append(tail(r)));
     return text.toString();
   }
 
@@ -228,7 +335,9 @@ final class FaultRun implements AutoCloseable {
     }
     long drainMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
     relays.values().forEach(RelayProcess::stop);
-    relays.values().forEach(relay -> {
+    List<RelayProcess> every = new ArrayList<>(stopped);
+    every.addAll(relays.values());
+    every.forEach(relay -> {
       assertThat(relay.blockHoundInstalled()).as("%s runs under BlockHound; output:%n%s",
           relay, tail(relay)).isTrue();
       assertThat(relay.reportedBlocking()).as("%s blocked a non-blocking thread; output:%n%s",
@@ -253,12 +362,13 @@ final class FaultRun implements AutoCloseable {
   /**
    * Whether the mode promises per-key order, so that the checker holds each key's first
    * deliveries to ascending {@code seq}. ORDERED publishes in insert order below the commit
-   * watermark; WAL in commit order. The writer commits one key's transactions one after another
-   * in ascending {@code seq}, so for each key insert order, commit order and {@code seq} agree.
-   * PARALLEL promises no order across batches.
+   * watermark; WAL in commit order; PARTITIONED each partition in insert order below the commit
+   * watermark, one batch per key in flight, every key in one partition. The writer commits one
+   * key's transactions one after another in ascending {@code seq}, so for each key insert order,
+   * commit order and {@code seq} agree. PARALLEL promises no order across batches.
    */
   static boolean checksKeyOrder(RelayMode mode) {
-    return mode == RelayMode.ORDERED || mode == RelayMode.WAL;
+    return mode == RelayMode.ORDERED || mode == RelayMode.WAL || mode == RelayMode.PARTITIONED;
   }
 
   /**

@@ -6,24 +6,47 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import dev.outbox.relay.RelayMode;
 import dev.outbox.testing.Poll;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import java.util.Random;
 import java.util.function.Consumer;
 import java.util.function.Function;
+import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
  * Faults injected while an application writes and relays publish; after each scenario the
  * consumer-side check ({@link DeliveryChecker}) must hold: every committed message delivered at
- * least once, nothing from a rolled-back transaction, per-key order in ORDERED and WAL mode.
- * Duplicates are counted and reported ({@code target/fault-report.txt}), not failed: delivery is
- * at least once.
+ * least once, nothing from a rolled-back transaction, per-key order in ORDERED, WAL and
+ * PARTITIONED mode. Duplicates are counted and reported ({@code target/fault-report.txt}), not
+ * failed: delivery is at least once.
  *
  * <p>The short form (every build) runs each scenario in one mode, and the SIGKILL (five kills),
  * PostgreSQL restart, broker restart and relay-PostgreSQL network cut scenarios again in WAL mode
  * ({@code wal...}); {@code -Dfaults.long=true} runs every scenario in both PARALLEL and ORDERED
- * mode and every WAL scenario (also the relay-Kafka network cut) with longer outages and more
- * load. In WAL mode the checker holds each key's first deliveries to commit order, as in ORDERED.
+ * mode (the broker restart, PostgreSQL restart and both network cuts also in PARTITIONED mode)
+ * and every WAL scenario (also the relay-Kafka network cut) with longer outages and more load.
+ * In WAL mode the checker holds each key's first deliveries to commit order, as in ORDERED.
+ *
+ * <p>PARTITIONED mode ({@code partitioned...}, preview; both forms) runs on a table with
+ * partitions enabled ({@code OutboxSchema.enablePartitions}), relays sharing its 32 partitions
+ * through {@code <table>_partitions} (owner, epoch, expiry) and {@code <table>_relays}
+ * (heartbeats); the checker holds each key's first deliveries to ascending {@code seq}:
+ * <ul>
+ *   <li>SIGKILL five times, each followed by a restart: the new launch takes the partitions once
+ *       the killed one's ownership expires ({@link FaultRun#LEASE});
+ *   <li>rebalancing: one relay publishes alone and owns all 32 partitions; a second joins and
+ *       partitions must move to it (both own some, read from {@code <table>_partitions}); then
+ *       the first stops on SIGTERM (exit status 0) and the survivor must own all 32 and keep
+ *       publishing;
+ *   <li>two of three relays frozen (SIGSTOP) for twice {@link FaultRun#LEASE}: the third must
+ *       take over all 32 partitions and keep publishing; the frozen ones resume (SIGCONT; what
+ *       they still settle under the old epochs is fenced) and must own partitions again.
+ * </ul>
+ * The last two add the owners and how long the partitions took to move to the report line.
+ * The writer uses 16 keys per thread in PARTITIONED mode (so that most partitions hold keys)
+ * and, in the short form, pauses 25 ms between transactions.
  */
 class FaultScenariosTest {
   private static final Duration PROGRESS = Duration.ofSeconds(120);
@@ -38,9 +61,24 @@ class FaultScenariosTest {
    * 56 s here.
    */
   private static final Duration CATCH_UP = Duration.ofSeconds(90);
+  /**
+   * PARTITIONED mode: partitions must have moved within this long after a relay joined, left or
+   * froze. A relay JVM takes several seconds to start here, and a frozen or killed owner's
+   * partitions move only after {@link FaultRun#LEASE}.
+   */
+  private static final Duration MOVE = Duration.ofSeconds(60);
 
-  private static List<RelayMode> modes(RelayMode shortForm) {
-    return FaultRun.LONG ? List.of(RelayMode.PARALLEL, RelayMode.ORDERED) : List.of(shortForm);
+  /**
+   * The short form's mode, or in the long form PARALLEL and ORDERED and then {@code
+   * alsoInLongForm}.
+   */
+  private static List<RelayMode> modes(RelayMode shortForm, RelayMode... alsoInLongForm) {
+    if (!FaultRun.LONG) {
+      return List.of(shortForm);
+    }
+    List<RelayMode> modes = new ArrayList<>(List.of(RelayMode.PARALLEL, RelayMode.ORDERED));
+    modes.addAll(List.of(alsoInLongForm));
+    return modes;
   }
 
   @Test
@@ -52,14 +90,14 @@ class FaultScenariosTest {
 
   @Test
   void kafkaBrokerStoppedAndRestarted() {
-    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+    for (RelayMode mode : modes(RelayMode.PARALLEL, RelayMode.PARTITIONED)) {
       brokerRestart(mode);
     }
   }
 
   @Test
   void postgresStoppedAndRestarted() {
-    for (RelayMode mode : modes(RelayMode.PARALLEL)) {
+    for (RelayMode mode : modes(RelayMode.PARALLEL, RelayMode.PARTITIONED)) {
       postgresRestart(mode);
     }
   }
@@ -97,6 +135,79 @@ class FaultScenariosTest {
   void walNetworkToKafkaCutAndRestored() {
     assumeTrue(FaultRun.LONG, "long form only (-Dfaults.long=true)");
     cutAndRestore("kafka-network", RelayMode.WAL, world -> world.kafkaProxy);
+  }
+
+  // ------------------------------------------------------------------ PARTITIONED mode
+  // Relays share the table's 32 partitions (OUTBOX_MODE=PARTITIONED, a table with partitions
+  // enabled); each key's first deliveries must come in seq order, as in ORDERED.
+
+  @Test
+  void partitionedRelayKilledWithSigkillFiveTimesAndRestarted() {
+    killAndRestart(RelayMode.PARTITIONED, 5);
+  }
+
+  /**
+   * One relay publishes alone and owns every partition; a second joins and takes some over; the
+   * first stops on SIGTERM and the survivor takes over every partition and keeps publishing.
+   */
+  @Test
+  void partitionedRelayJoinsThenOneLeavesGracefully() {
+    try (FaultRun run = FaultRun.start("rebalance", RelayMode.PARTITIONED)) {
+      run.startRelay("a");
+      run.awaitProgress(run.progress, PROGRESS);
+      run.awaitPartitions("relay a owns all " + FaultRun.PARTITIONS + " partitions", MOVE,
+          owners -> run.partitionsOf(owners, "a") == FaultRun.PARTITIONS);
+      run.startRelay("b");
+      double joined = run.awaitPartitions("partitions moved to relay b, relay a kept some", MOVE,
+          owners -> run.partitionsOf(owners, "a") > 0 && run.partitionsOf(owners, "b") > 0);
+      run.note(String.format(Locale.ROOT, "moved to the joining relay %.1f s after its JVM"
+          + " was launched (owners then %s)", joined, run.partitionOwners()));
+      run.awaitProgress(run.progress, PROGRESS);
+      long stopping = System.nanoTime();
+      run.stopRelay("a");
+      double stopSeconds = (System.nanoTime() - stopping) / 1e9;
+      double left = run.awaitPartitions("relay b owns all " + FaultRun.PARTITIONS
+          + " partitions", MOVE, owners -> run.partitionsOf(owners, "b") == FaultRun.PARTITIONS);
+      run.note(String.format(Locale.ROOT, "relay a stopped in %.1f s, moved to the survivor %.1f"
+          + " s after it exited", stopSeconds, left));
+      run.awaitProgress(run.progress, PROGRESS);
+      run.finish();
+    }
+  }
+
+  /**
+   * Two of three relays frozen past their ownership: the third takes over every partition and
+   * keeps publishing; the frozen ones resume (their late settlements fenced) and rejoin.
+   */
+  @Test
+  void partitionedTwoOfThreeRelaysFrozenPastTheirOwnershipThenResumed() {
+    try (FaultRun run = FaultRun.start("sigstop-two", RelayMode.PARTITIONED)) {
+      RelayProcess a = run.startRelay("a");
+      RelayProcess b = run.startRelay("b");
+      run.startRelay("c");
+      run.awaitProgress(run.progress, PROGRESS);
+      run.awaitPartitions("all three relays own partitions", MOVE, owners ->
+          Stream.of("a", "b", "c").allMatch(name -> run.partitionsOf(owners, name) > 0));
+      String before = run.partitionOwners().toString();
+      a.freeze();
+      b.freeze();
+      long frozenAt = System.nanoTime();
+      double takenOver = run.awaitPartitions("relay c owns all " + FaultRun.PARTITIONS
+          + " partitions", MOVE, owners -> run.partitionsOf(owners, "c") == FaultRun.PARTITIONS);
+      run.note(String.format(Locale.ROOT, "owners %s, then a and b frozen: moved to c %.1f s"
+          + " after", before, takenOver));
+      run.awaitProgress(run.progress, PROGRESS);
+      Poll.until("the frozen relays' ownership has expired", Duration.ofSeconds(60),
+          () -> System.nanoTime() - frozenAt > FaultRun.LEASE.multipliedBy(2).toNanos());
+      a.resume();
+      b.resume();
+      double rejoined = run.awaitPartitions("the resumed relays own partitions again", MOVE,
+          owners -> Stream.of("a", "b", "c").allMatch(name -> run.partitionsOf(owners, name) > 0));
+      run.note(String.format(Locale.ROOT, "after SIGCONT every relay owned partitions within"
+          + " %.1f s (owners then %s)", rejoined, run.partitionOwners()));
+      run.awaitProgress(run.progress, PROGRESS);
+      run.finish();
+    }
   }
 
   // ------------------------------------------------------------------ scenario bodies
@@ -157,7 +268,8 @@ class FaultScenariosTest {
 
   private static void cutAndRestore(String scenario, RelayMode shortForm,
       Function<FaultWorld, TcpProxy> proxyOf) {
-    List<RelayMode> modes = shortForm == RelayMode.WAL ? List.of(RelayMode.WAL) : modes(shortForm);
+    List<RelayMode> modes = shortForm == RelayMode.WAL ? List.of(RelayMode.WAL)
+        : modes(shortForm, RelayMode.PARTITIONED);
     for (RelayMode mode : modes) {
       try (FaultRun run = FaultRun.start(scenario, mode)) {
         TcpProxy proxy = proxyOf.apply(run.world);
