@@ -285,6 +285,14 @@ public final class DrainChild {
       }
     }
 
+    /** Fails if the child has exited (it should be running). */
+    void checkRunning() throws IOException {
+      if (!process.isAlive()) {
+        throw new IllegalStateException(name + " child exited (" + process.exitValue() + "); see "
+            + log + ":\n" + tail());
+      }
+    }
+
     /** Writes {@code line} to the child's stdin. */
     void send(String line) throws IOException {
       stdin.write(line + "\n");

@@ -1,0 +1,236 @@
+package dev.outbox.benchmarks;
+
+import dev.outbox.r2dbc.OutboxSchema;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.OutboundRecord;
+import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.ReactorKafkaSink;
+import dev.outbox.relay.RecordSink;
+import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayMode;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.relay.RelayOutcome;
+import dev.outbox.relay.RetryPolicy;
+import dev.outbox.relay.SendResult;
+import dev.outbox.testing.TestKafka;
+import dev.outbox.testing.TestPostgres;
+import io.r2dbc.pool.ConnectionPool;
+import java.time.Duration;
+import java.util.EnumMap;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.kafka.common.errors.TimeoutException;
+import org.reactivestreams.Publisher;
+import reactor.core.Disposable;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
+
+/**
+ * One failing key must not hold up the others: a PARTITIONED relay drains 200,000 single-message
+ * rows (200-byte payloads, keys {@code key-0} … {@code key-999}, table with partitions) twice,
+ * from the same backlog ({@link KeyedBacklog}, copied into a fresh table per run). Run A (the
+ * baseline): every record goes to Kafka through a {@link ReactorKafkaSink}; clock until the table
+ * is empty. Run B: the same kind of sink behind a wrapper that answers every record of {@code
+ * key-0} at once with a retriable {@link TimeoutException}, without sending it; the retry policy
+ * (200 ms doubling to 1 s, {@value #MAX_ATTEMPTS} attempts) keeps {@code key-0} failing
+ * throughout; clock until only {@code key-0}'s rows remain. Figure: the other keys' msgs/s in B
+ * ÷ msgs/s in A (target ≥ 0.8). Both runs use the same relay options (retry policy included).
+ */
+final class KeyFailureBenchmark {
+  private static final int ROWS = Results.scaled(Integer.getInteger("bench.keyfailure.rows", 200_000), 10_000);
+  private static final int KEYS = 1_000;
+  private static final int PAYLOAD = 200;
+  private static final String FAILING_KEY = KeyedBacklog.key(0);
+  private static final int MAX_ATTEMPTS = 10_000;
+  private static final RetryPolicy RETRY = RetryPolicy.builder()
+      .initialBackoff(Duration.ofMillis(200)).maxBackoff(Duration.ofSeconds(1)).maxAttempts(MAX_ATTEMPTS).build();
+  private static final Duration DEADLINE = Duration.ofMinutes(Long.getLong("bench.keyfailure.timeoutMinutes", 15));
+
+  private KeyFailureBenchmark() {}
+
+  public static void main(String[] args) throws Exception {
+    TestPostgres postgres = TestPostgres.get();
+    TestKafka kafka = TestKafka.get();
+    String topic = "bench-keyfailure-" + System.nanoTime();
+    kafka.createTopic(topic, 6);
+    OutboxTable source = OutboxTable.of("bench_kf_source");
+    OutboxTable table = OutboxTable.of("bench_kf");
+    drop(postgres, source);
+    drop(postgres, table);
+    ConnectionPool setup = postgres.newPool(2);
+    OutboxSchema.createIfMissing(setup, source).block();
+    setup.dispose();
+    System.out.printf(Locale.ROOT, "keyfailure: writing %,d rows x 1 message over %,d keys...%n", ROWS, KEYS);
+    double writeSeconds = KeyedBacklog.write(postgres, source, topic, ROWS, 1, KEYS, PAYLOAD);
+    System.out.printf(Locale.ROOT, "keyfailure: backlog written in %.1f s (%,.0f rows/s)%n", writeSeconds, ROWS / writeSeconds);
+    try {
+      Run a = run(postgres, kafka, source, table, topic, false);
+      long recordsA = kafka.recordCount(topic);
+      Run b = run(postgres, kafka, source, table, topic, true);
+      long recordsB = kafka.recordCount(topic) - recordsA;
+      report(a, b, recordsA, recordsB, writeSeconds);
+    } finally {
+      drop(postgres, source);
+      drop(postgres, table);
+    }
+  }
+
+  private static void report(Run a, Run b, long recordsA, long recordsB, double writeSeconds) {
+    double rateA = ROWS / a.seconds;
+    long others = ROWS - b.failingRows;
+    double rateB = others / b.seconds;
+    boolean completeA = a.othersLeft == 0 && a.failingLeft == 0;
+    boolean completeB = b.othersLeft == 0;
+    System.out.println();
+    System.out.printf(Locale.ROOT, "| %,d single-message rows (%d B), %,d keys, PARTITIONED | seconds | msgs/s | rows left | records in topic | retries scheduled | dead-lettered |%n",
+        ROWS, PAYLOAD, KEYS);
+    System.out.println("|---|---|---|---|---|---|---|");
+    System.out.printf(Locale.ROOT, "| A: all keys to Kafka (baseline) | %.2f | %,.0f | %,d | %,d | %,d | %,d |%n",
+        a.seconds, rateA, a.othersLeft + a.failingLeft, recordsA, a.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), a.deadLettered);
+    System.out.printf(Locale.ROOT, "| B: %s fails (TimeoutException), other keys' messages | %.2f | %,.0f | %,d (%s: %,d of %,d) | %,d | %,d | %,d |%n",
+        FAILING_KEY, b.seconds, rateB, b.othersLeft + b.failingLeft, FAILING_KEY, b.failingLeft, b.failingRows,
+        recordsB, b.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), b.deadLettered);
+    System.out.printf(Locale.ROOT, "| ratio B / A | | %.3f | | | | |%n", rateB / rateA);
+
+    String notes = String.format(Locale.ROOT,
+        "target ≥ 0.8. %s: %,d of its %,d rows remained when the others were done (its partition holds %d other keys), "
+            + "answered %,d times with TimeoutException without sending, %,d retries scheduled, %,d dead-lettered "
+            + "(dead-letter table %,d, DEAD_LETTERED outcomes %,d); records in the topic: A %,d, B %,d (of %,d others)%s%s; "
+            + "both runs: ReactorKafkaSink (maxInFlight %d), claimSize %d, poll 100 ms, retry 200 ms doubling to 1 s, %,d attempts; "
+            + "same backlog (KeyedBacklog, written by OutboxWriter in %.0f s, copied per run); remaining rows polled every 100 ms",
+        FAILING_KEY, b.failingLeft, b.failingRows, b.partitionNeighbours, b.failedAnswers,
+        b.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), b.deadLettered + b.outcome(RelayOutcome.Kind.DEAD_LETTERED),
+        b.deadLettered, b.outcome(RelayOutcome.Kind.DEAD_LETTERED), recordsA, recordsB, others,
+        completeA ? "" : String.format(Locale.ROOT, "; A NOT drained within %s: %,d rows left", DEADLINE, a.othersLeft + a.failingLeft),
+        completeB ? "" : String.format(Locale.ROOT, "; B: other keys NOT drained within %s: %,d rows left", DEADLINE, b.othersLeft),
+        DrainChild.MAX_IN_FLIGHT, DrainChild.CLAIM_SIZE, MAX_ATTEMPTS, writeSeconds);
+    Results.add(String.format(Locale.ROOT,
+            "keyfailure: other keys' msgs/s while %s keeps failing, %,d rows (1 msg, %d B), %,d keys, PARTITIONED", FAILING_KEY, ROWS, PAYLOAD, KEYS),
+        Results.rate(rateB, "msgs/s") + String.format(Locale.ROOT, " (%.1f s, %,d msgs)", b.seconds, others),
+        Results.rate(rateA, "msgs/s") + String.format(Locale.ROOT, " (%.1f s), no failing key", a.seconds),
+        Results.ratio(rateB, rateA), notes);
+  }
+
+  /** One drain of a fresh copy of the backlog; with {@code failKey0}, until only key-0 is left. */
+  private static Run run(TestPostgres postgres, TestKafka kafka, OutboxTable source, OutboxTable table,
+      String topic, boolean failKey0) {
+    String name = table.qualifiedName();
+    drop(postgres, table);
+    ConnectionPool pool = postgres.newPool(12);
+    Run run = new Run();
+    try {
+      OutboxSchema.createIfMissing(pool, table).block();
+      OutboxSchema.enablePartitions(pool, table).block();
+      KeyedBacklog.copy(postgres, source, table);
+      String failing = KeyedBacklog.keySql(topic, FAILING_KEY);
+      run.failingRows = postgres.queryLong("SELECT count(*) FROM " + name + " WHERE message_keys[1] = " + failing);
+      run.partitionNeighbours = postgres.queryLong("SELECT count(DISTINCT message_keys[1]) - 1 FROM " + name
+          + " WHERE outbox_partition = (SELECT outbox_partition FROM " + name + " WHERE message_keys[1] = "
+          + failing + " LIMIT 1)");
+      ReactorKafkaSink kafkaSink = ReactorKafkaSink.create(kafka.producerProperties(), DrainChild.MAX_IN_FLIGHT);
+      FailingKeySink failingSink = new FailingKeySink(kafkaSink, FAILING_KEY);
+      OutboxRelay relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
+          .mode(RelayMode.PARTITIONED)
+          .sink(failKey0 ? failingSink : kafkaSink)
+          .retryPolicy(RETRY)
+          .maxInFlight(DrainChild.MAX_IN_FLIGHT)
+          .claimSize(DrainChild.CLAIM_SIZE)
+          .pollInterval(Duration.ofMillis(100))
+          .build());
+      Disposable counting = relay.outcomes().subscribe(o -> run.outcomes.get(o.kind()).incrementAndGet());
+      String remaining = "SELECT count(*) FILTER (WHERE message_keys[1] IS DISTINCT FROM " + failing + ") * 1000000000"
+          + " + count(*) FILTER (WHERE message_keys[1] = " + failing + ") FROM " + name;
+      long t0 = System.nanoTime();
+      RelayHandle handle = relay.start();
+      long deadline = t0 + DEADLINE.toNanos();
+      long counts;
+      do {
+        RelayBenchmark.sleep(100);
+        counts = postgres.queryLong(remaining);
+        run.othersLeft = counts / 1_000_000_000L;
+        run.failingLeft = counts % 1_000_000_000L;
+      } while ((failKey0 ? run.othersLeft : run.othersLeft + run.failingLeft) > 0 && System.nanoTime() < deadline);
+      run.seconds = (System.nanoTime() - t0) / 1e9;
+      handle.stop(Duration.ofSeconds(10)).block();
+      counting.dispose();
+      kafkaSink.close().block();
+      run.failedAnswers = failingSink.failed.get();
+      run.deadLettered = postgres.queryLong("SELECT count(*) FROM " + name + "_dead_letter");
+      System.out.printf(Locale.ROOT, "keyfailure: run %s: %.2f s, %,d other rows and %,d %s rows left, outcomes %s%n",
+          failKey0 ? "B" : "A", run.seconds, run.othersLeft, run.failingLeft, FAILING_KEY, run.outcomes);
+      return run;
+    } finally {
+      pool.dispose();
+    }
+  }
+
+  private static void drop(TestPostgres postgres, OutboxTable table) {
+    String name = table.qualifiedName();
+    postgres.execute("DROP TABLE IF EXISTS " + name, "DROP TABLE IF EXISTS " + name + "_dead_letter",
+        "DROP TABLE IF EXISTS " + name + "_partitions", "DROP TABLE IF EXISTS " + name + "_relays");
+  }
+
+  /** What one run measured. */
+  private static final class Run {
+    final Map<RelayOutcome.Kind, AtomicLong> outcomes = new EnumMap<>(RelayOutcome.Kind.class);
+    double seconds;
+    long othersLeft;
+    long failingLeft;
+    long failingRows;
+    long partitionNeighbours;
+    long failedAnswers;
+    long deadLettered;
+
+    Run() {
+      for (RelayOutcome.Kind kind : RelayOutcome.Kind.values()) {
+        outcomes.put(kind, new AtomicLong());
+      }
+    }
+
+    long outcome(RelayOutcome.Kind kind) {
+      return outcomes.get(kind).get();
+    }
+  }
+
+  /**
+   * Answers every record of one key at once with a retriable {@link TimeoutException}, without
+   * sending it, and sends all others through {@code delegate}; one result per record, as the
+   * {@link RecordSink} contract asks.
+   */
+  static final class FailingKeySink implements RecordSink {
+    private final RecordSink delegate;
+    private final String key;
+    final AtomicLong failed = new AtomicLong();
+
+    FailingKeySink(RecordSink delegate, String key) {
+      this.delegate = delegate;
+      this.key = key;
+    }
+
+    @Override
+    public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
+      return Flux.defer(() -> {
+        Sinks.Many<SendResult<T>> answered = Sinks.many().unicast().onBackpressureBuffer();
+        Flux<OutboundRecord<T>> others = Flux.from(records)
+            .filter(r -> {
+              if (!key.equals(r.key())) {
+                return true;
+              }
+              failed.incrementAndGet();
+              answered.tryEmitNext(new SendResult<>(r.correlation(),
+                  new TimeoutException("benchmark: " + key + " always fails")));
+              return false;
+            })
+            .doFinally(signal -> answered.tryEmitComplete());
+        return Flux.merge(delegate.send(others), answered.asFlux());
+      });
+    }
+
+    @Override
+    public Mono<Void> close() {
+      return delegate.close();
+    }
+  }
+}
