@@ -89,13 +89,18 @@ final class KeyedBacklog {
    * @return seconds spent copying
    */
   static double copy(TestPostgres postgres, OutboxTable source, OutboxTable target) {
+    return copy(postgres, source, target, Long.MAX_VALUE);
+  }
+
+  /** As {@link #copy(TestPostgres, OutboxTable, OutboxTable)}, the first {@code limit} rows only. */
+  static double copy(TestPostgres postgres, OutboxTable source, OutboxTable target, long limit) {
     String from = source.qualifiedName();
     String to = target.qualifiedName();
     long t0 = System.nanoTime();
     postgres.execute("INSERT INTO " + to + " (batch_id, message_count, raw_data, message_keys)"
-        + " SELECT batch_id, message_count, raw_data, message_keys FROM " + from + " ORDER BY insert_seq");
+        + " SELECT batch_id, message_count, raw_data, message_keys FROM " + from + " ORDER BY insert_seq LIMIT " + limit);
     double seconds = (System.nanoTime() - t0) / 1e9;
-    long sourceRows = postgres.queryLong("SELECT count(*) FROM " + from);
+    long sourceRows = Math.min(limit, postgres.queryLong("SELECT count(*) FROM " + from));
     long misplaced = postgres.queryLong("SELECT count(*) FROM"
         + " (SELECT batch_id, row_number() OVER (ORDER BY insert_seq) AS n FROM " + from + ") a JOIN"
         + " (SELECT batch_id, row_number() OVER (ORDER BY insert_seq) AS n FROM " + to + ") b"
