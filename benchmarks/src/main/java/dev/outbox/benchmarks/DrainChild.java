@@ -2,11 +2,14 @@ package dev.outbox.benchmarks;
 
 import com.sun.management.GarbageCollectionNotificationInfo;
 import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.OutboundRecord;
 import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.ReactorKafkaSink;
 import dev.outbox.relay.RelayHandle;
 import dev.outbox.relay.RelayMode;
 import dev.outbox.relay.RelayOptions;
 import dev.outbox.relay.RelayOutcome;
+import dev.outbox.relay.SendResult;
 import io.r2dbc.pool.ConnectionPool;
 import io.r2dbc.pool.ConnectionPoolConfiguration;
 import io.r2dbc.spi.ConnectionFactories;
@@ -25,6 +28,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.EnumMap;
 import java.util.HashMap;
@@ -61,7 +65,9 @@ import reactor.kafka.sender.SenderRecord;
  * DrainChild partitioned &lt;r2dbc url&gt; &lt;bootstrap&gt; &lt;table&gt; -       0          0
  * </pre>
  *
- * ({@code partitioned}: the instance id is {@code -Dbench.child.instanceId}.)
+ * ({@code partitioned}: the instance id is {@code -Dbench.child.instanceId}; before {@code
+ * READY} the child fills its pool and, given {@code -Dbench.child.warmUpTopic}, sends one record
+ * there through its sink, so that the clock does not include connecting.)
  */
 public final class DrainChild {
   /** As {@link RelayBenchmark}; {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize} change them. */
@@ -149,12 +155,25 @@ public final class DrainChild {
   private static String partitioned(String url, String bootstrap, String table) throws IOException {
     ConnectionFactory factory = ConnectionFactories.get(url);
     ConnectionPool pool = new ConnectionPool(ConnectionPoolConfiguration.builder(factory)
-        .initialSize(0).maxSize(12).maxAcquireTime(Duration.ofSeconds(30)).build());
+        .initialSize(4).maxSize(12).maxAcquireTime(Duration.ofSeconds(30)).build());
+    // The relay's default sink (a ReactorKafkaSink with maxInFlight), created here so that it is
+    // connected before the clock starts: one record to -Dbench.child.warmUpTopic, if given.
+    ReactorKafkaSink sink = ReactorKafkaSink.create(producer(bootstrap), MAX_IN_FLIGHT);
+    String warmUpTopic = System.getProperty("bench.child.warmUpTopic");
+    if (warmUpTopic != null) {
+      SendResult<Integer> warm = sink.send(Flux.just(new OutboundRecord<>(warmUpTopic, "warm-up",
+          new byte[1], Instant.now(), Map.of(), 0))).blockLast(Duration.ofSeconds(60));
+      if (warm == null || !warm.acknowledged()) {
+        throw new IllegalStateException("Warm-up record not acknowledged: "
+            + (warm == null ? "no answer" : warm.error()));
+      }
+    }
+    pool.warmup().block(Duration.ofSeconds(60));
     OutboxRelay relay = OutboxRelay.create(pool, RelayOptions.builder()
         .table(OutboxTable.of(table))
         .mode(RelayMode.PARTITIONED)
         .instanceId(System.getProperty("bench.child.instanceId", "bench-child"))
-        .kafka(producer(bootstrap))
+        .sink(sink)
         .maxInFlight(MAX_IN_FLIGHT)
         .claimSize(CLAIM_SIZE)
         .pollInterval(Duration.ofMillis(100))
@@ -183,6 +202,7 @@ public final class DrainChild {
     double seconds = (System.nanoTime() - t0) / 1e9;
     handle.stop(Duration.ofSeconds(10)).block();
     counting.dispose();
+    sink.close().block();
     pool.dispose();
     return String.format(Locale.ROOT,
         "messages=%d seconds=%.3f published=%d retries=%d deadLettered=%d leaseLost=%d released=%d complete=%b",

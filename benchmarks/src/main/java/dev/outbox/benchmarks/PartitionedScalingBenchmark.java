@@ -29,8 +29,9 @@ import org.apache.kafka.common.serialization.StringDeserializer;
  * messages in rows (batches) of 10 with 200-byte payloads over 1,000 keys ({@code key-0} …),
  * each message carrying its per-key sequence number in the header {@value KeyedBacklog#SEQ_HEADER}
  * ({@link KeyedBacklog}, written once and copied into a fresh table per relay count). The
- * children are started and created first; the clock runs from {@code go} until the table is
- * empty. While draining, the partitions table is sampled every 100 ms (live owners and their
+ * children are started first (relay created, pool filled, producer connected by one record to a
+ * warm-up topic); the clock runs from {@code go} until the table is empty, so it includes each
+ * relay's start (taking its partitions) but not the JVM's. While draining, the partitions table is sampled every 100 ms (live owners and their
  * partition counts). Afterwards the topic is read from where the run started: duplicates =
  * records − messages; an order violation is a key's first delivery of a sequence number lower
  * than one already delivered for that key. Baseline: 1 relay, same run.
@@ -53,6 +54,7 @@ final class PartitionedScalingBenchmark {
     int rows = MESSAGES / BATCH;
     String topic = "bench-pscale-" + System.nanoTime();
     kafka.createTopic(topic, 6);
+    kafka.createTopic(topic + "-warm-up", 1);
     OutboxTable source = OutboxTable.of("bench_pscale_source");
     drop(postgres, source);
     ConnectionPool setup = postgres.newPool(2);
@@ -144,6 +146,7 @@ final class PartitionedScalingBenchmark {
       for (int i = 0; i < n; i++) {
         children.add(DrainChild.Child.start("partitioned-" + n + "-relay-" + i,
             List.of("-Xmx" + CHILD_HEAP, "-XX:+ExitOnOutOfMemoryError", "-Dbench.child.instanceId=relay-" + i,
+                "-Dbench.child.warmUpTopic=" + topic + "-warm-up",
                 "-Dbench.maxInFlight=" + DrainChild.MAX_IN_FLIGHT, "-Dbench.claimSize=" + DrainChild.CLAIM_SIZE),
             List.of("partitioned", postgres.url(), kafka.bootstrapServers(), name, "-", "0", "0")));
       }
