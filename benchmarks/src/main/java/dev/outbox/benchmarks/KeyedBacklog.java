@@ -83,10 +83,10 @@ final class KeyedBacklog {
   }
 
   /**
-   * Copies every row of {@code source} into {@code target} (existing, empty) in {@code
-   * insert_seq} order, checks that the order was kept, and {@code VACUUM ANALYZE}s {@code target}.
+   * Copies every row of {@code source} into {@code target} (existing, empty) with {@link #load},
+   * then {@code VACUUM ANALYZE}s {@code target}.
    *
-   * @return seconds spent copying
+   * @return seconds spent in {@link #load}
    */
   static double copy(TestPostgres postgres, OutboxTable source, OutboxTable target) {
     return copy(postgres, source, target, Long.MAX_VALUE);
@@ -94,23 +94,39 @@ final class KeyedBacklog {
 
   /** As {@link #copy(TestPostgres, OutboxTable, OutboxTable)}, the first {@code limit} rows only. */
   static double copy(TestPostgres postgres, OutboxTable source, OutboxTable target, long limit) {
+    double seconds = load(postgres, source, target, limit);
+    postgres.execute("VACUUM ANALYZE " + target.qualifiedName());
+    return seconds;
+  }
+
+  /**
+   * Copies the first {@code limit} rows of {@code source} into {@code target} (existing, empty)
+   * in {@code insert_seq} order, in one transaction that also checks the count and that the
+   * order was kept (fails and rolls back otherwise) and {@code ANALYZE}s {@code target} (its
+   * statistics then describe the backlog when it becomes visible): relays already running on
+   * {@code target} see the whole backlog appear at once, with statistics.
+   *
+   * @return seconds, until the commit
+   */
+  static double load(TestPostgres postgres, OutboxTable source, OutboxTable target, long limit) {
     String from = source.qualifiedName();
     String to = target.qualifiedName();
+    String ordered = "SELECT batch_id, row_number() OVER (ORDER BY insert_seq) AS n FROM ";
     long t0 = System.nanoTime();
-    postgres.execute("INSERT INTO " + to + " (batch_id, message_count, raw_data, message_keys)"
-        + " SELECT batch_id, message_count, raw_data, message_keys FROM " + from + " ORDER BY insert_seq LIMIT " + limit);
-    double seconds = (System.nanoTime() - t0) / 1e9;
-    long sourceRows = Math.min(limit, postgres.queryLong("SELECT count(*) FROM " + from));
-    long misplaced = postgres.queryLong("SELECT count(*) FROM"
-        + " (SELECT batch_id, row_number() OVER (ORDER BY insert_seq) AS n FROM " + from + ") a JOIN"
-        + " (SELECT batch_id, row_number() OVER (ORDER BY insert_seq) AS n FROM " + to + ") b"
-        + " USING (batch_id) WHERE a.n <> b.n");
-    long targetRows = postgres.queryLong("SELECT count(*) FROM " + to);
-    if (targetRows != sourceRows || misplaced != 0) {
-      throw new IllegalStateException("Copy of " + from + " into " + to + ": " + targetRows + " of "
-          + sourceRows + " rows, " + misplaced + " out of insert order");
-    }
-    postgres.execute("VACUUM ANALYZE " + to);
-    return seconds;
+    postgres.execute("BEGIN",
+        "INSERT INTO " + to + " (batch_id, message_count, raw_data, message_keys)"
+            + " SELECT batch_id, message_count, raw_data, message_keys FROM " + from
+            + " ORDER BY insert_seq LIMIT " + limit,
+        "DO $$ DECLARE expected bigint; copied bigint; misplaced bigint; BEGIN"
+            + " SELECT least(" + limit + ", count(*)) INTO expected FROM " + from + ";"
+            + " SELECT count(*) INTO copied FROM " + to + ";"
+            + " SELECT count(*) INTO misplaced FROM (" + ordered + from + ") a JOIN (" + ordered + to
+            + ") b USING (batch_id) WHERE a.n <> b.n;"
+            + " IF copied <> expected OR misplaced <> 0 THEN RAISE EXCEPTION"
+            + " 'copy of " + from + " into " + to + ": % of % rows, % out of insert order',"
+            + " copied, expected, misplaced; END IF; END $$",
+        "ANALYZE " + to,
+        "COMMIT");
+    return (System.nanoTime() - t0) / 1e9;
   }
 }

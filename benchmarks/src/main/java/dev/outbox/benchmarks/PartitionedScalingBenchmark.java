@@ -28,11 +28,14 @@ import org.apache.kafka.common.serialization.StringDeserializer;
  * partitioned}, {@code -Xmx256m}, own pool of 12 and producer), draining one backlog: 200,000
  * messages in rows (batches) of 10 with 200-byte payloads over 1,000 keys ({@code key-0} …),
  * each message carrying its per-key sequence number in the header {@value KeyedBacklog#SEQ_HEADER}
- * ({@link KeyedBacklog}, written once and copied into a fresh table per relay count). The
- * children are started first (relay created, pool filled, producer connected by one record to a
- * warm-up topic); the clock runs from {@code go} until the table is empty, so it includes each
- * relay's start (taking its partitions) but not the JVM's. While draining, the partitions table is sampled every 100 ms (live owners and their
- * partition counts). Afterwards the topic is read from where the run started: duplicates =
+ * ({@link KeyedBacklog}, written once into a template table). Per relay count, on a fresh table
+ * with partitions: the children start (relay created, pool filled, producer connected by one
+ * record to a warm-up topic), then the relays start on the still empty table and the parent waits
+ * until they have split its 32 partitions evenly (the steady state; how long that took is
+ * reported); then the backlog is copied in with one commit ({@link KeyedBacklog#load}, with
+ * {@code ANALYZE}), and the clock runs from that commit until the table is empty. While
+ * draining, the partitions table is sampled every 100 ms (live owners and their partition
+ * counts). Afterwards the topic is read from where the run started: duplicates =
  * records − messages; an order violation is a key's first delivery of a sequence number lower
  * than one already delivered for that key. Baseline: 1 relay, same run.
  */
@@ -44,6 +47,8 @@ final class PartitionedScalingBenchmark {
   private static final List<Integer> RELAYS = Arrays.stream(System.getProperty("bench.partitioned.relays", "1,2,4")
       .split(",")).map(String::strip).map(Integer::valueOf).toList();
   private static final String CHILD_HEAP = System.getProperty("bench.partitioned.xmx", "256m");
+  private static final int PARTITIONS = 32;
+  private static final Duration BALANCE_TIMEOUT = Duration.ofMinutes(2);
   private static final Duration DEADLINE = Duration.ofMinutes(Long.getLong("bench.partitioned.timeoutMinutes", 10));
 
   private PartitionedScalingBenchmark() {}
@@ -65,8 +70,8 @@ final class PartitionedScalingBenchmark {
     System.out.printf(Locale.ROOT, "partitioned-scaling: backlog written in %.1f s%n", writeSeconds);
     int cores = Runtime.getRuntime().availableProcessors();
     List<String> table = new ArrayList<>();
-    table.add("| PARTITIONED relays, one JVM each | seconds | msgs/s | ratio vs 1 relay | max live owners | partitions per owner | ownership changes | published share | duplicates | lost | per-key order violations |");
-    table.add("|---|---|---|---|---|---|---|---|---|---|---|");
+    table.add("| PARTITIONED relays, one JVM each | seconds | msgs/s | ratio vs 1 relay | split at start (s to balance) | live owners while draining, min–max | partitions per owner | ownership changes at start / while draining | published share | duplicates | lost | per-key order violations |");
+    table.add("|---|---|---|---|---|---|---|---|---|---|---|---|");
     double single = Double.NaN;
     try {
       for (int n : RELAYS) {
@@ -77,18 +82,21 @@ final class PartitionedScalingBenchmark {
         }
         long duplicates = run.order.records - MESSAGES;
         long lost = MESSAGES - run.order.distinct;
-        table.add(String.format(Locale.ROOT, "| %d | %.2f | %,.0f | %.3f | %d | %s | %d | %s | %,d | %,d | %,d |",
-            n, run.seconds, rate, rate / single, run.maxOwners, run.perOwner, run.ownershipChanges,
-            run.shares, duplicates, lost, run.order.violations));
+        table.add(String.format(Locale.ROOT, "| %d | %.2f | %,.0f | %.3f | %s (%.1f s) | %d–%d | %s | %d / %d | %s | %,d | %,d | %,d |",
+            n, run.seconds, rate, rate / single, run.balancedSplit, run.balanceSeconds, run.minOwners,
+            run.maxOwners, run.perOwner, run.startChanges, run.drainChanges, run.shares, duplicates, lost,
+            run.order.violations));
         String notes = String.format(Locale.ROOT,
             "box has %d cores (shared by %d relay JVM%s, this JVM with the broker, and PostgreSQL); "
-                + "partitions (32) per live owner, sampled every 100 ms while draining (%d samples): at most %d owners, "
-                + "%s at the last sample with %d; %d ownership changes (Σ epoch); published shares %s; "
-                + "%,d records in the topic for %,d messages: %,d duplicates, %,d lost; per-key order violations "
-                + "(first deliveries out of sequence) %,d over %,d keys%s; lease lost %d, retries %d, dead-lettered %d (table %d)%s",
-            cores, n, n == 1 ? "" : "s", run.samples, run.maxOwners, run.perOwner, run.maxOwners,
-            run.ownershipChanges, run.shares, run.order.records, MESSAGES, duplicates, lost,
-            run.order.violations, run.order.keys,
+                + "relays started on the empty table and split its 32 partitions %s in %.1f s (%d ownership changes), "
+                + "then the backlog appeared in one commit (loaded in %.1f s, not timed); while draining, sampled every 100 ms "
+                + "(%d samples): %d–%d live owners, partitions per owner %s at the last sample with %d, %d ownership changes; "
+                + "published shares %s; %,d records in the topic for %,d messages: %,d duplicates, %,d lost; "
+                + "per-key order violations (first deliveries out of sequence) %,d over %,d keys%s; "
+                + "lease lost %d, retries %d, dead-lettered %d (table %d)%s",
+            cores, n, n == 1 ? "" : "s", run.balancedSplit, run.balanceSeconds, run.startChanges, run.loadSeconds,
+            run.samples, run.minOwners, run.maxOwners, run.perOwner, run.maxOwners, run.drainChanges,
+            run.shares, run.order.records, MESSAGES, duplicates, lost, run.order.violations, run.order.keys,
             run.order.withoutSeq == 0 ? "" : String.format(Locale.ROOT, " (%,d records without a seq header)", run.order.withoutSeq),
             run.leaseLost, run.retries, run.deadLettered, run.deadLetterRows,
             run.left == 0 ? "" : String.format(Locale.ROOT, "; NOT drained within %s: %,d rows left", DEADLINE, run.left));
@@ -115,10 +123,15 @@ final class PartitionedScalingBenchmark {
   /** What one relay count measured. */
   private static final class Run {
     double seconds;
+    double balanceSeconds;
+    String balancedSplit;
+    double loadSeconds;
     int samples;
     int maxOwners;
     String perOwner = "—";
-    long ownershipChanges;
+    int minOwners = Integer.MAX_VALUE;
+    long startChanges;
+    long drainChanges;
     String shares;
     long left;
     long deadLetterRows;
@@ -137,7 +150,6 @@ final class PartitionedScalingBenchmark {
     OutboxSchema.createIfMissing(setup, outbox).block();
     OutboxSchema.enablePartitions(setup, outbox).block();
     setup.dispose();
-    KeyedBacklog.copy(postgres, source, outbox);
     Map<TopicPartition, Long> start = endOffsets(kafka, topic);
 
     Run run = new Run();
@@ -156,10 +168,27 @@ final class PartitionedScalingBenchmark {
       String owners = "SELECT coalesce(string_agg(n::text, ' ' ORDER BY n DESC), '') FROM"
           + " (SELECT owner, count(*) AS n FROM " + name + "_partitions"
           + " WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner) s";
-      long t0 = System.nanoTime();
+      long started = System.nanoTime();
       for (DrainChild.Child child : children) {
         child.send("go");
       }
+      // The relays share the (empty) table's partitions first: the steady state being measured.
+      long balanceDeadline = started + BALANCE_TIMEOUT.toNanos();
+      String split;
+      do {
+        RelayBenchmark.sleep(100);
+        for (DrainChild.Child child : children) {
+          child.checkRunning();
+        }
+        split = String.valueOf(postgres.queryColumn(owners).get(0));
+      } while (!balanced(split, n) && System.nanoTime() < balanceDeadline);
+      run.balanceSeconds = (System.nanoTime() - started) / 1e9;
+      run.balancedSplit = balanced(split, n) ? split.replace(' ', '/')
+          : "NOT balanced within " + BALANCE_TIMEOUT.toSeconds() + " s (" + split.replace(' ', '/') + ")";
+      String epochs = "SELECT coalesce(sum(epoch), 0) FROM " + name + "_partitions";
+      run.startChanges = postgres.queryLong(epochs);
+      run.loadSeconds = KeyedBacklog.load(postgres, source, outbox, Long.MAX_VALUE);
+      long t0 = System.nanoTime();
       long deadline = t0 + DEADLINE.toNanos();
       do {
         RelayBenchmark.sleep(100);
@@ -169,6 +198,7 @@ final class PartitionedScalingBenchmark {
         String sample = String.valueOf(postgres.queryColumn(owners).get(0));
         int live = sample.isEmpty() ? 0 : sample.split(" ").length;
         run.samples++;
+        run.minOwners = Math.min(run.minOwners, live);
         if (live > 0 && live >= run.maxOwners) {
           run.maxOwners = live;
           run.perOwner = sample.replace(' ', '/');
@@ -193,14 +223,27 @@ final class PartitionedScalingBenchmark {
     } finally {
       children.forEach(DrainChild.Child::destroy);
     }
-    run.ownershipChanges = postgres.queryLong("SELECT coalesce(sum(epoch), 0) FROM " + name + "_partitions");
+    run.drainChanges = postgres.queryLong("SELECT coalesce(sum(epoch), 0) FROM " + name + "_partitions")
+        - run.startChanges;
     run.left = postgres.queryLong("SELECT count(*) FROM " + name);
     run.deadLetterRows = postgres.queryLong("SELECT count(*) FROM " + name + "_dead_letter");
     drop(postgres, outbox);
     run.order = Order.check(kafka, topic, start);
-    System.out.printf(Locale.ROOT, "partitioned-scaling: %d relay(s): %.2f s, owners %s (max %d), %,d records, %,d order violations%n",
-        n, run.seconds, run.perOwner, run.maxOwners, run.order.records, run.order.violations);
+    System.out.printf(Locale.ROOT, "partitioned-scaling: %d relay(s): split %s after %.1f s; drained in %.2f s, owners %s (%d-%d), %,d records, %,d order violations%n",
+        n, run.balancedSplit, run.balanceSeconds, run.seconds, run.perOwner, run.minOwners, run.maxOwners,
+        run.order.records, run.order.violations);
     return run;
+  }
+
+  /** {@code split}: live owners' partition counts; balanced when n owners share all 32 evenly. */
+  private static boolean balanced(String split, int n) {
+    if (split.isEmpty()) {
+      return false;
+    }
+    int[] counts = Arrays.stream(split.split(" ")).mapToInt(Integer::parseInt).toArray();
+    int max = Arrays.stream(counts).max().orElse(0);
+    int min = Arrays.stream(counts).min().orElse(0);
+    return counts.length == n && Arrays.stream(counts).sum() == PARTITIONS && max - min <= 1;
   }
 
   private static void drop(TestPostgres postgres, OutboxTable table) {
