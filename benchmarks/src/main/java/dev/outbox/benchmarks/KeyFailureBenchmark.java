@@ -16,9 +16,12 @@ import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
 import io.r2dbc.pool.ConnectionPool;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.EnumMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.stream.Collectors;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.common.errors.TimeoutException;
 import org.reactivestreams.Publisher;
@@ -36,7 +39,10 @@ import reactor.core.publisher.Sinks;
  * key-0} at once with a retriable {@link TimeoutException}, without sending it; the retry policy
  * (200 ms doubling to 1 s, {@value #MAX_ATTEMPTS} attempts) keeps {@code key-0} failing
  * throughout; clock until only {@code key-0}'s rows remain. Figure: the other keys' msgs/s in B
- * ÷ msgs/s in A (target ≥ 0.8). Both runs use the same relay options (retry policy included).
+ * ÷ msgs/s in A (target ≥ 0.8). All runs use the same relay options (retry policy included),
+ * after an untimed warm-up drain; they run in the order {@code -Dbench.keyfailure.order}
+ * (default {@code ABBA}: a drift over the run weighs on both sides alike), each side's rate over
+ * its runs together.
  */
 final class KeyFailureBenchmark {
   private static final int ROWS = Results.scaled(Integer.getInteger("bench.keyfailure.rows", 200_000), 10_000);
@@ -47,11 +53,19 @@ final class KeyFailureBenchmark {
   private static final int MAX_ATTEMPTS = 10_000;
   private static final RetryPolicy RETRY = RetryPolicy.builder()
       .initialBackoff(Duration.ofMillis(200)).maxBackoff(Duration.ofSeconds(1)).maxAttempts(MAX_ATTEMPTS).build();
+  /**
+   * The runs, A (baseline) and B (failing key): default ABBA, so that a drift during the run
+   * (warm-up, other load on the machine) weighs on both sides alike.
+   */
+  private static final String ORDER = System.getProperty("bench.keyfailure.order", "ABBA");
   private static final Duration DEADLINE = Duration.ofMinutes(Long.getLong("bench.keyfailure.timeoutMinutes", 15));
 
   private KeyFailureBenchmark() {}
 
   public static void main(String[] args) throws Exception {
+    if (!ORDER.matches("[AB]+") || !ORDER.contains("A") || !ORDER.contains("B")) {
+      throw new IllegalArgumentException("bench.keyfailure.order must be A and B runs, at least one of each: " + ORDER);
+    }
     TestPostgres postgres = TestPostgres.get();
     TestKafka kafka = TestKafka.get();
     String topic = "bench-keyfailure-" + System.nanoTime();
@@ -69,52 +83,70 @@ final class KeyFailureBenchmark {
     try {
       // Untimed warm-up (JIT, producer, broker): a tenth of the backlog, as run A drains it.
       run(postgres, kafka, source, table, topic, false, WARM_UP_ROWS);
-      long recordsBefore = kafka.recordCount(topic);
-      Run a = run(postgres, kafka, source, table, topic, false, ROWS);
-      long recordsA = kafka.recordCount(topic) - recordsBefore;
-      Run b = run(postgres, kafka, source, table, topic, true, ROWS);
-      long recordsB = kafka.recordCount(topic) - recordsBefore - recordsA;
-      report(a, b, recordsA, recordsB, writeSeconds);
+      List<Run> runs = new ArrayList<>();
+      for (char side : ORDER.toCharArray()) {
+        long before = kafka.recordCount(topic);
+        Run run = run(postgres, kafka, source, table, topic, side == 'B', ROWS);
+        run.records = kafka.recordCount(topic) - before;
+        runs.add(run);
+      }
+      report(runs, writeSeconds);
     } finally {
       drop(postgres, source);
       drop(postgres, table);
     }
   }
 
-  private static void report(Run a, Run b, long recordsA, long recordsB, double writeSeconds) {
-    double rateA = ROWS / a.seconds;
-    long others = ROWS - b.failingRows;
-    double rateB = others / b.seconds;
-    boolean completeA = a.othersLeft == 0 && a.failingLeft == 0;
-    boolean completeB = b.othersLeft == 0;
+  private static void report(List<Run> runs, double writeSeconds) {
+    List<Run> as = runs.stream().filter(r -> !r.failKey0).toList();
+    List<Run> bs = runs.stream().filter(r -> r.failKey0).toList();
+    double secondsA = as.stream().mapToDouble(r -> r.seconds).sum();
+    double secondsB = bs.stream().mapToDouble(r -> r.seconds).sum();
+    long messagesA = (long) ROWS * as.size();
+    long othersB = bs.stream().mapToLong(r -> ROWS - r.failingRows).sum();
+    double rateA = messagesA / secondsA;
+    double rateB = othersB / secondsB;
     System.out.println();
-    System.out.printf(Locale.ROOT, "| %,d single-message rows (%d B), %,d keys, PARTITIONED | seconds | msgs/s | rows left | records in topic | retries scheduled | dead-lettered |%n",
-        ROWS, PAYLOAD, KEYS);
+    System.out.printf(Locale.ROOT, "| %,d single-message rows (%d B), %,d keys, PARTITIONED, runs in order %s | seconds | msgs/s | rows left | records in topic | retries scheduled | dead-lettered |%n",
+        ROWS, PAYLOAD, KEYS, ORDER);
     System.out.println("|---|---|---|---|---|---|---|");
-    System.out.printf(Locale.ROOT, "| A: all keys to Kafka (baseline) | %.2f | %,.0f | %,d | %,d | %,d | %,d |%n",
-        a.seconds, rateA, a.othersLeft + a.failingLeft, recordsA, a.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), a.deadLettered);
-    System.out.printf(Locale.ROOT, "| B: %s fails (TimeoutException), other keys' messages | %.2f | %,.0f | %,d (%s: %,d of %,d) | %,d | %,d | %,d |%n",
-        FAILING_KEY, b.seconds, rateB, b.othersLeft + b.failingLeft, FAILING_KEY, b.failingLeft, b.failingRows,
-        recordsB, b.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), b.deadLettered);
-    System.out.printf(Locale.ROOT, "| ratio B / A | | %.3f | | | | |%n", rateB / rateA);
+    for (Run r : runs) {
+      long counted = r.failKey0 ? ROWS - r.failingRows : ROWS;
+      System.out.printf(Locale.ROOT, "| %s | %.2f | %,.0f | %,d%s | %,d | %,d | %,d |%n",
+          r.failKey0 ? "B: " + FAILING_KEY + " fails (TimeoutException), other keys' messages" : "A: all keys to Kafka (baseline)",
+          r.seconds, counted / r.seconds, r.othersLeft + r.failingLeft,
+          r.failKey0 ? String.format(Locale.ROOT, " (%s: %,d of %,d)", FAILING_KEY, r.failingLeft, r.failingRows) : "",
+          r.records, r.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), r.deadLettered);
+    }
+    System.out.printf(Locale.ROOT, "| all B / all A | | %.3f | | | | |%n", rateB / rateA);
 
+    String secondsEach = runs.stream().map(r -> String.format(Locale.ROOT, "%s %.1f", r.failKey0 ? "B" : "A", r.seconds))
+        .collect(Collectors.joining(", "));
+    String failingLeft = bs.stream().map(r -> r.failingLeft + " of " + r.failingRows).collect(Collectors.joining(", "));
+    long answers = bs.stream().mapToLong(r -> r.failedAnswers).sum();
+    long retries = bs.stream().mapToLong(r -> r.outcome(RelayOutcome.Kind.RETRY_SCHEDULED)).sum();
+    long deadTable = runs.stream().mapToLong(r -> r.deadLettered).sum();
+    long deadOutcomes = runs.stream().mapToLong(r -> r.outcome(RelayOutcome.Kind.DEAD_LETTERED)).sum();
+    String records = runs.stream().map(r -> String.format(Locale.ROOT, "%s %,d", r.failKey0 ? "B" : "A", r.records))
+        .collect(Collectors.joining(", "));
+    String notDrained = runs.stream().filter(r -> r.othersLeft > 0 || (!r.failKey0 && r.failingLeft > 0))
+        .map(r -> String.format(Locale.ROOT, "%s left %,d rows", r.failKey0 ? "B" : "A", r.failKey0 ? r.othersLeft : r.othersLeft + r.failingLeft))
+        .collect(Collectors.joining(", "));
     String notes = String.format(Locale.ROOT,
-        "target ≥ 0.8. %s: %,d of its %,d rows remained when the others were done (its partition holds %d other keys), "
-            + "answered %,d times with TimeoutException without sending, %,d retries scheduled, %,d dead-lettered "
-            + "(dead-letter table %,d, DEAD_LETTERED outcomes %,d); records in the topic: A %,d, B %,d (of %,d others)%s%s; "
-            + "both runs: ReactorKafkaSink (maxInFlight %d), claimSize %d, poll 100 ms, retry 200 ms doubling to 1 s, %,d attempts; "
-            + "same backlog (KeyedBacklog, written by OutboxWriter in %.0f s, copied per run), after an untimed warm-up drain of %,d rows; "
-            + "remaining rows polled every 100 ms",
-        FAILING_KEY, b.failingLeft, b.failingRows, b.partitionNeighbours, b.failedAnswers,
-        b.outcome(RelayOutcome.Kind.RETRY_SCHEDULED), b.deadLettered + b.outcome(RelayOutcome.Kind.DEAD_LETTERED),
-        b.deadLettered, b.outcome(RelayOutcome.Kind.DEAD_LETTERED), recordsA, recordsB, others,
-        completeA ? "" : String.format(Locale.ROOT, "; A NOT drained within %s: %,d rows left", DEADLINE, a.othersLeft + a.failingLeft),
-        completeB ? "" : String.format(Locale.ROOT, "; B: other keys NOT drained within %s: %,d rows left", DEADLINE, b.othersLeft),
+        "target ≥ 0.8. Runs %s (s: %s), each on a fresh copy of the same backlog; ratio of summed rates. "
+            + "%s: rows remaining when the other keys were done %s (its partition holds %d other keys); "
+            + "answered %,d times with TimeoutException without sending, %,d retries scheduled; dead-lettered: %,d "
+            + "(dead-letter tables %,d, DEAD_LETTERED outcomes %,d); records in the topic per run: %s%s; "
+            + "all runs: ReactorKafkaSink (maxInFlight %d), claimSize %d, poll 100 ms, retry 200 ms doubling to 1 s, %,d attempts; "
+            + "backlog by OutboxWriter (%.0f s); untimed warm-up drain of %,d rows first; remaining rows polled every 100 ms",
+        ORDER, secondsEach, FAILING_KEY, failingLeft, bs.isEmpty() ? -1 : bs.get(0).partitionNeighbours, answers, retries,
+        deadTable + deadOutcomes, deadTable, deadOutcomes, records,
+        notDrained.isEmpty() ? "" : "; NOT drained within " + DEADLINE + ": " + notDrained,
         DrainChild.MAX_IN_FLIGHT, DrainChild.CLAIM_SIZE, MAX_ATTEMPTS, writeSeconds, WARM_UP_ROWS);
     Results.add(String.format(Locale.ROOT,
             "keyfailure: other keys' msgs/s while %s keeps failing, %,d rows (1 msg, %d B), %,d keys, PARTITIONED", FAILING_KEY, ROWS, PAYLOAD, KEYS),
-        Results.rate(rateB, "msgs/s") + String.format(Locale.ROOT, " (%.1f s, %,d msgs)", b.seconds, others),
-        Results.rate(rateA, "msgs/s") + String.format(Locale.ROOT, " (%.1f s), no failing key", a.seconds),
+        Results.rate(rateB, "msgs/s") + String.format(Locale.ROOT, " (%d run%s, %.1f s)", bs.size(), bs.size() == 1 ? "" : "s", secondsB),
+        Results.rate(rateA, "msgs/s") + String.format(Locale.ROOT, " (%d run%s, %.1f s), no failing key", as.size(), as.size() == 1 ? "" : "s", secondsA),
         Results.ratio(rateB, rateA), notes);
   }
 
@@ -125,6 +157,7 @@ final class KeyFailureBenchmark {
     drop(postgres, table);
     ConnectionPool pool = postgres.newPool(12);
     Run run = new Run();
+    run.failKey0 = failKey0;
     try {
       OutboxSchema.createIfMissing(pool, table).block();
       OutboxSchema.enablePartitions(pool, table).block();
@@ -180,6 +213,8 @@ final class KeyFailureBenchmark {
   /** What one run measured. */
   private static final class Run {
     final Map<RelayOutcome.Kind, AtomicLong> outcomes = new EnumMap<>(RelayOutcome.Kind.class);
+    boolean failKey0;
+    long records;
     double seconds;
     long othersLeft;
     long failingLeft;
