@@ -24,6 +24,7 @@ import java.util.Map;
 import java.util.stream.Collectors;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.common.errors.TimeoutException;
+import org.jspecify.annotations.Nullable;
 import org.reactivestreams.Publisher;
 import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
@@ -46,7 +47,8 @@ import reactor.core.publisher.Sinks;
  */
 final class KeyFailureBenchmark {
   private static final int ROWS = Results.scaled(Integer.getInteger("bench.keyfailure.rows", 200_000), 10_000);
-  private static final int WARM_UP_ROWS = Math.max(2_000, ROWS / 10);
+  /** JIT thresholds are absolute: at least 10,000 rows, also at small scales. */
+  private static final int WARM_UP_ROWS = Math.min(ROWS, Math.max(10_000, ROWS / 10));
   private static final int KEYS = 1_000;
   private static final int PAYLOAD = 200;
   private static final String FAILING_KEY = KeyedBacklog.key(0);
@@ -58,6 +60,11 @@ final class KeyFailureBenchmark {
    * (warm-up, other load on the machine) weighs on both sides alike.
    */
   private static final String ORDER = System.getProperty("bench.keyfailure.order", "ABBA");
+  /**
+   * {@code -Dbench.keyfailure.baseline=wrapped}: run A through the same wrapper as B, failing no
+   * key, instead of the bare sink (isolates the wrapper's own effect).
+   */
+  private static final boolean WRAPPED_BASELINE = "wrapped".equals(System.getProperty("bench.keyfailure.baseline"));
   private static final Duration DEADLINE = Duration.ofMinutes(Long.getLong("bench.keyfailure.timeoutMinutes", 15));
 
   private KeyFailureBenchmark() {}
@@ -81,7 +88,7 @@ final class KeyFailureBenchmark {
     double writeSeconds = KeyedBacklog.write(postgres, source, topic, ROWS, 1, KEYS, PAYLOAD);
     System.out.printf(Locale.ROOT, "keyfailure: backlog written in %.1f s (%,.0f rows/s)%n", writeSeconds, ROWS / writeSeconds);
     try {
-      // Untimed warm-up (JIT, producer, broker): a tenth of the backlog, as run A drains it.
+      // Untimed warm-up (JIT, producer, broker): a tenth of the backlog (at least 10,000 rows), as run A drains it.
       run(postgres, kafka, source, table, topic, false, WARM_UP_ROWS);
       List<Run> runs = new ArrayList<>();
       for (char side : ORDER.toCharArray()) {
@@ -137,12 +144,13 @@ final class KeyFailureBenchmark {
             + "%s: rows remaining when the other keys were done %s (its partition holds %d other keys); "
             + "answered %,d times with TimeoutException without sending, %,d retries scheduled; dead-lettered: %,d "
             + "(dead-letter tables %,d, DEAD_LETTERED outcomes %,d); records in the topic per run: %s%s; "
-            + "all runs: ReactorKafkaSink (maxInFlight %d), claimSize %d, poll 100 ms, retry 200 ms doubling to 1 s, %,d attempts; "
+            + "all runs: ReactorKafkaSink (maxInFlight %d%s), claimSize %d, poll 100 ms, retry 200 ms doubling to 1 s, %,d attempts; "
             + "backlog by OutboxWriter (%.0f s); untimed warm-up drain of %,d rows first; remaining rows polled every 100 ms",
         ORDER, secondsEach, FAILING_KEY, failingLeft, bs.isEmpty() ? -1 : bs.get(0).partitionNeighbours, answers, retries,
         deadTable + deadOutcomes, deadTable, deadOutcomes, records,
         notDrained.isEmpty() ? "" : "; NOT drained within " + DEADLINE + ": " + notDrained,
-        DrainChild.MAX_IN_FLIGHT, DrainChild.CLAIM_SIZE, MAX_ATTEMPTS, writeSeconds, WARM_UP_ROWS);
+        DrainChild.MAX_IN_FLIGHT, WRAPPED_BASELINE ? "; A through B's wrapper, failing no key" : "",
+        DrainChild.CLAIM_SIZE, MAX_ATTEMPTS, writeSeconds, WARM_UP_ROWS);
     Results.add(String.format(Locale.ROOT,
             "keyfailure: other keys' msgs/s while %s keeps failing, %,d rows (1 msg, %d B), %,d keys, PARTITIONED", FAILING_KEY, ROWS, PAYLOAD, KEYS),
         Results.rate(rateB, "msgs/s") + String.format(Locale.ROOT, " (%d run%s, %.1f s)", bs.size(), bs.size() == 1 ? "" : "s", secondsB),
@@ -171,7 +179,7 @@ final class KeyFailureBenchmark {
       FailingKeySink failingSink = new FailingKeySink(kafkaSink, FAILING_KEY);
       OutboxRelay relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
           .mode(RelayMode.PARTITIONED)
-          .sink(failKey0 ? failingSink : kafkaSink)
+          .sink(failKey0 ? failingSink : WRAPPED_BASELINE ? new FailingKeySink(kafkaSink, null) : kafkaSink)
           .retryPolicy(RETRY)
           .maxInFlight(DrainChild.MAX_IN_FLIGHT)
           .claimSize(DrainChild.CLAIM_SIZE)
@@ -241,10 +249,11 @@ final class KeyFailureBenchmark {
    */
   static final class FailingKeySink implements RecordSink {
     private final RecordSink delegate;
-    private final String key;
+    private final @Nullable String key;
     final AtomicLong failed = new AtomicLong();
 
-    FailingKeySink(RecordSink delegate, String key) {
+    /** @param key the failing key; {@code null}: none (every record is sent) */
+    FailingKeySink(RecordSink delegate, @Nullable String key) {
       this.delegate = delegate;
       this.key = key;
     }
@@ -255,7 +264,7 @@ final class KeyFailureBenchmark {
         Sinks.Many<SendResult<T>> answered = Sinks.many().unicast().onBackpressureBuffer();
         Flux<OutboundRecord<T>> others = Flux.from(records)
             .filter(r -> {
-              if (!key.equals(r.key())) {
+              if (key == null || !key.equals(r.key())) {
                 return true;
               }
               failed.incrementAndGet();
