@@ -11,7 +11,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Entry point: {@code Benchmarks [all|writer|relay|latency|scaling|heap|debezium]} (default
+ * Entry point: {@code
+ * Benchmarks [all|writer|relay|latency|scaling|heap|keyfailure|partitioned-scaling|debezium]} (default
  * {@code all}). Each benchmark prints its own detailed table as it finishes; at the end the
  * summary table (every figure against a baseline measured in the same run) is printed and written
  * to {@code -Dbench.output} (default {@code target/benchmark-results.md}). Never fails on a
@@ -28,6 +29,8 @@ public final class Benchmarks {
     ALL.put("latency", TriggerLatencyBenchmark::main);
     ALL.put("scaling", ScalingBenchmark::main);
     ALL.put("heap", HeapBenchmark::main);
+    ALL.put("keyfailure", KeyFailureBenchmark::main);
+    ALL.put("partitioned-scaling", PartitionedScalingBenchmark::main);
     ALL.put("debezium", DebeziumPeerBenchmark::main);
   }
 

@@ -2,21 +2,35 @@ package dev.outbox.benchmarks;
 
 import com.sun.management.GarbageCollectionNotificationInfo;
 import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.relay.OutboundRecord;
 import dev.outbox.relay.OutboxRelay;
+import dev.outbox.relay.ReactorKafkaSink;
 import dev.outbox.relay.RelayHandle;
+import dev.outbox.relay.RelayMode;
 import dev.outbox.relay.RelayOptions;
 import dev.outbox.relay.RelayOutcome;
+import dev.outbox.relay.SendResult;
 import io.r2dbc.pool.ConnectionPool;
 import io.r2dbc.pool.ConnectionPoolConfiguration;
 import io.r2dbc.spi.ConnectionFactories;
 import io.r2dbc.spi.ConnectionFactory;
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.OutputStreamWriter;
+import java.io.Writer;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
 import java.lang.management.MemoryMXBean;
 import java.lang.management.MemoryUsage;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.EnumMap;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
@@ -36,16 +50,24 @@ import reactor.kafka.sender.SenderOptions;
 import reactor.kafka.sender.SenderRecord;
 
 /**
- * The child JVM of {@link HeapBenchmark} (started with {@code -Xmx256m}): either a relay draining
- * the backlog, or the plain {@link KafkaSender} baseline sending the same number of records.
- * Ends by printing one {@code RESULT key=value …} line that the parent parses; exits 0 on
+ * A benchmark child JVM, started with {@link Child#start}: for {@link HeapBenchmark} (with {@code
+ * -Xmx256m}) either a relay draining the backlog, or the plain {@link KafkaSender} baseline
+ * sending the same number of records; for {@link PartitionedScalingBenchmark} one PARTITIONED
+ * relay among several, which prints {@code READY} once created, starts on a {@code go} line on
+ * its stdin and stops on the next line ({@code stop}) or at the end of its stdin (the parent
+ * gone). Ends by printing one {@code RESULT key=value …} line that the parent parses; exits 0 on
  * success, 1 on a failure, and (with {@code -XX:+ExitOnOutOfMemoryError}) 3 on any {@link
  * OutOfMemoryError}.
  *
  * <pre>
- * DrainChild relay    &lt;r2dbc url&gt; &lt;bootstrap&gt; &lt;table&gt; &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
- * DrainChild baseline -            &lt;bootstrap&gt; -       &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
+ * DrainChild relay       &lt;r2dbc url&gt; &lt;bootstrap&gt; &lt;table&gt; &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
+ * DrainChild baseline    -            &lt;bootstrap&gt; -       &lt;topic&gt; &lt;messages&gt; &lt;payload bytes&gt;
+ * DrainChild partitioned &lt;r2dbc url&gt; &lt;bootstrap&gt; &lt;table&gt; -       0          0
  * </pre>
+ *
+ * ({@code partitioned}: the instance id is {@code -Dbench.child.instanceId}; before {@code
+ * READY} the child fills its pool and, given {@code -Dbench.child.warmUpTopic}, sends one record
+ * there through its sink, so that the clock does not include connecting.)
  */
 public final class DrainChild {
   /** As {@link RelayBenchmark}; {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize} change them. */
@@ -68,7 +90,8 @@ public final class DrainChild {
       String result = switch (mode) {
         case "relay" -> relay(url, bootstrap, table, messages);
         case "baseline" -> baseline(bootstrap, topic, messages, payloadBytes);
-        default -> throw new IllegalArgumentException("mode must be relay or baseline: " + mode);
+        case "partitioned" -> partitioned(url, bootstrap, table);
+        default -> throw new IllegalArgumentException("mode must be relay, baseline or partitioned: " + mode);
       };
       heap.stop();
       System.out.println("RESULT mode=" + mode + " " + result + " " + heap.summary());
@@ -125,6 +148,71 @@ public final class DrainChild {
         published.get(), seconds, other.get(), drained);
   }
 
+  /**
+   * One PARTITIONED relay sharing the table with others (each in its own JVM): created before
+   * {@code go} so that the parent's clock starts with all relays ready; runs until {@code stop}.
+   */
+  private static String partitioned(String url, String bootstrap, String table) throws IOException {
+    ConnectionFactory factory = ConnectionFactories.get(url);
+    ConnectionPool pool = new ConnectionPool(ConnectionPoolConfiguration.builder(factory)
+        .initialSize(4).maxSize(12).maxAcquireTime(Duration.ofSeconds(30)).build());
+    // The relay's default sink (a ReactorKafkaSink with maxInFlight), created here so that it is
+    // connected before the clock starts: one record to -Dbench.child.warmUpTopic, if given.
+    ReactorKafkaSink sink = ReactorKafkaSink.create(producer(bootstrap), MAX_IN_FLIGHT);
+    String warmUpTopic = System.getProperty("bench.child.warmUpTopic");
+    if (warmUpTopic != null) {
+      SendResult<Integer> warm = sink.send(Flux.just(new OutboundRecord<>(warmUpTopic, "warm-up",
+          new byte[1], Instant.now(), Map.of(), 0))).blockLast(Duration.ofSeconds(60));
+      if (warm == null || !warm.acknowledged()) {
+        throw new IllegalStateException("Warm-up record not acknowledged: "
+            + (warm == null ? "no answer" : warm.error()));
+      }
+    }
+    pool.warmup().block(Duration.ofSeconds(60));
+    OutboxRelay relay = OutboxRelay.create(pool, RelayOptions.builder()
+        .table(OutboxTable.of(table))
+        .mode(RelayMode.PARTITIONED)
+        .instanceId(System.getProperty("bench.child.instanceId", "bench-child"))
+        .sink(sink)
+        .maxInFlight(MAX_IN_FLIGHT)
+        .claimSize(CLAIM_SIZE)
+        .pollInterval(Duration.ofMillis(100))
+        .build());
+    Map<RelayOutcome.Kind, AtomicLong> outcomes = new EnumMap<>(RelayOutcome.Kind.class);
+    for (RelayOutcome.Kind kind : RelayOutcome.Kind.values()) {
+      outcomes.put(kind, new AtomicLong());
+    }
+    AtomicLong published = new AtomicLong();
+    Disposable counting = relay.outcomes().subscribe(o -> {
+      outcomes.get(o.kind()).incrementAndGet();
+      if (o.kind() == RelayOutcome.Kind.PUBLISHED) {
+        published.addAndGet(o.messageCount());
+      }
+    });
+    BufferedReader stdin = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    System.out.println("READY");
+    System.out.flush();
+    String go = stdin.readLine();
+    if (!"go".equals(go)) {
+      throw new IllegalStateException("Expected go on stdin, got " + go);
+    }
+    long t0 = System.nanoTime();
+    RelayHandle handle = relay.start();
+    String stop = stdin.readLine(); // "stop", or null: the parent is gone
+    double seconds = (System.nanoTime() - t0) / 1e9;
+    handle.stop(Duration.ofSeconds(10)).block();
+    counting.dispose();
+    sink.close().block();
+    pool.dispose();
+    return String.format(Locale.ROOT,
+        "messages=%d seconds=%.3f published=%d retries=%d deadLettered=%d leaseLost=%d released=%d complete=%b",
+        published.get(), seconds, outcomes.get(RelayOutcome.Kind.PUBLISHED).get(),
+        outcomes.get(RelayOutcome.Kind.RETRY_SCHEDULED).get(),
+        outcomes.get(RelayOutcome.Kind.DEAD_LETTERED).get(),
+        outcomes.get(RelayOutcome.Kind.LEASE_LOST).get(),
+        outcomes.get(RelayOutcome.Kind.RELEASED).get(), "stop".equals(stop));
+  }
+
   private static String baseline(String bootstrap, String topic, long messages, int payloadBytes) {
     byte[] payload = new byte[payloadBytes];
     java.util.Arrays.fill(payload, (byte) 'a');
@@ -155,6 +243,117 @@ public final class DrainChild {
           + " of " + messages + ", " + (result == null ? "?" : result[1]) + " failed");
     }
     return String.format(Locale.ROOT, "messages=%d seconds=%.3f otherOutcomes=0 complete=true", result[0], seconds);
+  }
+
+  /**
+   * A running {@link DrainChild} JVM: its output (stdout and stderr) goes to {@code <name>.log}
+   * under {@code -Dbench.outputDir}; lines can be sent to its stdin.
+   */
+  static final class Child {
+    private final String name;
+    private final Process process;
+    private final Path log;
+    private final Writer stdin;
+
+    private Child(String name, Process process, Path log) {
+      this.name = name;
+      this.process = process;
+      this.log = log;
+      this.stdin = new OutputStreamWriter(process.getOutputStream(), StandardCharsets.UTF_8);
+    }
+
+    /**
+     * Starts {@code java <jvmOptions> -cp <this class path> DrainChild <args>}.
+     *
+     * @param name the child's name, for messages and its log file {@code <name>.log}
+     */
+    static Child start(String name, List<String> jvmOptions, List<String> args) throws IOException {
+      Path dir = Paths.get(System.getProperty("bench.outputDir", "target"));
+      Files.createDirectories(dir);
+      Path log = dir.resolve(name + ".log");
+      String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
+      List<String> command = new ArrayList<>();
+      command.add(java);
+      command.addAll(jvmOptions);
+      command.addAll(List.of("-cp", System.getProperty("java.class.path"), DrainChild.class.getName()));
+      command.addAll(args);
+      Process process = new ProcessBuilder(command).redirectErrorStream(true)
+          .redirectOutput(log.toFile()).start();
+      return new Child(name, process, log);
+    }
+
+    Path log() {
+      return log;
+    }
+
+    /**
+     * Waits (polling its log every 100 ms) until the child printed {@code line}; fails if it
+     * exited or {@code timeout} passed first.
+     */
+    void awaitLine(String line, Duration timeout) throws IOException, InterruptedException {
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (!Files.readAllLines(log, StandardCharsets.UTF_8).contains(line)) {
+        if (!process.isAlive()) {
+          throw new IllegalStateException(name + " child exited (" + process.exitValue()
+              + ") before printing " + line + "; see " + log + ":\n" + tail());
+        }
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException(name + " child did not print " + line + " within "
+              + timeout + "; see " + log);
+        }
+        Thread.sleep(100);
+      }
+    }
+
+    /** Fails if the child has exited (it should be running). */
+    void checkRunning() throws IOException {
+      if (!process.isAlive()) {
+        throw new IllegalStateException(name + " child exited (" + process.exitValue() + "); see "
+            + log + ":\n" + tail());
+      }
+    }
+
+    /** Writes {@code line} to the child's stdin. */
+    void send(String line) throws IOException {
+      stdin.write(line + "\n");
+      stdin.flush();
+    }
+
+    /** Ends the child now (after a failure elsewhere); no-op when it already exited. */
+    void destroy() {
+      process.destroyForcibly();
+    }
+
+    /**
+     * Waits for the child to exit and returns its {@code RESULT} fields; fails if it did not
+     * finish within {@code timeout}, ran out of memory, exited with an error or printed no result.
+     */
+    Map<String, String> result(Duration timeout) throws IOException, InterruptedException {
+      if (!process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+        process.destroyForcibly();
+        throw new IllegalStateException(name + " child did not finish in " + timeout + "; see " + log);
+      }
+      String output = Files.readString(log, StandardCharsets.UTF_8);
+      if (output.contains("OutOfMemoryError") || process.exitValue() == 3) {
+        throw new IllegalStateException(name + " child ran out of memory; see " + log);
+      }
+      String result = output.lines().filter(l -> l.startsWith("RESULT ")).reduce((a, b) -> b).orElse(null);
+      if (process.exitValue() != 0 || result == null || result.contains("error=")) {
+        throw new IllegalStateException(name + " child failed (exit " + process.exitValue() + "); see "
+            + log + ":\n" + tail());
+      }
+      Map<String, String> fields = new HashMap<>();
+      for (String part : result.substring("RESULT ".length()).split(" ")) {
+        int eq = part.indexOf('=');
+        fields.put(part.substring(0, eq), part.substring(eq + 1));
+      }
+      return fields;
+    }
+
+    private String tail() throws IOException {
+      List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
+      return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size())) + "\n";
+    }
   }
 
   /**

@@ -6,16 +6,12 @@ import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
 import io.r2dbc.pool.ConnectionPool;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
-import java.util.ArrayList;
-import java.util.HashMap;
+import java.time.Duration;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 /**
  * Draining a 1,000,000-row backlog (one 200-byte message per row) with a relay in its own JVM
@@ -109,40 +105,15 @@ final class HeapBenchmark {
   /** Runs one {@link DrainChild} to completion and returns its RESULT fields. */
   private static Map<String, String> child(String mode, String url, String bootstrap, String table,
       String topic, long messages) throws IOException, InterruptedException {
-    Path dir = Paths.get(System.getProperty("bench.outputDir", "target"));
-    Files.createDirectories(dir);
-    Path log = dir.resolve("heap-" + mode + ".log");
-    Path gcLog = dir.resolve("heap-" + mode + "-gc.log");
-    String java = Paths.get(System.getProperty("java.home"), "bin", "java").toString();
-    List<String> command = new ArrayList<>(List.of(java, "-Xmx" + CHILD_HEAP,
-        "-XX:+ExitOnOutOfMemoryError", "-Xlog:gc:file=" + gcLog,
-        "-Dbench.heap.timeoutMinutes=" + TIMEOUT_MINUTES,
-        "-Dbench.maxInFlight=" + DrainChild.MAX_IN_FLIGHT, "-Dbench.claimSize=" + DrainChild.CLAIM_SIZE,
-        "-cp", System.getProperty("java.class.path"), DrainChild.class.getName(),
-        mode, url, bootstrap, table, topic, Long.toString(messages), Integer.toString(PAYLOAD)));
-    ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
-    System.out.printf(Locale.ROOT, "heap: %s child (-Xmx%s) running, output in %s%n", mode, CHILD_HEAP, log);
-    Process process = builder.start();
-    if (!process.waitFor(TIMEOUT_MINUTES + 5, TimeUnit.MINUTES)) {
-      process.destroyForcibly();
-      throw new IllegalStateException(mode + " child did not finish in " + (TIMEOUT_MINUTES + 5)
-          + " minutes; see " + log);
-    }
-    String output = Files.readString(log, StandardCharsets.UTF_8);
-    if (output.contains("OutOfMemoryError") || process.exitValue() == 3) {
-      throw new IllegalStateException(mode + " child ran out of memory with -Xmx" + CHILD_HEAP + "; see " + log);
-    }
-    String result = output.lines().filter(l -> l.startsWith("RESULT ")).reduce((a, b) -> b).orElse(null);
-    if (process.exitValue() != 0 || result == null || result.contains("error=")) {
-      throw new IllegalStateException(mode + " child failed (exit " + process.exitValue() + "); see " + log
-          + ":\n" + output.lines().skip(Math.max(0, output.lines().count() - 30)).reduce("", (a, b) -> a + b + "\n"));
-    }
-    Map<String, String> fields = new HashMap<>();
-    for (String part : result.substring("RESULT ".length()).split(" ")) {
-      int eq = part.indexOf('=');
-      fields.put(part.substring(0, eq), part.substring(eq + 1));
-    }
-    System.out.println("heap: " + result);
+    Path gcLog = Paths.get(System.getProperty("bench.outputDir", "target")).resolve("heap-" + mode + "-gc.log");
+    DrainChild.Child child = DrainChild.Child.start("heap-" + mode,
+        List.of("-Xmx" + CHILD_HEAP, "-XX:+ExitOnOutOfMemoryError", "-Xlog:gc:file=" + gcLog,
+            "-Dbench.heap.timeoutMinutes=" + TIMEOUT_MINUTES,
+            "-Dbench.maxInFlight=" + DrainChild.MAX_IN_FLIGHT, "-Dbench.claimSize=" + DrainChild.CLAIM_SIZE),
+        List.of(mode, url, bootstrap, table, topic, Long.toString(messages), Integer.toString(PAYLOAD)));
+    System.out.printf(Locale.ROOT, "heap: %s child (-Xmx%s) running, output in %s%n", mode, CHILD_HEAP, child.log());
+    Map<String, String> fields = child.result(Duration.ofMinutes(TIMEOUT_MINUTES + 5));
+    System.out.println("heap: RESULT " + fields);
     return fields;
   }
 }
