@@ -48,7 +48,6 @@ final class PartitionedSource implements BatchSource {
    * the next one need not wait for half of the in-flight work to settle.
    */
   private static final int READ_WHEN_FREE = 8;
-  private static final boolean DEBUG = Boolean.getBoolean("outbox.debugClaims");
   /** Fewest rows a read asks for, so rows it passes cannot starve it. */
   private static final int MIN_READ_ROWS = 32;
   /** Most read positions waiting to be adopted. */
@@ -382,13 +381,6 @@ final class PartitionedSource implements BatchSource {
             options.metrics().claimed(batches.size(),
                 taken.stream().mapToInt(ClaimedBatch::messageCount).sum(),
                 Duration.ofNanos(System.nanoTime() - started));
-            if (DEBUG) {
-              System.err.printf("claim t=%d read=%.1fms rows=%d skip=%d taken=%d held=%d room=%d"
-                  + " after=%d cursor=%d%n",
-                  System.nanoTime() / 1_000_000 % 100_000, (System.nanoTime() - started) / 1e6,
-                  rows.size(), skipSeqs.length, taken.size(), ledger.records(), room.records(),
-                  after, cursor);
-            }
             if (rows.size() == limit && (!taken.isEmpty() || position > after)) {
               wake(); // a full read that got somewhere: there is probably more
             }
