@@ -28,6 +28,8 @@ import org.junit.jupiter.api.Test;
  * mode (the broker restart, PostgreSQL restart and both network cuts also in PARTITIONED mode)
  * and every WAL scenario (also the relay-Kafka network cut) with longer outages and more load.
  * In WAL mode the checker holds each key's first deliveries to commit order, as in ORDERED.
+ * {@code -Dfaults.modes=PARTITIONED} (comma-separated names) runs only those modes of the
+ * scenarios that loop over modes, e.g. to replay one mode of the long form.
  *
  * <p>PARTITIONED mode ({@code partitioned...}, preview; both forms) runs on a table with
  * partitions enabled ({@code OutboxSchema.enablePartitions}), relays sharing its 32 partitions
