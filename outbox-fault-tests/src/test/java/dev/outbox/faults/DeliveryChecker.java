@@ -55,27 +55,35 @@ final class DeliveryChecker {
   /**
    * Reads {@code topic} to its current end and checks: every committed tag delivered at least
    * once, no rolled-back tag delivered, nothing delivered that no transaction committed, and
-   * (if {@code ordered}) each key's first deliveries in ascending {@code seq} order.
+   * (if {@code ordered}) each key's first deliveries in ascending {@code seq} order. An order
+   * violation names both tags with every delivery of each ({@code partition@offset}).
    */
   static Report check(String scenario, TestKafka kafka, String topic,
       Set<String> committed, Set<String> rolledBack, boolean ordered) {
     List<ConsumerRecord<String, byte[]>> records = kafka.readToEnd(topic);
     Map<String, Integer> seen = new HashMap<>();
-    Map<String, Long> lastFirstSeqByKey = new HashMap<>();
-    List<String> orderViolations = new ArrayList<>();
+    Map<String, List<String>> positions = new HashMap<>();
+    Map<String, String> lastFirstTagByKey = new HashMap<>();
+    List<String[]> outOfOrder = new ArrayList<>();
     // Records of one key share a partition, and readToEnd keeps each partition's order.
     for (ConsumerRecord<String, byte[]> record : records) {
       String tag = new String(record.value(), StandardCharsets.UTF_8);
+      positions.computeIfAbsent(tag, t -> new ArrayList<>(1))
+          .add(record.partition() + "@" + record.offset());
       if (seen.merge(tag, 1, Integer::sum) > 1) {
         continue; // a duplicate: only first deliveries count for order
       }
       if (ordered && committed.contains(tag)) {
-        long seq = LoadWriter.seqOf(tag);
-        Long previous = lastFirstSeqByKey.put(LoadWriter.keyOf(tag), seq);
-        if (previous != null && previous > seq) {
-          orderViolations.add(tag + " after " + LoadWriter.keyOf(tag) + ":" + previous);
+        String previous = lastFirstTagByKey.put(LoadWriter.keyOf(tag), tag);
+        if (previous != null && LoadWriter.seqOf(previous) > LoadWriter.seqOf(tag)) {
+          outOfOrder.add(new String[] {tag, previous});
         }
       }
+    }
+    List<String> orderViolations = new ArrayList<>();
+    for (String[] pair : outOfOrder) {
+      orderViolations.add(pair[0] + " " + positions.get(pair[0]) + " after " + pair[1] + " "
+          + positions.get(pair[1]));
     }
     int duplicates = records.size() - seen.size();
     return new Report(scenario, committed.size(), rolledBack.size(), records.size(), duplicates,

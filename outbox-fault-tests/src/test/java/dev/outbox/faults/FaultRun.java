@@ -334,6 +334,12 @@ final class FaultRun implements AutoCloseable {
       throw new AssertionError(e.getMessage() + diagnostics(), e);
     }
     long drainMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
+    // Retriable send failures the relays still running counted (a failed row is published
+    // again): -1 when one did not answer; relays killed or stopped before are not counted.
+    String failedRecords = relays.values().stream()
+        .map(relay -> String.format(java.util.Locale.ROOT, "%.0f",
+            relay.metric("outbox_relay_records_failed_total{fatal=\"false\"")))
+        .collect(java.util.stream.Collectors.joining("+"));
     relays.values().forEach(RelayProcess::stop);
     List<RelayProcess> every = new ArrayList<>(stopped);
     every.addAll(relays.values());
@@ -349,7 +355,8 @@ final class FaultRun implements AutoCloseable {
         + table.deadLetterQualifiedName());
     String line = report + ", dead letters " + deadLetters + ", writer transactions failed by the"
         + " fault " + load.failedTransactions() + ", drained " + backlog + " rows in " + drainMillis
-        + " ms after the writer stopped"
+        + " ms after the writer stopped, retriable record failures counted by the running"
+        + " relays " + failedRecords
         + notes.stream().map(note -> ", " + note).reduce("", String::concat);
     System.out.println("FAULT REPORT " + line);
     appendToReport(line);

@@ -28,6 +28,8 @@ import org.junit.jupiter.api.Test;
  * mode (the broker restart, PostgreSQL restart and both network cuts also in PARTITIONED mode)
  * and every WAL scenario (also the relay-Kafka network cut) with longer outages and more load.
  * In WAL mode the checker holds each key's first deliveries to commit order, as in ORDERED.
+ * {@code -Dfaults.modes=PARTITIONED} (comma-separated names) runs only those modes of the
+ * scenarios that loop over modes, e.g. to replay one mode of the long form.
  *
  * <p>PARTITIONED mode ({@code partitioned...}, preview; both forms) runs on a table with
  * partitions enabled ({@code OutboxSchema.enablePartitions}), relays sharing its 32 partitions
@@ -67,17 +69,26 @@ class FaultScenariosTest {
    * partitions move only after {@link FaultRun#LEASE}.
    */
   private static final Duration MOVE = Duration.ofSeconds(60);
+  /**
+   * Runs only these modes of the scenarios that loop over {@link #modes}, e.g. {@code
+   * -Dfaults.modes=PARTITIONED -Dfaults.long=true} to replay one mode of the long form.
+   */
+  private static final String ONLY_MODES = System.getProperty("faults.modes", "");
 
   /**
    * The short form's mode, or in the long form PARALLEL and ORDERED and then {@code
-   * alsoInLongForm}.
+   * alsoInLongForm}; only those named by {@code -Dfaults.modes} when set.
    */
   private static List<RelayMode> modes(RelayMode shortForm, RelayMode... alsoInLongForm) {
-    if (!FaultRun.LONG) {
-      return List.of(shortForm);
+    List<RelayMode> modes = new ArrayList<>(List.of(shortForm));
+    if (FaultRun.LONG) {
+      modes = new ArrayList<>(List.of(RelayMode.PARALLEL, RelayMode.ORDERED));
+      modes.addAll(List.of(alsoInLongForm));
     }
-    List<RelayMode> modes = new ArrayList<>(List.of(RelayMode.PARALLEL, RelayMode.ORDERED));
-    modes.addAll(List.of(alsoInLongForm));
+    if (!ONLY_MODES.isBlank()) {
+      List<String> only = List.of(ONLY_MODES.toUpperCase(Locale.ROOT).split("\\s*,\\s*"));
+      modes.removeIf(mode -> !only.contains(mode.name()));
+    }
     return modes;
   }
 

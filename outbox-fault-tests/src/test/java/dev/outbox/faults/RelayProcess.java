@@ -3,14 +3,21 @@ package dev.outbox.faults;
 import dev.outbox.relay.standalone.RelayMain;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The standalone relay ({@link RelayMain}) in its own JVM, so a test can kill it with SIGKILL or
@@ -18,6 +25,8 @@ import java.util.concurrent.TimeUnit;
  * BlockHoundRelayMain}). Output goes to a log file per relay name (launches append).
  */
 final class RelayProcess {
+  private static final Pattern HTTP_PORT = Pattern.compile("HTTP server listening on port (\\d+)");
+
   private final String name;
   private final Process process;
   private final Path log;
@@ -126,6 +135,37 @@ final class RelayProcess {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       return false;
+    }
+  }
+
+  /**
+   * The sum of the Prometheus samples on this launch's {@code GET /metrics} whose line starts
+   * with {@code prefix} (a metric name, optionally with the first tags), or -1 when the relay
+   * does not answer. The port is the last one the log announced, so this launch's once it has
+   * started.
+   */
+  double metric(String prefix) {
+    Matcher port = HTTP_PORT.matcher(output());
+    String last = null;
+    while (port.find()) {
+      last = port.group(1);
+    }
+    if (last == null || !isAlive()) {
+      return -1;
+    }
+    try {
+      HttpResponse<String> response = HttpClient.newHttpClient().send(
+          HttpRequest.newBuilder(URI.create("http://localhost:" + last + "/metrics"))
+              .timeout(Duration.ofSeconds(5)).build(),
+          HttpResponse.BodyHandlers.ofString());
+      return response.body().lines().filter(line -> line.startsWith(prefix))
+          .mapToDouble(line -> Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1)))
+          .sum();
+    } catch (IOException | RuntimeException e) {
+      return -1;
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return -1;
     }
   }
 
