@@ -70,7 +70,7 @@ final class PartitionedScalingBenchmark {
     System.out.printf(Locale.ROOT, "partitioned-scaling: backlog written in %.1f s%n", writeSeconds);
     int cores = Runtime.getRuntime().availableProcessors();
     List<String> table = new ArrayList<>();
-    table.add("| PARTITIONED relays, one JVM each | seconds | msgs/s | ratio vs 1 relay | split at start (s to balance) | live owners while draining, min–max | partitions per owner | ownership changes at start / while draining | published share | duplicates | lost | per-key order violations |");
+    table.add("| PARTITIONED relays, one JVM each | seconds | msgs/s | ratio vs 1 relay | split at start (s to balance) | live owners while draining, min–max | partitions per owner | ownership changes (Σ epoch) at start / while draining | published share | duplicates | lost | per-key order violations |");
     table.add("|---|---|---|---|---|---|---|---|---|---|---|---|");
     double single = Double.NaN;
     try {
@@ -88,7 +88,7 @@ final class PartitionedScalingBenchmark {
             run.order.violations));
         String notes = String.format(Locale.ROOT,
             "box has %d cores (shared by %d relay JVM%s, this JVM with the broker, and PostgreSQL); "
-                + "relays started on the empty table and split its 32 partitions %s in %.1f s (%d ownership changes), "
+                + "relays started on the empty table and split its 32 partitions %s in %.1f s (%d ownership changes, Σ epoch), "
                 + "then the backlog appeared in one commit (loaded in %.1f s, not timed); while draining, sampled every 100 ms "
                 + "(%d samples): %d–%d live owners, partitions per owner %s at the last sample with %d, %d ownership changes; "
                 + "published shares %s; %,d records in the topic for %,d messages: %,d duplicates, %,d lost; "
