@@ -19,7 +19,20 @@ import reactor.core.publisher.Sinks;
  */
 final class BatchInFlight {
   /** Correlation of one record: its batch, and when it was handed to the sink. */
-  record RecordRef(BatchInFlight batch, long handedOffNanos) {}
+  record RecordRef(BatchInFlight batch, long handedOffNanos) implements SendGuard {
+    @Override
+    public boolean sendAbandoned() {
+      return batch.sendFailed;
+    }
+
+    @Override
+    public void sendFailed() {
+      batch.sendFailed = true;
+    }
+  }
+
+  /** A record of this batch failed in the sink: the rest of it is not sent (see SendGuard). */
+  private volatile boolean sendFailed;
 
   /** PARTITIONED mode: the partition a batch was read from, its epoch then, and its keys. */
   record Fence(int partition, long epoch, List<String> keys) {}
@@ -75,6 +88,7 @@ final class BatchInFlight {
 
   /** Records one failed record; the first failure of each kind is kept as the reason. */
   void failed(Throwable error, boolean isFatal) {
+    sendFailed = true;
     (isFatal ? fatal : retriable).compareAndSet(null, error);
   }
 

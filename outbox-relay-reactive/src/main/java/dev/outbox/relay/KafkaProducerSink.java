@@ -51,10 +51,23 @@ public final class KafkaProducerSink implements RecordSink {
   @Override
   public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
     return Flux.from(records).flatMap(record -> Mono.<SendResult<T>>create(result -> {
+      SendGuard guard = SendGuard.of(record.correlation());
+      if (guard != null && guard.sendAbandoned()) {
+        result.success(new SendResult<>(record.correlation(),
+            new SendGuard.EarlierRecordFailedException()));
+        return;
+      }
       try {
-        producer.send(KafkaRecords.toProducerRecord(record), (metadata, error) ->
-            result.success(new SendResult<>(record.correlation(), error)));
+        producer.send(KafkaRecords.toProducerRecord(record), (metadata, error) -> {
+          if (error != null && guard != null) {
+            guard.sendFailed();
+          }
+          result.success(new SendResult<>(record.correlation(), error));
+        });
       } catch (RuntimeException error) { // closed producer, interrupted, serializer failure
+        if (guard != null) {
+          guard.sendFailed();
+        }
         result.success(new SendResult<>(record.correlation(), error));
       }
     }).subscribeOn(sendThread), maxInFlight);

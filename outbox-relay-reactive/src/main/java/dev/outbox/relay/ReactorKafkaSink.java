@@ -58,7 +58,8 @@ public final class ReactorKafkaSink implements RecordSink {
         .stopOnError(false)
         .closeTimeout(Duration.ofSeconds(10));
     int maxRequestSize = KafkaRecords.maxRequestSize(props);
-    return new ReactorKafkaSink(KafkaSender.create(options), maxRequestSize);
+    return new ReactorKafkaSink(KafkaSender.create(GuardedProducer.FACTORY, options),
+        maxRequestSize);
   }
 
   /**
@@ -76,6 +77,10 @@ public final class ReactorKafkaSink implements RecordSink {
           .filter(r -> {
             RuntimeException rejection = rejectedLocally(r);
             if (rejection != null) {
+              SendGuard guard = SendGuard.of(r.correlation());
+              if (guard != null) {
+                guard.sendFailed();
+              }
               rejected.tryEmitNext(new SendResult<>(r.correlation(), rejection));
             }
             return rejection == null;

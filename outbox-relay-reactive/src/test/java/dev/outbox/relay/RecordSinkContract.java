@@ -75,6 +75,63 @@ abstract class RecordSinkContract {
         .satisfies(r -> assertThat(r.error()).isInstanceOf(RecordTooLargeException.class));
   }
 
+  /** A stored batch's guard, as the relay's record correlation carries one. */
+  static final class Batch implements SendGuard {
+    final String name;
+    private volatile boolean failed;
+
+    Batch(String name) {
+      this.name = name;
+    }
+
+    @Override
+    public boolean sendAbandoned() {
+      return failed;
+    }
+
+    @Override
+    public void sendFailed() {
+      failed = true;
+    }
+  }
+
+  /**
+   * A batch's first record fails in the producer (its topic does not exist: metadata times out
+   * after max.block.ms); its later records must not be sent, or they would be in Kafka ahead of
+   * the first when the batch is retried. Another batch's record is unaffected.
+   */
+  @Test
+  void afterARecordOfABatchFailsItsLaterRecordsAreNotSent() {
+    String topic = topic(1);
+    Map<String, Object> props = new java.util.HashMap<>(kafka.producerProperties());
+    props.put("max.block.ms", 1_000);
+    RecordSink guarded = create(props, MAX_IN_FLIGHT);
+    Batch failing = new Batch("failing");
+    Batch other = new Batch("other");
+    List<OutboundRecord<Batch>> records = List.of(
+        new OutboundRecord<>(TestPostgres.uniqueName("absent"), "k", new byte[] {0}, Instant.now(), Map.of(), failing),
+        new OutboundRecord<>(topic, "k", new byte[] {1}, Instant.now(), Map.of(), failing),
+        new OutboundRecord<>(topic, "k", new byte[] {2}, Instant.now(), Map.of(), failing),
+        new OutboundRecord<>(topic, "k", new byte[] {3}, Instant.now(), Map.of(), other));
+    try {
+      List<SendResult<Batch>> results = guarded.send(Flux.fromIterable(records)).collectList()
+          .block(Duration.ofSeconds(60));
+
+      assertThat(results).hasSize(4);
+      assertThat(results).filteredOn(r -> r.correlation() == failing)
+          .extracting(r -> r.error() == null ? "acknowledged" : r.error().getClass().getSimpleName())
+          .containsExactlyInAnyOrder("TimeoutException", "EarlierRecordFailedException",
+              "EarlierRecordFailedException");
+      assertThat(results).filteredOn(r -> r.correlation() == other).singleElement()
+          .satisfies(r -> assertThat(r.error()).isNull());
+      List<ConsumerRecord<String, byte[]>> consumed =
+          kafka.consume(List.of(topic), 1, Duration.ofSeconds(30), Duration.ofSeconds(2));
+      assertThat(consumed).extracting(r -> r.value()[0]).containsExactly((byte) 3);
+    } finally {
+      guarded.close().block(Duration.ofSeconds(30));
+    }
+  }
+
   @Test
   void recordsArriveWithKeyValueTimestampAndHeadersInOrderPerKey() {
     String topic = topic(3);
