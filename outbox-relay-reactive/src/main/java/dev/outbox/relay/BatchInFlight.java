@@ -31,6 +31,15 @@ final class BatchInFlight {
     }
   }
 
+  /** Whether this batch still counts against the ledger's budgets; see {@link #uncount()}. */
+  private final java.util.concurrent.atomic.AtomicBoolean counted =
+      new java.util.concurrent.atomic.AtomicBoolean(true);
+
+  /** Stops counting against the budgets; true only for the first call. */
+  boolean uncount() {
+    return counted.compareAndSet(true, false);
+  }
+
   /** A record of this batch failed in the sink: the rest of it is not sent (see SendGuard). */
   private volatile boolean sendFailed;
 

@@ -25,6 +25,8 @@ final class Ledger {
   private final Set<BatchInFlight> held = ConcurrentHashMap.newKeySet();
   private final AtomicLong records = new AtomicLong();
   private final AtomicLong bytes = new AtomicLong();
+  /** Records acknowledged by Kafka whose settlement has not ended (no longer budgeted). */
+  private final AtomicLong settling = new AtomicLong();
   /** Bumped by {@link #releaseAll}: a claim started before it may no longer register. */
   private final AtomicLong generation = new AtomicLong();
 
@@ -134,9 +136,33 @@ final class Ledger {
     if (!held.remove(batch)) {
       return false;
     }
-    metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
-    metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+    if (batch.uncount()) {
+      metrics.inFlight(records.addAndGet(-batch.claim().messageCount()));
+      metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+    } else {
+      settling.addAndGet(-batch.claim().messageCount());
+    }
     return true;
+  }
+
+  /**
+   * Every record of {@code batch} is acknowledged by Kafka: it stops counting against the
+   * budgets (nothing of it is held in memory any more) although it stays in the ledger, with
+   * its keys and ids, until its settlement ends. Bounded: while more records than the record
+   * budget wait for their settlement, a batch keeps counting until it is settled, so a slow
+   * database slows reading down instead of letting settlements pile up.
+   */
+  void acknowledged(BatchInFlight batch) {
+    int count = batch.claim().messageCount();
+    if (settling.get() + count > maxRecords || !batch.uncount()) {
+      return;
+    }
+    // Whoever uncounts a batch takes it off the budgets; leave() takes an uncounted one off
+    // settling (in whichever order the two run, the totals end the same).
+    settling.addAndGet(count);
+    metrics.inFlight(records.addAndGet(-count));
+    metrics.inFlightBytes(bytes.addAndGet(-batch.bytes));
+    onRelease.run();
   }
 
   /** Whether {@code batch} is held now. */

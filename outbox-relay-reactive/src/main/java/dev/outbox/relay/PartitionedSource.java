@@ -75,12 +75,12 @@ final class PartitionedSource implements BatchSource {
   /**
    * Read position and its bookkeeping, used by one read at a time (see {@link #claim()}): the
    * highest insert_seq up to which nothing is left to read; candidates for it (where earlier
-   * reads ended, with their snapshots' xmax), adopted once no open transaction can still commit
+   * reads ended, with their fences), adopted once no open transaction can still commit
    * below them; the partitions and ledger generation it is for; when the last full rescan
    * started; rows passed while waiting for a retry (due time to seq).
    */
   private volatile long cursor;
-  /** Candidates: {end of a read, its snapshot's xmax}, ascending. */
+  /** Candidates: {end of a read, its fence}, ascending. */
   private final Deque<long[]> candidates = new ConcurrentLinkedDeque<>();
   private volatile Map<Integer, Long> cursorParts = Map.of();
   private volatile long cursorGeneration = -1;
@@ -397,9 +397,9 @@ final class PartitionedSource implements BatchSource {
 
   /**
    * After a read that started at {@code after} and could pass everything up to {@code end}: the
-   * position moves to the furthest earlier end whose read's snapshot xmax this read's snapshot
-   * xmin has reached (every transaction open then has ended, so this read saw all rows below
-   * it), but not past {@code end}; {@code end} waits as a candidate. Nothing moves when a rescan
+   * position moves to the furthest earlier end whose read's fence this read's snapshot xmin has
+   * reached (every transaction open at that read has ended, so this read saw all rows below it),
+   * but not past {@code end}; {@code end} waits as a candidate. Nothing moves when a rescan
    * or rewind reset the position meanwhile.
    */
   private void moveTo(long after, PartitionStore.Read read, long end) {
@@ -415,7 +415,7 @@ final class PartitionedSource implements BatchSource {
       if (candidates.size() >= MAX_CANDIDATES) {
         candidates.pollLast(); // the newest moves forward instead
       }
-      candidates.addLast(new long[] {end, read.snapshotXmax()});
+      candidates.addLast(new long[] {end, read.fence()});
     }
   }
 }

@@ -40,11 +40,13 @@ final class RelayPipeline {
   private final BatchSource source;
   private final RecordSink sink;
   private final Settler settler;
+  private final Ledger ledger;
   private final RelayOptions options;
   private final BooleanSupplier stopping;
 
-  RelayPipeline(BatchSource source, RecordSink sink, Settler settler, RelayOptions options,
-      BooleanSupplier stopping) {
+  RelayPipeline(BatchSource source, RecordSink sink, Settler settler, Ledger ledger,
+      RelayOptions options, BooleanSupplier stopping) {
+    this.ledger = ledger;
     this.source = source;
     this.sink = sink;
     this.settler = settler;
@@ -113,6 +115,9 @@ final class RelayPipeline {
       batch.failed(error, fatal);
     }
     if (batch.answered()) {
+      if (batch.fullyPublished()) {
+        ledger.acknowledged(batch); // its budget is free before its DELETE
+      }
       done.next(batch);
     }
   }

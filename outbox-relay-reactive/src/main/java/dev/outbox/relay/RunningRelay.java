@@ -138,7 +138,7 @@ final class RunningRelay implements RelayHandle {
                   options.instanceId(), error)));
     }
     source.open();
-    pipeline.update(new RelayPipeline(source, sink, settler, options, () -> stopping.get() != null)
+    pipeline.update(new RelayPipeline(source, sink, settler, ledger, options, () -> stopping.get() != null)
         .run()
         .subscribe(done -> {}, error -> {
           if (stopping.get() == null) {

@@ -81,18 +81,22 @@ public final class PartitionStore {
         + " WHERE owner = $1 AND outbox_partition = ANY($2::smallint[]) RETURNING outbox_partition";
     // One index walk in insert order after the relay's read position, only in partitions this
     // relay still owns (by the database's clock, so a read issued late cannot outlive a
-    // takeover). The first row returned carries the snapshot's xmin and xmax (alone when nothing
-    // is read): the relay moves its position past rows only once no transaction that could
-    // still insert below them is open (see PartitionedSource). Which rows to take is decided by
+    // takeover). The first row returned carries the snapshot's xmin and a fence (alone when
+    // nothing is read): a transaction id taken for this read after its snapshot, so every
+    // transaction open at the snapshot has a lower id (the snapshot's xmax is not enough: an
+    // open transaction newer than the last completed one is at or above it). The relay moves
+    // its position past rows only once a later snapshot's xmin has reached that fence (see
+    // PartitionedSource). The price: each read uses one transaction id and writes a commit
+    // record. Which rows to take is decided by
     // the relay (key holding, budgets); the database flags each row: above the commit watermark
     // (pending), waiting for a retry, in flight here (skipped: no bytes sent again). Stored
     // bytes go out only for rows that may be taken, within the message and byte budgets
     // (running totals over the rows read, not counting rows of keys held for a retry).
     readSql = "WITH owned AS (SELECT coalesce(array_agg(outbox_partition), '{}') AS parts FROM " + parts
         + " WHERE owner = $1 AND expires_at > now() AND outbox_partition = ANY($2::smallint[])),"
-        + " start AS (SELECT pg_snapshot_xmin(s) AS xmin, pg_snapshot_xmax(s) AS xmax"
+        + " start AS (SELECT pg_snapshot_xmin(s) AS xmin, pg_current_xact_id() AS fence"
         + " FROM pg_current_snapshot() AS s)"
-        + " SELECT start.xmin::text AS snapshot_xmin, start.xmax::text AS snapshot_xmax,"
+        + " SELECT start.xmin::text AS snapshot_xmin, start.fence::text AS fence,"
         + " r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
         + " r.message_keys, r.insert_time, r.pending, r.waiting_until, r.skipped,"
         + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL OR r.held"
@@ -200,10 +204,10 @@ public final class PartitionStore {
   }
 
   /**
-   * What one {@link #read} saw: its snapshot's xmin and xmax (transaction ids, as numbers) and the
-   * rows in insert order.
+   * What one {@link #read} saw: its snapshot's xmin, its fence (a transaction id above every
+   * transaction open at its snapshot), both as numbers, and the rows in insert order.
    */
-  public record Read(long snapshotXmin, long snapshotXmax, List<ReadRow> rows) {}
+  public record Read(long snapshotXmin, long fence, List<ReadRow> rows) {}
 
   /**
    * Reads at most {@code limit} rows of {@code partitions} (those {@code relay} still owns) with
@@ -223,7 +227,7 @@ public final class PartitionStore {
                 .bind(2, afterSeq).bind(3, skip).bind(4, limit).bind(5, maxBytes)
                 .bind(6, admitOversizedFirst).bind(7, (long) maxMessages).bind(8, held),
             row -> new Object[] {row.get("snapshot_xmin", String.class),
-                row.get("snapshot_xmax", String.class),
+                row.get("fence", String.class),
                 row.get("batch_id", String.class) == null ? null : readRow(row)})
         .collectList()
         .map(rows -> {
