@@ -266,8 +266,7 @@ final class PartitionedSource implements BatchSource {
    * after a later read whose snapshot shows that every transaction open at the first one has
    * ended (see {@link #moveTo}), so a transaction that drew an earlier insert_seq and commits
    * later is read in order, never passed (the writer takes its transaction id before its
-   * insert_seq for this). Rows after the position that were taken come back flagged (skipped,
-   * no bytes). A full rescan from the start of the owned partitions whenever they change, when the
+   * insert_seq for this). Rows after the position that are in flight are left out of reads. A full rescan from the start of the owned partitions whenever they change, when the
    * ledger was emptied by a pipeline restart, and every lease duration as a safety net.
    */
   private Flux<BatchInFlight> claim() {
@@ -313,7 +312,7 @@ final class PartitionedSource implements BatchSource {
       long[] skipSeqs = skip.stream().mapToLong(Long::longValue).toArray();
       // Rows, not messages: as many as the free record budget holds at the recent row size.
       int fits = (int) Math.ceil(room.records() / Math.max(1.0, messagesPerRow)) + 1;
-      int limit = Math.min(options.claimSize(), Math.max(fits, MIN_READ_ROWS)) + skipSeqs.length;
+      int limit = Math.min(options.claimSize(), Math.max(fits, MIN_READ_ROWS));
       long started = System.nanoTime();
       readingSince = round.get();
       return store.read(owner, List.copyOf(parts.keySet()), after, skipSeqs,
@@ -329,7 +328,7 @@ final class PartitionedSource implements BatchSource {
             long records = 0;
             for (ReadRow row : rows) {
               long seq = row.insertSeq();
-              if (row.skipped() || inFlightIds.contains(row.batchId())) {
+              if (inFlightIds.contains(row.batchId())) { // left out by the read; a race at most
                 position = advancing ? seq : position;
                 continue;
               }

@@ -33,12 +33,12 @@ public final class PartitionStore {
   /**
    * One row read by {@link #read}: {@code rawData} is {@code null} while the row waits for a
    * retry ({@code waitingUntil} in the future), when its transaction is above the commit
-   * watermark ({@code pending}: not published yet, but it holds its keys), when the caller has it
-   * in flight ({@code skipped}), and past the byte budget.
+   * watermark ({@code pending}: not published yet, but it holds its keys), for a key held for a
+   * retry, and past the budgets.
    */
   public record ReadRow(String batchId, int partition, long insertSeq, int messageCount,
       int writeRetries, List<String> keys, boolean pending, @Nullable Instant waitingUntil,
-      boolean skipped, byte @Nullable [] rawData, Instant insertTime) {}
+      byte @Nullable [] rawData, Instant insertTime) {}
 
   private static final int ERROR_TEXT_LIMIT = 255;
 
@@ -89,7 +89,7 @@ public final class PartitionStore {
     // PartitionedSource). The price: each read uses one transaction id and writes a commit
     // record. Which rows to take is decided by
     // the relay (key holding, budgets); the database flags each row: above the commit watermark
-    // (pending), waiting for a retry, in flight here (skipped: no bytes sent again). Stored
+    // (pending), waiting for a retry; rows in flight here are left out. Stored
     // bytes go out only for rows that may be taken, within the message and byte budgets
     // (running totals over the rows read, not counting rows of keys held for a retry).
     readSql = "WITH owned AS (SELECT coalesce(array_agg(outbox_partition), '{}') AS parts FROM " + parts
@@ -98,23 +98,23 @@ public final class PartitionStore {
         + " FROM pg_current_snapshot() AS s)"
         + " SELECT start.xmin::text AS snapshot_xmin, start.fence::text AS fence,"
         + " r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
-        + " r.message_keys, r.insert_time, r.pending, r.waiting_until, r.skipped,"
-        + " CASE WHEN r.pending OR r.skipped OR r.waiting_until IS NOT NULL OR r.held"
+        + " r.message_keys, r.insert_time, r.pending, r.waiting_until,"
+        + " CASE WHEN r.pending OR r.waiting_until IS NOT NULL OR r.held"
         + " OR ((r.running_bytes > $6 OR r.running_records > $8)"
         + " AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"
         + " ELSE encode(r.raw_data, 'base64') END AS raw_data_base64"
-        + " FROM start LEFT JOIN LATERAL (SELECT c.*, sum(CASE WHEN c.pending OR c.skipped"
+        + " FROM start LEFT JOIN LATERAL (SELECT c.*, sum(CASE WHEN c.pending"
         + " OR c.waiting_until IS NOT NULL OR c.held THEN 0 ELSE c.bytes END) OVER w AS running_bytes,"
-        + " sum(CASE WHEN c.pending OR c.skipped OR c.waiting_until IS NOT NULL OR c.held"
+        + " sum(CASE WHEN c.pending OR c.waiting_until IS NOT NULL OR c.held"
         + " THEN 0 ELSE c.message_count END) OVER w AS running_records FROM ("
         + "SELECT o.batch_id, o.outbox_partition, o.insert_seq, o.message_count, o.write_retries,"
         + " o.message_keys, o.insert_time, o.raw_data, octet_length(o.raw_data) AS bytes,"
         + " o.writer_xid >= start.xmin AS pending,"
         + " CASE WHEN o.next_attempt_at > now() THEN o.next_attempt_at END AS waiting_until,"
-        + " o.insert_seq = ANY($4::bigint[]) AS skipped,"
         + " cardinality($9::text[]) > 0 AND o.message_keys && $9::text[] AS held"
         + " FROM " + t + " AS o, owned"
         + " WHERE o.outbox_partition = ANY(owned.parts) AND o.insert_seq > $3"
+        + " AND NOT (o.insert_seq = ANY($4::bigint[]))"
         + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r ON true"
         + " ORDER BY r.insert_seq";
     // Only the partitions settled are locked, in partition order (no deadlock with a takeover
@@ -211,9 +211,9 @@ public final class PartitionStore {
 
   /**
    * Reads at most {@code limit} rows of {@code partitions} (those {@code relay} still owns) with
-   * {@code insert_seq > afterSeq}, in insert order. Rows whose sequence is in {@code skipSeqs}
-   * come back flagged and without bytes, as do rows above the commit watermark, rows waiting for
-   * a retry, rows carrying one of {@code heldKeys}, and rows past {@code maxMessages} or {@code
+   * {@code insert_seq > afterSeq}, in insert order, leaving out those whose sequence is in {@code
+   * skipSeqs} (in flight). Rows above the commit watermark, rows waiting for a retry, rows
+   * carrying one of {@code heldKeys}, and rows past {@code maxMessages} or {@code
    * maxBytes} of stored bytes, counted over the rows that may be taken (the first of them may
    * exceed the budgets when {@code admitOversizedFirst}). Writes nothing.
    */
@@ -289,7 +289,6 @@ public final class PartitionStore {
         keys == null ? List.of() : List.of(keys),
         Boolean.TRUE.equals(row.get("pending", Boolean.class)),
         row.get("waiting_until", Instant.class),
-        Boolean.TRUE.equals(row.get("skipped", Boolean.class)),
         text == null ? null : Base64.getMimeDecoder().decode(text),
         row.get("insert_time", Instant.class));
   }
