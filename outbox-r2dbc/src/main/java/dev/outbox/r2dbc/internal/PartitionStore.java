@@ -115,8 +115,7 @@ public final class PartitionStore {
         + " FROM " + t + " AS o, owned"
         + " WHERE o.outbox_partition = ANY(owned.parts) AND o.insert_seq > $3"
         + " AND NOT (o.insert_seq = ANY($4::bigint[]))"
-        + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r ON true"
-        + " ORDER BY r.insert_seq";
+        + " ORDER BY o.insert_seq LIMIT $5) AS c WINDOW w AS (ORDER BY c.insert_seq)) AS r ON true";
     // Only the partitions settled are locked, in partition order (no deadlock with a takeover
     // that locks several), so settlements cannot starve this relay's own renewal.
     String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
@@ -237,6 +236,9 @@ public final class PartitionStore {
               read.add((ReadRow) r[2]);
             }
           }
+          // Sorted here, not by the statement: a final ORDER BY would hold every row back until
+          // the last is computed; without it they stream while the client decodes.
+          read.sort(java.util.Comparator.comparingLong(ReadRow::insertSeq));
           Object[] first = rows.get(0);
           return new Read(Long.parseLong((String) first[0]), Long.parseLong((String) first[1]), read);
         });
