@@ -114,9 +114,15 @@ class WalSlotCommandsTest {
     relayEnv.put("OUTBOX_DB_POOL_SIZE", "4");
     StandaloneRelay relay = StandaloneRelay.start(StandaloneConfig.fromEnvironment(relayEnv));
     relays.add(relay);
-    Poll.until("the relay follows slot " + slot, QUICKLY, () -> active(slot));
-
-    Run shown = run(env, "wal-slot", "show");
+    // The slot is also active for a moment while the relay creates it, before it streams from
+    // it: wait for the command itself to see the relay following.
+    Run[] last = new Run[1];
+    Poll.until("wal-slot show reports the relay following slot " + slot, QUICKLY, () -> {
+      last[0] = run(env, "wal-slot", "show");
+      return last[0].status() == 0
+          && Pattern.compile("active\\s+yes, followed by pid \\d+").matcher(last[0].out()).find();
+    });
+    Run shown = last[0];
 
     assertThat(shown.status()).as(shown.err()).isZero();
     assertThat(shown.out()).contains("Replication slot " + slot + " (logical, plugin pgoutput")
