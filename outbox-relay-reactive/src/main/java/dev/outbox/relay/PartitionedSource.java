@@ -159,9 +159,14 @@ final class PartitionedSource implements BatchSource {
   void returned(BatchInFlight batch, Duration wait) {
     Instant due = Instant.now().plus(wait);
     if (batch.fence != null) {
-      batch.fence.keys().forEach(k -> heldKeys.merge(k, due, (a, b) -> a.isAfter(b) ? a : b));
+      hold(batch.fence.keys(), due);
     }
     rewinds.merge(due, batch.claim().insertSeq(), Math::min);
+  }
+
+  /** Holds {@code keys} for a retry until {@code until} (or later, if already held longer). */
+  private void hold(List<String> keys, Instant until) {
+    keys.forEach(k -> heldKeys.merge(k, until, (a, b) -> a.isAfter(b) ? a : b));
   }
 
   /** The partitions read now (for tests and health). */
@@ -297,19 +302,17 @@ final class PartitionedSource implements BatchSource {
       }
       heldKeys.values().removeIf(until -> !until.isAfter(now));
       Set<String> inFlightKeys = new HashSet<>();
-      Set<String> inFlightIds = new HashSet<>();
-      List<Long> skip = new ArrayList<>();
       long after = cursor;
-      for (BatchInFlight b : ledger.held()) {
-        inFlightIds.add(b.claim().batchId());
-        if (b.claim().insertSeq() > after) {
-          skip.add(b.claim().insertSeq());
-        }
+      List<BatchInFlight> held = ledger.held();
+      // Rows in flight after the position are left out by the read (those at or below it are
+      // not read at all), so none of them comes back.
+      long[] skipSeqs = held.stream().mapToLong(b -> b.claim().insertSeq())
+          .filter(seq -> seq > after).toArray();
+      for (BatchInFlight b : held) {
         if (b.fence != null) {
           inFlightKeys.addAll(b.fence.keys());
         }
       }
-      long[] skipSeqs = skip.stream().mapToLong(Long::longValue).toArray();
       // Rows, not messages: as many as the free record budget holds at the recent row size.
       int fits = (int) Math.ceil(room.records() / Math.max(1.0, messagesPerRow)) + 1;
       int limit = Math.min(options.claimSize(), Math.max(fits, MIN_READ_ROWS));
@@ -328,10 +331,6 @@ final class PartitionedSource implements BatchSource {
             long records = 0;
             for (ReadRow row : rows) {
               long seq = row.insertSeq();
-              if (inFlightIds.contains(row.batchId())) { // left out by the read; a race at most
-                position = advancing ? seq : position;
-                continue;
-              }
               if (row.pending()) { // may still be overtaken by an earlier transaction's commit
                 blocking.addAll(row.keys());
                 advancing = false;
@@ -339,8 +338,7 @@ final class PartitionedSource implements BatchSource {
               }
               if (row.waitingUntil() != null) {
                 // Passed; read again when due. Its keys wait with it, so later rows of them too.
-                row.keys().forEach(k -> heldKeys.merge(k, row.waitingUntil(),
-                    (a, b) -> a.isAfter(b) ? a : b));
+                hold(row.keys(), row.waitingUntil());
                 rewinds.merge(row.waitingUntil(), seq, Math::min);
                 blocking.addAll(row.keys());
                 position = advancing ? seq : position;
