@@ -13,6 +13,7 @@ import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
 import io.r2dbc.pool.ConnectionPool;
 import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
 import java.lang.management.MemoryPoolMXBean;
 import java.lang.management.MemoryType;
 import java.time.Duration;
@@ -24,7 +25,9 @@ import java.util.stream.IntStream;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringSerializer;
+import io.r2dbc.spi.Connection;
 import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
 import reactor.kafka.sender.KafkaSender;
 import reactor.kafka.sender.SenderOptions;
 import reactor.kafka.sender.SenderRecord;
@@ -66,7 +69,13 @@ final class RelayBenchmark {
       OutboxSchema.enablePartitions(pool, table).block();
     }
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
-    fill(pool, writer, relayTopic, payload);
+    // A warm-up drain as the baseline has a warm-up send (a tenth, at most 20,000 messages), so
+    // that neither is timed while the JIT compiles its code for the first time.
+    String warmupTopic = relayTopic + "-warmup";
+    kafka.createTopic(warmupTopic, 6);
+    fill(pool, writer, warmupTopic, payload, Math.min(20_000, MESSAGES / 10));
+    drain(pool, table, producer, false);
+    fill(pool, writer, relayTopic, payload, MESSAGES);
     // Statistics, as a table in service has them (Backlog.fill does the same): without them the
     // planner reads whole partitions for the PARTITIONED claim instead of walking insert_seq.
     postgres.execute("VACUUM ANALYZE bench_relay");
@@ -77,20 +86,8 @@ final class RelayBenchmark {
     heap.forEach(MemoryPoolMXBean::resetPeakUsage);
     long heapBefore = heap.stream().mapToLong(p -> p.getUsage().getUsed()).sum();
 
-    long t0 = System.nanoTime();
-    RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
-        .mode(RelayMode.valueOf(System.getProperty("bench.mode", "PARALLEL")))
-        .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
-        .claimSize(Integer.getInteger("bench.claimSize", 200))
-        .pollInterval(Duration.ofMillis(100)).build()).start();
-    long remaining;
-    do {
-      sleep(50);
-      remaining = postgres.queryLong("SELECT count(*) FROM bench_relay");
-    } while (remaining > 0);
-    double relaySeconds = (System.nanoTime() - t0) / 1e9;
+    double relaySeconds = drain(pool, table, producer, true);
     long heapPeak = heap.stream().mapToLong(p -> p.getPeakUsage().getUsed()).sum();
-    relay.stop(Duration.ofSeconds(10)).block();
 
     double baselineRate = MESSAGES / baselineSeconds;
     double relayRate = MESSAGES / relaySeconds;
@@ -121,7 +118,7 @@ final class RelayBenchmark {
   /**
    * The drain baseline: seconds for a plain {@link KafkaSender} (the relay sink's producer
    * defaults: idempotence, acks=all, linger.ms=5; 1,000 in flight) to send {@code messages}
-   * records with {@code payload} to {@code topic} (keys as the backlog's), after a warm-up of
+   * records with {@code payload} to {@code topic} (keys and headers as the relay's), after a warm-up of
    * a tenth of them (at most 20,000) to the same topic.
    */
   static double plainSenderSeconds(TestKafka kafka, String topic, int messages, byte[] payload) {
@@ -134,18 +131,33 @@ final class RelayBenchmark {
     KafkaSender<String, byte[]> sender = KafkaSender.create(
         SenderOptions.<String, byte[]>create(plain).maxInFlight(1_000));
     try {
-      sendPlain(sender, topic, Math.min(20_000, messages / 10), payload); // warm-up
+      String[] ids = IntStream.range(0, messages).mapToObj(i -> String.format("%027d", i)).toArray(String[]::new);
+      sendPlain(sender, topic, Math.min(20_000, messages / 10), payload, ids); // warm-up
+      ProducerStats before = ProducerStats.now();
+      Profiling.start();
       long t0 = System.nanoTime();
-      sendPlain(sender, topic, messages, payload);
-      return (System.nanoTime() - t0) / 1e9;
+      sendPlain(sender, topic, messages, payload, ids);
+      double seconds = (System.nanoTime() - t0) / 1e9;
+      Profiling.stop("baseline-" + topic.replaceAll("-[0-9]+$", ""));
+      System.out.println("baseline producer: " + ProducerStats.now().minus(before));
+      return seconds;
     } finally {
       sender.close();
     }
   }
 
-  private static void sendPlain(KafkaSender<String, byte[]> sender, String topic, int count, byte[] payload) {
-    long errors = sender.send(Flux.range(0, count).map(i -> SenderRecord.create(
-            new ProducerRecord<>(topic, "key-" + (i / BATCH % 1000), payload), i)))
+  /**
+   * The same records the relay sends: key, payload and the two headers the relay adds to every
+   * record ({@code message_id}, a 27-character id, and {@code content_type}).
+   */
+  private static void sendPlain(KafkaSender<String, byte[]> sender, String topic, int count, byte[] payload,
+      String[] ids) {
+    long errors = sender.send(Flux.range(0, count).map(i -> {
+          ProducerRecord<String, byte[]> record = new ProducerRecord<>(topic, "key-" + (i / BATCH % 1000), payload);
+          record.headers().add(Message.MESSAGE_ID_HEADER, ids[i].getBytes(StandardCharsets.UTF_8));
+          record.headers().add(Message.CONTENT_TYPE_HEADER, Message.DEFAULT_CONTENT_TYPE.getBytes(StandardCharsets.UTF_8));
+          return SenderRecord.create(record, i);
+        }))
         .filter(r -> r.exception() != null)
         .count()
         .block();
@@ -154,8 +166,44 @@ final class RelayBenchmark {
     }
   }
 
-  private static void fill(ConnectionPool pool, OutboxWriter writer, String topic, byte[] payload) {
-    int batches = MESSAGES / BATCH;
+  /**
+   * Seconds for a relay started now to empty the table (polled every 50 ms through the pool: a
+   * new connection per poll would cost PostgreSQL a backend start each time). The relay's stop
+   * is not timed.
+   */
+  private static double drain(ConnectionPool pool, OutboxTable table, Map<String, Object> producer,
+      boolean measured) {
+    ProducerStats producerBefore = ProducerStats.now();
+    if (measured) {
+      Profiling.start();
+    }
+    long t0 = System.nanoTime();
+    RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
+        .mode(RelayMode.valueOf(System.getProperty("bench.mode", "PARALLEL")))
+        .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
+        .claimSize(Integer.getInteger("bench.claimSize", 200))
+        .pollInterval(Duration.ofMillis(100)).build()).start();
+    String count = "SELECT count(*) FROM " + table.qualifiedName();
+    long remaining;
+    do {
+      sleep(50);
+      remaining = Mono.usingWhen(pool.create(),
+              c -> Mono.from(c.createStatement(count).execute())
+                  .flatMap(r -> Mono.from(r.map((row, meta) -> row.get(0, Long.class)))),
+              Connection::close)
+          .blockOptional().orElseThrow();
+    } while (remaining > 0);
+    double seconds = (System.nanoTime() - t0) / 1e9;
+    if (measured) {
+      Profiling.stop("relay-" + System.getProperty("bench.mode", "PARALLEL"));
+      System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
+    }
+    relay.stop(Duration.ofSeconds(10)).block();
+    return seconds;
+  }
+
+  private static void fill(ConnectionPool pool, OutboxWriter writer, String topic, byte[] payload, int messages) {
+    int batches = messages / BATCH;
     Flux.range(0, batches)
         .buffer(200)
         .flatMap(group -> OutboxTransactions.inTransaction(pool, c -> Flux.fromIterable(group)

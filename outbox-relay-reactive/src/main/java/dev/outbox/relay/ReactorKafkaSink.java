@@ -7,6 +7,7 @@ import java.util.IdentityHashMap;
 import java.util.Map;
 import java.util.Set;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.jspecify.annotations.Nullable;
@@ -73,20 +74,22 @@ public final class ReactorKafkaSink implements RecordSink {
   public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
     return Flux.defer(() -> {
       Sinks.Many<SendResult<T>> rejected = Sinks.many().unicast().onBackpressureBuffer();
+      // Each record is mapped once; the same ProducerRecord is checked and sent.
       Flux<SenderRecord<String, byte[], T>> legal = Flux.from(records)
-          .filter(r -> {
-            RuntimeException rejection = rejectedLocally(r);
-            if (rejection != null) {
-              SendGuard guard = SendGuard.of(r.correlation());
-              if (guard != null) {
-                guard.sendFailed();
-              }
-              rejected.tryEmitNext(new SendResult<>(r.correlation(), rejection));
+          .<SenderRecord<String, byte[], T>>handle((r, next) -> {
+            ProducerRecord<String, byte[]> record = KafkaRecords.toProducerRecord(r);
+            RuntimeException rejection = rejectedLocally(record);
+            if (rejection == null) {
+              next.next(SenderRecord.create(record, r.correlation()));
+              return;
             }
-            return rejection == null;
+            SendGuard guard = SendGuard.of(r.correlation());
+            if (guard != null) {
+              guard.sendFailed();
+            }
+            rejected.tryEmitNext(new SendResult<>(r.correlation(), rejection));
           })
-          .doFinally(signal -> rejected.tryEmitComplete())
-          .map(r -> SenderRecord.create(KafkaRecords.toProducerRecord(r), r.correlation()));
+          .doFinally(signal -> rejected.tryEmitComplete());
       // With stopOnError(false), reactor-kafka still ends the Flux with the first failed record's
       // exception once everything is answered, although that record was already answered with
       // it. Complete instead: a bounded send (WAL mode: one batch) would otherwise lose its
@@ -131,7 +134,7 @@ public final class ReactorKafkaSink implements RecordSink {
     }
   }
 
-  private @Nullable RuntimeException rejectedLocally(OutboundRecord<?> record) {
+  private @Nullable RuntimeException rejectedLocally(ProducerRecord<String, byte[]> record) {
     String illegal = KafkaRecords.illegalTopic(record.topic());
     if (illegal != null) {
       return new InvalidTopicException(illegal);
