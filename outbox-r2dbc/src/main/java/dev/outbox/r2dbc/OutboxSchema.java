@@ -34,7 +34,8 @@ public final class OutboxSchema {
   // V0_1 adopts a table that exists without our columns (the Go package's, or our version 1)
   // before V1 and V2 run; it does nothing on a new or current table.
   private static final List<String> MIGRATIONS = List.of(
-      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql");
+      "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql",
+      "V4__inline_batches.sql");
   /**
    * Opt-in, for the PARTITIONED relay mode (preview): it adds a computed column and an index that
    * every insert pays for, so it is kept out of the default migrations (and out of the folder

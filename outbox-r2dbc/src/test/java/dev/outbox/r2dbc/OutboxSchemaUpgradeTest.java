@@ -121,4 +121,20 @@ class OutboxSchemaUpgradeTest {
         .satisfies(v -> assertThat(((java.time.OffsetDateTime) v).toInstant())
             .isCloseTo(Instant.now(), org.assertj.core.api.Assertions.within(1, ChronoUnit.MINUTES)));
   }
+
+  @Test
+  void batchesOfAFewKilobytesStayInsideTheRow() {
+    OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("inline_outbox"));
+    OutboxSchema.createIfMissing(postgres.connectionFactory(), table).block(Duration.ofSeconds(60));
+    // 6 KB of incompressible bytes: over PostgreSQL's default 2 KB threshold, under the target.
+    postgres.execute("INSERT INTO " + table.name() + " (batch_id, message_count, raw_data)"
+        + " SELECT '" + Ksuid.generate() + "', 1, string_agg(decode(md5(i::text), 'hex'), ''::bytea)"
+        + " FROM generate_series(1, 384) AS i");
+
+    assertThat(postgres.queryColumn("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = '"
+        + table.name() + "'::regclass")).containsExactly("toast_tuple_target=8160");
+    assertThat(postgres.queryLong("SELECT octet_length(raw_data) FROM " + table.name())).isEqualTo(6144);
+    assertThat(postgres.queryLong("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = '"
+        + table.name() + "'::regclass")).isZero();
+  }
 }

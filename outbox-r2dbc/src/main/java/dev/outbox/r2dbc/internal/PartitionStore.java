@@ -122,11 +122,15 @@ public final class PartitionStore {
     String owned = "owned AS (SELECT outbox_partition, epoch FROM " + parts
         + " WHERE owner = $OWNER AND outbox_partition = ANY($PARTS::smallint[])"
         + " ORDER BY outbox_partition FOR SHARE)";
+    // Each settled row names its partition and epoch, so the fence is one hash join on both and
+    // each row one primary-key lookup (joined on the epoch alone, every row met every owned
+    // partition: 24 times the lookups for 24 partitions, EXPLAIN (ANALYZE, BUFFERS)).
     deleteAllSql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$4")
         + " DELETE FROM " + t + " AS o"
-        + " USING unnest($1::bpchar[], $2::bigint[]) AS settled(batch_id, epoch), owned"
-        + " WHERE o.batch_id = settled.batch_id AND owned.outbox_partition = o.outbox_partition"
-        + " AND owned.epoch = settled.epoch RETURNING o.batch_id";
+        + " USING unnest($1::bpchar[], $2::bigint[], $5::smallint[]) AS settled(batch_id, epoch, outbox_partition)"
+        + " JOIN owned ON owned.outbox_partition = settled.outbox_partition AND owned.epoch = settled.epoch"
+        + " WHERE o.batch_id = settled.batch_id AND o.outbox_partition = settled.outbox_partition"
+        + " RETURNING o.batch_id";
     retrySql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$6") + " UPDATE " + t + " AS o"
         + " SET write_retries = o.write_retries + 1, last_write_error = left($4, " + ERROR_TEXT_LIMIT
         + "), next_attempt_at = now() + $5 * INTERVAL '1 millisecond' FROM owned"
@@ -253,15 +257,19 @@ public final class PartitionStore {
     return boxed;
   }
 
-  /** Deletes published rows, each only while its partition still has the epoch given. */
+  /**
+   * Deletes published rows, each only while its partition still has the epoch given ({@code
+   * epochs} and {@code partitions}: one per row, in the order of {@code batchIds}).
+   */
   public Flux<String> deleteAll(String relay, List<String> batchIds, List<Long> epochs,
       List<Integer> partitions) {
     if (batchIds.isEmpty()) {
       return Flux.empty();
     }
     Short[] parts = partitions.stream().distinct().map(Integer::shortValue).toArray(Short[]::new);
+    Short[] rowParts = partitions.stream().map(Integer::shortValue).toArray(Short[]::new);
     return query(deleteAllSql, s -> s.bind(0, batchIds.toArray(String[]::new))
-            .bind(1, epochs.toArray(Long[]::new)).bind(2, relay).bind(3, parts),
+            .bind(1, epochs.toArray(Long[]::new)).bind(2, relay).bind(3, parts).bind(4, rowParts),
         row -> row.get("batch_id", String.class));
   }
 

