@@ -183,7 +183,7 @@ final class RelayBenchmark {
       boolean measured) {
     ProducerStats producerBefore = ProducerStats.now();
     if (measured) {
-      System.out.println("measured drain starts at " + java.time.LocalTime.now());
+      System.out.println("measured drain starts at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       Profiling.start();
     }
     long t0 = System.nanoTime();
@@ -208,7 +208,7 @@ final class RelayBenchmark {
     double seconds = (System.nanoTime() - t0) / 1e9;
     if (measured) {
       Profiling.stop("relay-" + System.getProperty("bench.mode", "PARALLEL"));
-      System.out.println("measured drain ends at " + java.time.LocalTime.now());
+      System.out.println("measured drain ends at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
     }
     relay.stop(Duration.ofSeconds(10)).block();

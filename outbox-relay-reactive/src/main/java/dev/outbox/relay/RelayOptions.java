@@ -274,7 +274,7 @@ public final class RelayOptions {
     private Codec codec = Codec.protobuf();
     private @Nullable RecordSink sink;
     private @Nullable Map<String, Object> kafka;
-    private RelayMode mode = RelayMode.PARALLEL;
+    private RelayMode mode = RelayMode.PARTITIONED;
     private int claimSize = 100;
     private Duration leaseDuration = Duration.ofSeconds(30);
     private @Nullable Duration leaseRenewal;
@@ -332,7 +332,7 @@ public final class RelayOptions {
       return this;
     }
 
-    /** Default {@link RelayMode#PARALLEL}. */
+    /** Default {@link RelayMode#PARTITIONED}. */
     public Builder mode(RelayMode mode) {
       this.mode = mode;
       return this;

@@ -83,7 +83,8 @@ class RelayInternalsTest {
     String deadLetters = outbox.table.deadLetterQualifiedName();
     outbox.postgres.execute("ALTER TABLE " + deadLetters + " RENAME TO away_" + outbox.table.name());
     AtomicInteger sent = new AtomicInteger();
-    RelayHandle relay = start(options().maxInFlight(100).leaseDuration(Duration.ofSeconds(1))
+    // PARALLEL: the leases on the rows are what this test watches.
+    RelayHandle relay = start(options().mode(RelayMode.PARALLEL).maxInFlight(100).leaseDuration(Duration.ofSeconds(1))
         .sink(TestSinks.answering(r -> {
           sent.incrementAndGet();
           return null;

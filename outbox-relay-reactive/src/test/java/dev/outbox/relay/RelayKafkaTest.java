@@ -174,11 +174,12 @@ class RelayKafkaTest {
     RecordSink slowSink = TestSinks.slow(KafkaProducerSink.create(kafka.producerProperties(), 10),
         Duration.ofSeconds(3));
 
-    // Without renewal, as for a relay frozen or cut off from the database mid-send.
-    RelayHandle slow = start(options().sink(slowSink).leaseDuration(Duration.ofSeconds(1))
+    // Without renewal, as for a relay frozen or cut off from the database mid-send. Row leases
+    // are PARALLEL's; PartitionedRelayTest covers the same for partition epochs.
+    RelayHandle slow = start(options().mode(RelayMode.PARALLEL).sink(slowSink).leaseDuration(Duration.ofSeconds(1))
         .leaseRenewal(Duration.ZERO).build(), slowSeen);
     Poll.until("the slow relay holds the batch", Duration.ofSeconds(10), () -> slow.inFlightRecords() == 1);
-    start(options().kafka(kafka.producerProperties()).build(), fastSeen);
+    start(options().mode(RelayMode.PARALLEL).kafka(kafka.producerProperties()).build(), fastSeen);
 
     Poll.until("the slow relay finds its lease lost and the other relay has published", Duration.ofSeconds(20),
         () -> slowSeen.stream().anyMatch(o -> o.kind() == Kind.LEASE_LOST) && !fastSeen.isEmpty());

@@ -32,7 +32,7 @@ class RelayOptionsTest {
     assertThat(options.leaseDuration()).isEqualTo(Duration.ofSeconds(30));
     assertThat(options.leaseRenewal()).isEqualTo(Duration.ofSeconds(10));
     assertThat(options.pollInterval()).isEqualTo(Duration.ofSeconds(1));
-    assertThat(options.mode()).isEqualTo(RelayMode.PARALLEL);
+    assertThat(options.mode()).isEqualTo(RelayMode.PARTITIONED);
     assertThat(options.retryPolicy()).isEqualTo(RetryPolicy.DEFAULT);
     assertThat(options.sink()).isSameAs(NOWHERE);
     assertThat(options.kafka()).isNull();

@@ -51,7 +51,7 @@ import reactor.core.publisher.Mono;
  *   <tr><td>{@value #DATABASE_URL}</td><td>required</td><td>R2DBC URL of the database</td></tr>
  *   <tr><td>{@value #KAFKA_BOOTSTRAP_SERVERS}</td><td>required</td><td>{@code host:port,...}</td></tr>
  *   <tr><td>{@value #TABLE}</td><td>{@code streams_egress}</td><td>the outbox table</td></tr>
- *   <tr><td>{@value #MODE}</td><td>{@code PARALLEL}</td><td>{@code PARALLEL}, {@code ORDERED} or {@code WAL}</td></tr>
+ *   <tr><td>{@value #MODE}</td><td>{@code PARTITIONED}</td><td>{@code PARTITIONED}, {@code WAL}, or the deprecated {@code PARALLEL} and {@code ORDERED}</td></tr>
  *   <tr><td>{@value #POLL_INTERVAL}</td><td>1s</td><td>how often to look for due batches</td></tr>
  *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>1000</td><td>records claimed, not yet settled</td></tr>
  *   <tr><td>{@value #CLAIM_SIZE}</td><td>100</td><td>batches per claim</td></tr>
@@ -379,7 +379,7 @@ public record StandaloneConfig(
   }
 
   private static RelayMode mode(Map<String, String> env) {
-    String value = value(env, MODE, RelayMode.PARALLEL.name());
+    String value = value(env, MODE, RelayMode.PARTITIONED.name());
     try {
       return RelayMode.valueOf(value.toUpperCase(Locale.ROOT));
     } catch (IllegalArgumentException e) {

@@ -35,7 +35,7 @@ class StandaloneConfigTest {
     assertThat(config.databaseUrl()).isEqualTo(URL);
     assertThat(config.kafkaBootstrapServers()).isEqualTo("kafka-1:9092,kafka-2:9092");
     assertThat(config.table()).isEqualTo(OutboxTable.of("streams_egress"));
-    assertThat(config.mode()).isEqualTo(RelayMode.PARALLEL);
+    assertThat(config.mode()).isEqualTo(RelayMode.PARTITIONED);
     assertThat(config.pollInterval()).isEqualTo(Duration.ofSeconds(1));
     assertThat(config.maxInFlight()).isEqualTo(1000);
     assertThat(config.claimSize()).isEqualTo(100);
@@ -82,7 +82,7 @@ class StandaloneConfigTest {
         "OUTBOX_TABLE", "", "OUTBOX_MODE", "  ", "OUTBOX_HTTP_PORT", "", "OUTBOX_KAFKA_ACKS", ""));
 
     assertThat(config.table()).isEqualTo(OutboxTable.defaultTable());
-    assertThat(config.mode()).isEqualTo(RelayMode.PARALLEL);
+    assertThat(config.mode()).isEqualTo(RelayMode.PARTITIONED);
     assertThat(config.httpPort()).isEqualTo(8080);
     assertThat(config.kafkaProperties()).isEmpty();
   }
