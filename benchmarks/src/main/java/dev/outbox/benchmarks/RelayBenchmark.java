@@ -43,6 +43,10 @@ final class RelayBenchmark {
   static final int MESSAGES = Integer.getInteger("bench.messages", Results.scaled(200_000, 10_000));
   static final int BATCH = 10;
   static final int PAYLOAD = 200;
+  /** {@code -Dbench.mode}, else the relay's default mode. */
+  @SuppressWarnings("deprecation") // PARALLEL and ORDERED can still be measured
+  static final RelayMode MODE = RelayMode.valueOf(System.getProperty("bench.mode",
+      RelayOptions.builder().kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build().mode().name()));
 
   private RelayBenchmark() {}
 
@@ -68,9 +72,6 @@ final class RelayBenchmark {
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     OutboxSchema.createIfMissing(pool, table).block();
-    if ("PARTITIONED".equals(System.getProperty("bench.mode"))) {
-      OutboxSchema.enablePartitions(pool, table).block();
-    }
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
     // A warm-up drain as the baseline has a warm-up send (a tenth, at most 20,000 messages), so
     // that neither is timed while the JIT compiles its code for the first time.
@@ -114,7 +115,7 @@ final class RelayBenchmark {
             " (%.1f s; %.1f s before and %.1f s after the relay, the faster kept), plain KafkaSender",
             baselineSeconds, baselineBefore, baselineAfter),
         Results.ratio(relayRate, baselineRate),
-        String.format(java.util.Locale.ROOT, "maxInFlight %d, claimSize %d; %,d records in the topic; heap high-water %d MB"
+        String.format(java.util.Locale.ROOT, MODE + "; maxInFlight %d, claimSize %d; %,d records in the topic; heap high-water %d MB"
                 + " (%d MB before) of this JVM, which also hosts the broker",
             Integer.getInteger("bench.maxInFlight", 2_000),
             Integer.getInteger("bench.claimSize", 200), records, heapPeak >> 20, heapBefore >> 20));
@@ -188,7 +189,7 @@ final class RelayBenchmark {
     }
     long t0 = System.nanoTime();
     RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
-        .mode(RelayMode.valueOf(System.getProperty("bench.mode", "PARALLEL")))
+        .mode(MODE)
         .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
         .claimSize(Integer.getInteger("bench.claimSize", 200))
         .pollInterval(Duration.ofMillis(100)).build()).start();
@@ -207,7 +208,7 @@ final class RelayBenchmark {
     } while (remaining > 0);
     double seconds = (System.nanoTime() - t0) / 1e9;
     if (measured) {
-      Profiling.stop("relay-" + System.getProperty("bench.mode", "PARALLEL"));
+      Profiling.stop("relay-" + MODE);
       System.out.println("measured drain ends at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
     }
