@@ -37,6 +37,11 @@ final class WriterBenchmark {
         "CREATE TABLE bench_orders (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, total NUMERIC NOT NULL)",
         "CREATE TABLE bench_plain (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)");
     OutboxSchema.createIfMissing(pool, table).block();
+    // -Dbench.writer.sql="DROP INDEX x; ..." to try the writer against a changed table.
+    String extra = System.getProperty("bench.writer.sql", "");
+    if (!extra.isBlank()) {
+      postgres.execute(extra.split(";"));
+    }
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
     byte[] payload = new byte[PAYLOAD_BYTES];
     ThreadLocalRandom.current().nextBytes(payload);

@@ -39,6 +39,9 @@ public final class OutboxSchema {
       "partitions/V3__partitions.sql", "V4__inline_batches.sql");
   /** Version 3 alone, to upgrade an existing table for the PARTITIONED relay mode. */
   private static final List<String> PARTITION_MIGRATIONS = List.of("partitions/V3__partitions.sql");
+  /** Opt-in: the deprecated modes' indexes dropped. */
+  private static final List<String> OLD_MODE_INDEX_DROPS =
+      List.of("partitioned-only/V5__drop_old_mode_indexes.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}
@@ -59,6 +62,25 @@ public final class OutboxSchema {
   public static Mono<Void> enablePartitions(ConnectionFactory connectionFactory, OutboxTable table) {
     return Mono.usingWhen(connectionFactory.create(),
         connection -> apply(connection, () -> statements(table, PARTITION_MIGRATIONS)),
+        Connection::close);
+  }
+
+  /**
+   * Drops the indexes only the deprecated PARALLEL and ORDERED relay modes use (opt-in version 5,
+   * {@code schema/partitioned-only/V5__drop_old_mode_indexes.sql}): every insert pays for each
+   * index on the outbox table. Apply it once every relay on the table runs PARTITIONED (or WAL).
+   *
+   * <pre>{@code
+   * OutboxSchema.dropOldModeIndexes(connectionFactory, OutboxTable.of("order_outbox")).block();
+   * }</pre>
+   */
+  public static Mono<Void> dropOldModeIndexes(ConnectionFactory connectionFactory, OutboxTable table) {
+    return Mono.usingWhen(connectionFactory.create(),
+        // An index lives in its table's schema: name it there (the file relies on search_path).
+        connection -> apply(connection, () -> statements(table, OLD_MODE_INDEX_DROPS).stream()
+            .map(sql -> table.schema().map(schema -> sql.replace("DROP INDEX IF EXISTS ",
+                "DROP INDEX IF EXISTS " + schema + ".")).orElse(sql))
+            .toList()),
         Connection::close);
   }
 

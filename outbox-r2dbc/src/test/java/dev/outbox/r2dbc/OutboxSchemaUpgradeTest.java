@@ -137,4 +137,28 @@ class OutboxSchemaUpgradeTest {
     assertThat(postgres.queryLong("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = '"
         + table.name() + "'::regclass")).isZero();
   }
+
+  @Test
+  void theOldModesIndexesCanBeDroppedAndWritingGoesOn() {
+    OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("app") + "." + TestPostgres.uniqueName("lean"));
+    String schema = table.schema().orElseThrow();
+    postgres.execute("CREATE SCHEMA " + schema);
+    OutboxSchema.createIfMissing(postgres.connectionFactory(), table).block(Duration.ofSeconds(60));
+    String indexes = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = '"
+        + schema + "' AND tablename = '" + table.name() + "'";
+    assertThat(postgres.queryColumn(indexes).get(0).toString())
+        .contains("_next_attempt_idx").contains("_message_keys_idx");
+
+    OutboxSchema.dropOldModeIndexes(postgres.connectionFactory(), table).block(Duration.ofSeconds(60));
+    OutboxSchema.dropOldModeIndexes(postgres.connectionFactory(), table).block(Duration.ofSeconds(60));
+
+    assertThat(postgres.queryColumn(indexes).get(0).toString().split(","))
+        .containsExactlyInAnyOrder(table.name() + "_insert_seq_idx", table.name() + "_part_seq_idx",
+            table.name() + "_pkey");
+    OutboxWriter writer = OutboxWriter.builder().table(table).build();
+    dev.outbox.r2dbc.OutboxTransactions.inTransaction(postgres.connectionFactory(),
+            c -> writer.write(message("orders", "k")))
+        .block(Duration.ofSeconds(30));
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + table.qualifiedName())).isEqualTo(1);
+  }
 }
