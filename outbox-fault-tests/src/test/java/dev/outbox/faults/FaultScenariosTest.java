@@ -302,28 +302,28 @@ class FaultScenariosTest {
   /** The short form runs this one: it is where a relay without statement timeouts wedges. */
   @Test
   void networkToPostgresSilentThenOnlyNewConnectionsWork() {
-    silenceThenReturn("postgres-silent-never", RelayMode.PARALLEL, w -> w.postgresProxy, true);
+    silenceThenReturn("postgres-silent-never", RelayMode.PARTITIONED, w -> w.postgresProxy, true);
   }
 
   /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
   @Test
   void networkToPostgresSilentThenResumed() {
     assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
-    silenceThenReturn("postgres-silent-resume", RelayMode.PARALLEL, w -> w.postgresProxy, false);
+    silenceThenReturn("postgres-silent-resume", RelayMode.PARTITIONED, w -> w.postgresProxy, false);
   }
 
   /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
   @Test
   void networkToKafkaSilentThenOnlyNewConnectionsWork() {
     assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
-    silenceThenReturn("kafka-silent-never", RelayMode.PARALLEL, w -> w.kafkaProxy, true);
+    silenceThenReturn("kafka-silent-never", RelayMode.PARTITIONED, w -> w.kafkaProxy, true);
   }
 
   /** Long form only (-Dfaults.long=true), or -Dfaults.silent=true for the short silent ones. */
   @Test
   void networkToKafkaSilentThenResumed() {
     assumeTrue(FaultRun.LONG || SILENT_ALL, "long form only (-Dfaults.long=true or -Dfaults.silent=true)");
-    silenceThenReturn("kafka-silent-resume", RelayMode.PARALLEL, w -> w.kafkaProxy, false);
+    silenceThenReturn("kafka-silent-resume", RelayMode.PARTITIONED, w -> w.kafkaProxy, false);
   }
 
   /**
@@ -334,7 +334,7 @@ class FaultScenariosTest {
    */
   private static void silenceThenReturn(String scenario, RelayMode shortForm,
       Function<FaultWorld, TcpProxy> proxyOf, boolean neverReturn) {
-    for (RelayMode mode : modes(shortForm)) {
+    for (RelayMode mode : modes(shortForm, RelayMode.PARTITIONED)) {
       try (FaultRun run = FaultRun.start(scenario, mode)) {
         TcpProxy proxy = proxyOf.apply(run.world);
         try {
