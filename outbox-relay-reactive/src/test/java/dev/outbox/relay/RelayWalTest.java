@@ -333,40 +333,44 @@ class RelayWalTest {
 
   /**
    * Five keys interleaved over 50 transactions; the first batch of key "slow" fails once,
-   * retriably. Its retry holds back only its own key: every other key is published meanwhile,
-   * and each key's records reach Kafka in commit order.
+   * retriably, and the first of key "dead" fatally. The retry holds back only its own key: every
+   * other key is published meanwhile (also "dead", whose dead letter lets it go on), and each
+   * key's records reach Kafka in commit order.
    */
   @Test
   void aRetryHoldsBackOnlyItsKeyAndEveryKeyKeepsCommitOrder() {
     java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
-        && failed.compareAndSet(false, true)
+    RecordSink failingSlowOnce = routing(kafkaSink, r -> text(r).equals("dead:1")
+        ? new org.apache.kafka.common.errors.RecordTooLargeException("first of key dead")
+        : "slow".equals(r.key()) && failed.compareAndSet(false, true)
         ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
     List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
     RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
         .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofSeconds(5))
             .jitter(0).build())
         .sink(failingSlowOnce).build());
-    List<String> keys = List.of("slow", "k1", "k2", "k3", "k4");
+    List<String> keys = List.of("slow", "dead", "k2", "k3", "k4");
     try {
       for (int i = 0; i < 50; i++) {
         String key = keys.get(i % keys.size());
         commit(message(key, key + ":" + i));
       }
       Poll.until("everything is published", Duration.ofSeconds(30), () -> outbox.rows() == 0);
-      List<String> all = published(50);
+      List<String> all = published(49);
       System.out.printf("WAL keys after a retry: %s%n", all);
-      assertThat(all).hasSize(50).doesNotHaveDuplicates();
+      assertThat(all).hasSize(49).doesNotHaveDuplicates().doesNotContain("dead:1");
       for (String key : keys) {
         List<Integer> order = all.stream().filter(t -> t.startsWith(key + ":"))
             .map(t -> Integer.parseInt(t.substring(key.length() + 1))).toList();
-        assertThat(order).as("key %s in commit order", key).isSorted().hasSize(10);
+        assertThat(order).as("key %s in commit order", key).isSorted()
+            .hasSize(key.equals("dead") ? 9 : 10);
       }
       int firstSlow = all.indexOf("slow:0");
       assertThat(all.subList(0, firstSlow)).as("other keys went on during the retry")
-          .hasSize(40).noneMatch(t -> t.startsWith("slow:"));
+          .hasSize(39).noneMatch(t -> t.startsWith("slow:"));
       assertThat(seen).filteredOn(o -> o.kind() == RelayOutcome.Kind.RETRY_SCHEDULED).hasSize(1);
+      assertThat(seen).filteredOn(o -> o.kind() == RelayOutcome.Kind.DEAD_LETTERED).hasSize(1);
     } finally {
       relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
       kafkaSink.close().block(QUICKLY);
