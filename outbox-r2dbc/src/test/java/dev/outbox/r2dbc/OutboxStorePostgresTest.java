@@ -89,6 +89,37 @@ class OutboxStorePostgresTest {
   }
 
   @Test
+  void claimByIdsClaimsFreeRowsInOneStatementAndReportsLeasedOnesWithTheirKeys() {
+    List<String> ids = writeBatches(4);
+    ClaimedBatch leasedElsewhere = claimOne(LONG_LEASE, "relay-other"); // ids[0]
+    StepVerifier.create(store.delete(store.claimById(ids.get(3), LONG_LEASE, "x").block()))
+        .expectNext(true).verifyComplete(); // ids[3] is gone
+
+    List<RelayStore.IdClaim> answers = store.claimByIds(
+        List.of(ids.get(0), ids.get(1), ids.get(2), ids.get(3), ids.get(1)), LONG_LEASE, "relay-wal")
+        .collectList().block();
+
+    assertThat(answers).extracting(RelayStore.IdClaim::batchId)
+        .containsExactlyInAnyOrder(ids.get(0), ids.get(1), ids.get(2));
+    for (RelayStore.IdClaim answer : answers) {
+      int i = ids.indexOf(answer.batchId());
+      assertThat(answer.keys()).containsExactly("s\u001fk" + i);
+      if (i == 0) {
+        assertThat(answer.claim()).as("leased by another relay").isNull();
+      } else {
+        assertThat(answer.claim()).isNotNull();
+        assertThat(answer.claim().rawData()).isNotEmpty();
+        assertThat(admin.find(answer.batchId()).block().leaseOwner()).isEqualTo("relay-wal");
+      }
+    }
+    assertThat(answers).filteredOn(a -> a.claim() != null)
+        .extracting(a -> a.claim().leaseToken()).doesNotContainNull().containsOnly(
+            answers.stream().filter(a -> a.claim() != null).findFirst().orElseThrow().claim().leaseToken());
+    assertThat(admin.find(ids.get(0)).block().leaseToken()).isEqualTo(leasedElsewhere.leaseToken());
+    assertThat(store.claimByIds(List.of(), LONG_LEASE, "relay-wal").collectList().block()).isEmpty();
+  }
+
+  @Test
   void concurrentClaimersNeverReceiveTheSameBatch() {
     List<String> ids = writeBatches(300);
     List<String> seen = Collections.synchronizedList(new ArrayList<>());

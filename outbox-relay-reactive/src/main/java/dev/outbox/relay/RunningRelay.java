@@ -92,7 +92,7 @@ final class RunningRelay implements RelayHandle {
     } else {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL
-          ? new WalSource(unpooled, store, rows, ledger, options)
+          ? new WalSource(unpooled, store, ledger, options)
           : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
     }
     wakeTarget[0] = source;

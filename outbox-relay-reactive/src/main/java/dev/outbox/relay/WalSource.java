@@ -1,44 +1,79 @@
 package dev.outbox.relay;
 
 import dev.outbox.r2dbc.InvalidConfigurationException;
-import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.internal.RelayStore;
+import dev.outbox.r2dbc.internal.RelayStore.IdClaim;
 import dev.outbox.relay.RelayOutcome.Kind;
+import dev.outbox.relay.WalFollower.WalInsert;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
 import io.r2dbc.spi.ConnectionFactory;
 import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.atomic.AtomicReference;
+import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
+import reactor.core.Disposables;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
 
 /**
  * WAL mode: first the rows already committed when the slot is ready (in insert order), then
- * committed inserts in commit order, one batch at a time. Each batch is claimed by id
- * and handed to the pipeline; the next waits until it is settled (a retry is waited out in
- * place), and a transaction's log position is confirmed only once all its batches are.
+ * committed inserts in commit order, many batches in flight at once within the ledger's budgets.
+ *
+ * <p>Claiming: the ids that arrived meanwhile are claimed in one statement ({@link
+ * RelayStore#claimByIds}), which also returns each row's keys. The row data is not taken from the
+ * WAL: the lease the claim writes is what fences settlement against another relay (a successor
+ * after a crash, the start-up sweep of a restart), and sending {@code raw_data} through the slot
+ * would double the bytes PostgreSQL reads and decodes for every row. One round trip per group of
+ * batches instead of per batch.
+ *
+ * <p>Order: one batch per key is handed to the pipeline at a time; a later batch of that key waits
+ * (claimed, in the ledger) until the earlier one is settled for good. A retry (or a settlement
+ * that failed) keeps the keys held until the batch is claimed and sent again; a dead letter or a
+ * lost lease lets them go. Batches without keys are unordered.
+ *
+ * <p>Log position: each insert is acknowledged to the {@link WalFollower} once its batch is
+ * settled for good; the follower confirms only up to the end of the oldest transaction not yet
+ * fully acknowledged.
  */
 final class WalSource implements BatchSource {
+  private static final Logger log = LoggerFactory.getLogger(WalSource.class);
   /** How often confirmed positions are reported to the server. */
   private static final Duration STATUS_INTERVAL = Duration.ofMillis(500);
   /** How long to wait before claiming again a batch another holder's lease still covers. */
   private static final Duration LEASED_WAIT = Duration.ofSeconds(1);
   /** Rows read per statement by the start-up sweep. */
   private static final int SWEEP_PAGE = 500;
+  /** Most ids claimed by one statement, and how long arrivals wait to fill a group. */
+  private static final int CLAIM_GROUP = 256;
+  private static final Duration CLAIM_WINDOW = Duration.ofMillis(2);
+
+  /** A batch id to publish: from the slot ({@code insert} set) or from the start-up sweep. */
+  private record Arrival(String batchId, @Nullable WalInsert insert) {}
 
   private final ConnectionFactory unpooled;
   private final RelayStore store;
-  private final OutboxStore rows;
   private final Ledger ledger;
   private final RelayOptions options;
   private final Sinks.One<Boolean> stopped = Sinks.one();
+  private volatile boolean stopping;
+  /** Completed (once) when room is freed in the ledger; set while a claim waits for room. */
+  private final AtomicReference<Sinks.@Nullable Empty<Void>> roomWaiter = new AtomicReference<>();
 
-  WalSource(ConnectionFactory unpooled, RelayStore store, OutboxStore rows, Ledger ledger,
-      RelayOptions options) {
+  WalSource(ConnectionFactory unpooled, RelayStore store, Ledger ledger, RelayOptions options) {
     this.unpooled = unpooled;
     this.store = store;
-    this.rows = rows;
     this.ledger = ledger;
     this.options = options;
   }
@@ -49,76 +84,349 @@ final class WalSource implements BatchSource {
       return Flux.error(new InvalidConfigurationException(
           "WAL mode needs an r2dbc-postgresql ConnectionFactory, got " + unpooled.getClass()));
     }
-    WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
-        options.table().name(), "batch_id", STATUS_INTERVAL);
-    return WalFollower.ensurePublication(unpooled, options.walPublication(),
-            options.table().qualifiedName(), "batch_id")
-        .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
-        .thenMany(committedBefore(-1).takeUntilOther(stopped.asMono()))
-        .concatWith(Flux.defer(follower::follow).takeUntilOther(stopped.asMono())
-            .concatMap(insert -> inCommitOrder(insert.batchId())
-                .concatWith(Mono.fromRunnable(() -> follower.acknowledge(insert))), 1));
+    return Flux.defer(() -> {
+      WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
+          options.table().name(), "batch_id", STATUS_INTERVAL);
+      Run run = new Run(follower);
+      Flux<Arrival> arrivals = WalFollower.ensurePublication(unpooled, options.walPublication(),
+              options.table().qualifiedName(), "batch_id")
+          .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
+          .thenMany(committedBefore(-1)
+              .concatWith(Flux.defer(follower::follow).map(i -> new Arrival(i.batchId(), i))))
+          .takeUntilOther(stopped.asMono());
+      Mono<Void> claiming = arrivals
+          .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
+          .concatMap(group -> claimInGroups(run, run.admit(group)), 1)
+          .then(Mono.fromRunnable(run::complete));
+      return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
+          .doFinally(signal -> run.cancel());
+    });
   }
 
   /**
    * The start-up sweep: rows already committed when the slot is ready (before its consistent
    * point they never reach it: rows written before the relay first started, while the slot
    * waited for open transactions, or while the table was out of the publication), in insert
-   * order, each settled before the next. Rows of transactions still open are left to the slot,
-   * which sees them commit. A row the slot also delivers later is gone by then and skipped.
+   * order, ahead of everything from the slot. Rows of transactions still open are left to the
+   * slot, which sees them commit. A row the slot also delivers later is gone by then and
+   * skipped, or, still in flight, the same batch.
    */
-  private Flux<BatchInFlight> committedBefore(long afterSeq) {
+  private Flux<Arrival> committedBefore(long afterSeq) {
     return store.committedAfter(afterSeq, SWEEP_PAGE)
         .collectList()
         .flatMapMany(page -> page.isEmpty() ? Flux.empty()
-            : Flux.fromIterable(page)
-                .concatMap(row -> inCommitOrder(row.batchId()), 1)
+            : Flux.fromIterable(page).map(row -> new Arrival(row.batchId(), null))
                 .concatWith(Flux.defer(() -> committedBefore(page.get(page.size() - 1).insertSeq()))));
   }
 
   @Override
+  public void wake() {
+    Sinks.Empty<Void> waiter = roomWaiter.getAndSet(null);
+    if (waiter != null) {
+      waiter.tryEmitEmpty();
+    }
+  }
+
+  @Override
   public void stop() {
+    stopping = true;
     stopped.tryEmitValue(true);
+    wake();
   }
 
   /**
-   * The batch, and again after each retry it needs, until it is settled for good; empty when it
-   * is already gone (published before).
+   * Claims {@code ids} in order, as many per statement as the ledger has room for (at least one
+   * batch, and each batch has at least one record); waits for room in between. Batches can
+   * still exceed the record budget by their extra messages and the byte budget by one group:
+   * sizes are known only once claimed.
    */
-  private Flux<BatchInFlight> inCommitOrder(String batchId) {
-    return Flux.defer(() -> {
+  private Mono<Void> claimInGroups(Run run, List<String> ids) {
+    if (ids.isEmpty()) {
+      return Mono.empty();
+    }
+    return room().flatMap(room -> {
+      int n = Math.min(ids.size(), Math.max(1, room.records()));
+      List<String> now = List.copyOf(ids.subList(0, n));
+      List<String> rest = List.copyOf(ids.subList(n, ids.size()));
       long generation = ledger.generation();
-      return store.claimById(batchId, options.leaseDuration(), options.instanceId())
-          .flatMapMany(claimed -> {
-            List<BatchInFlight> registered = ledger.register(List.of(claimed), generation, true);
-            if (registered == null) { // the pipeline was abandoned meanwhile: give it back
-              return store.releaseAll(List.of(claimed)).onErrorResume(e -> Mono.empty())
-                  .thenMany(Flux.empty());
-            }
-            BatchInFlight batch = registered.get(0);
-            return Flux.just(batch).concatWith(batch.settlement()
-                .flatMapMany(outcome -> again(batchId, outcome)));
-          })
-          .switchIfEmpty(Flux.defer(() -> rows.find(batchId)
-              // Still there but not claimable: another holder's lease; wait for it to expire.
-              .flatMapMany(row -> after(LEASED_WAIT, batchId))));
+      return store.claimByIds(now, options.leaseDuration(), options.instanceId())
+          .collectList()
+          .doOnNext(answers -> run.claimed(now, answers, generation))
+          .then(Mono.defer(() -> claimInGroups(run, rest)));
     });
   }
 
-  private Flux<BatchInFlight> again(String batchId, Optional<RelayOutcome> outcome) {
-    if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
-      return after(LEASED_WAIT, batchId);
-    }
-    RelayOutcome settled = outcome.get();
-    if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
-      return after(settled.retryIn(), batchId);
-    }
-    return Flux.empty();
+  /** The ledger's room once there is some; empty when the relay stops first. */
+  private Mono<Ledger.Room> room() {
+    return Mono.defer(() -> {
+      if (stopping) {
+        return Mono.empty();
+      }
+      Ledger.Room room = ledger.room();
+      if (room != null) {
+        return Mono.just(room);
+      }
+      Sinks.Empty<Void> waiter = Sinks.empty();
+      roomWaiter.set(waiter);
+      // Room freed between the check and setting the waiter finds no waiter: check again.
+      if (ledger.room() != null || stopping) {
+        wake();
+      }
+      return waiter.asMono().publishOn(Schedulers.parallel()).then(room());
+    });
   }
 
-  /** The batch again after {@code wait}, unless the relay stops meanwhile. */
-  private Flux<BatchInFlight> after(Duration wait, String batchId) {
-    return Mono.delay(wait).takeUntilOther(stopped.asMono())
-        .flatMapMany(tick -> inCommitOrder(batchId));
+  /** One batch id from arrival until it is settled for good (published or dead-lettered). */
+  private static final class Entry {
+    final String batchId;
+    /** Its inserts from the slot, acknowledged when it is settled for good (none: the sweep). */
+    final List<WalInsert> inserts = new ArrayList<>(1);
+    /** Its keys, once its row has been seen; null before. */
+    @Nullable List<String> keys;
+    /** Claimed and in the ledger, not yet settled; null while waiting to be claimed (again). */
+    @Nullable BatchInFlight batch;
+    /** Whether {@link #batch} was handed to the pipeline. */
+    boolean sent;
+
+    Entry(String batchId) {
+      this.batchId = batchId;
+    }
+  }
+
+  /**
+   * The state of one subscription to {@link #batches()} (a pipeline restart starts another):
+   * the batches between arrival and settlement and, per key, those waiting their turn, oldest
+   * first. Guarded by its own monitor; nothing in it blocks (emissions go to an unbounded
+   * unicast buffer, bounded in practice by the ledger).
+   */
+  private final class Run {
+    private final WalFollower follower;
+    final Sinks.Many<BatchInFlight> out = Sinks.many().unicast().onBackpressureBuffer();
+    private final Map<String, Entry> entries = new HashMap<>();
+    private final Map<String, ArrayDeque<Entry>> turns = new HashMap<>();
+    private final Disposable.Composite timers = Disposables.composite();
+    /** Cancelled (the pipeline restarts or stops): nothing more is claimed, emitted or acknowledged. */
+    private boolean over;
+    /** The source completed (stop): nothing more is emitted. */
+    private boolean completed;
+
+    Run(WalFollower follower) {
+      this.follower = follower;
+    }
+
+    /** Takes a group of arrivals in; returns the ids to claim, in order. */
+    synchronized List<String> admit(List<Arrival> group) {
+      LinkedHashMap<String, Entry> fresh = new LinkedHashMap<>();
+      for (Arrival arrival : group) {
+        Entry entry = entries.get(arrival.batchId());
+        if (entry == null) {
+          entry = new Entry(arrival.batchId());
+          entries.put(arrival.batchId(), entry);
+          fresh.put(arrival.batchId(), entry);
+        }
+        if (arrival.insert() != null) { // the sweep's row, or a duplicate, in flight already
+          entry.inserts.add(arrival.insert());
+        }
+      }
+      return over ? List.of() : List.copyOf(fresh.keySet());
+    }
+
+    /** A group's claim answered: each batch takes its turn on its keys, in the group's order. */
+    void claimed(List<String> ids, List<IdClaim> answers, long generation) {
+      Map<String, IdClaim> byId = new HashMap<>();
+      answers.forEach(a -> byId.put(a.batchId().strip(), a));
+      List<ClaimedBatch> taken = new ArrayList<>();
+      for (String id : ids) {
+        IdClaim answer = byId.get(id);
+        if (answer != null && answer.claim() != null) {
+          taken.add(answer.claim());
+        }
+      }
+      synchronized (this) {
+        List<BatchInFlight> registered = over ? null
+            : ledger.register(taken, generation, true);
+        if (registered == null) { // abandoned meanwhile: give the leases back
+          giveBack(taken);
+          return;
+        }
+        Map<String, BatchInFlight> batches = new HashMap<>();
+        registered.forEach(b -> batches.put(b.claim().batchId().strip(), b));
+        List<Entry> ready = new ArrayList<>();
+        for (String id : ids) {
+          Entry entry = entries.get(id);
+          IdClaim answer = byId.get(id);
+          if (entry == null) {
+            continue;
+          }
+          if (answer == null) { // gone: published before (by the sweep, or before a restart)
+            finish(entry);
+            continue;
+          }
+          entry.keys = answer.keys();
+          for (String key : answer.keys()) {
+            turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
+          }
+          BatchInFlight batch = batches.get(id);
+          if (batch == null) { // another holder's lease: its place in line is kept meanwhile
+            again(entry, LEASED_WAIT);
+          } else {
+            take(entry, batch);
+            ready.add(entry);
+          }
+        }
+        ready.forEach(this::send);
+      }
+    }
+
+    /** A batch claimed again (after a retry's wait, a failed settlement, a lease). */
+    void reclaimed(Entry entry, List<IdClaim> answers, long generation) {
+      IdClaim answer = answers.isEmpty() ? null : answers.get(0);
+      ClaimedBatch claim = answer == null ? null : answer.claim();
+      synchronized (this) {
+        if (over || entries.get(entry.batchId) != entry) {
+          giveBack(claim == null ? List.of() : List.of(claim));
+          return;
+        }
+        if (answer == null) {
+          finish(entry);
+          return;
+        }
+        if (claim == null) {
+          again(entry, LEASED_WAIT);
+          return;
+        }
+        List<BatchInFlight> registered = ledger.register(List.of(claim), generation, true);
+        if (registered == null) {
+          giveBack(List.of(claim));
+          return;
+        }
+        take(entry, registered.get(0));
+        send(entry);
+      }
+    }
+
+    private void take(Entry entry, BatchInFlight batch) {
+      entry.batch = batch;
+      entry.sent = false;
+      batch.settlement().subscribe(outcome -> settled(entry, batch, outcome));
+    }
+
+    /** Hands the entry's batch to the pipeline when it is claimed and first in line on its keys. */
+    private void send(Entry entry) {
+      BatchInFlight batch = entry.batch;
+      if (batch == null || entry.sent || over || completed || !firstInLine(entry)) {
+        return;
+      }
+      entry.sent = true;
+      if (out.tryEmitNext(batch).isFailure()) { // cancelled meanwhile: the ledger gives it back
+        log.debug("Outbox relay {} could not hand {} to its pipeline", options.instanceId(), batch);
+      }
+    }
+
+    private boolean firstInLine(Entry entry) {
+      List<String> keys = entry.keys;
+      if (keys == null) {
+        return false;
+      }
+      for (String key : keys) {
+        ArrayDeque<Entry> line = turns.get(key);
+        if (line == null || line.peekFirst() != entry) {
+          return false;
+        }
+      }
+      return true;
+    }
+
+    private synchronized void settled(Entry entry, BatchInFlight batch,
+        Optional<RelayOutcome> outcome) {
+      if (over || entry.batch != batch) {
+        return;
+      }
+      entry.batch = null;
+      entry.sent = false;
+      if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
+        again(entry, LEASED_WAIT);
+        return;
+      }
+      RelayOutcome settled = outcome.get();
+      if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
+        again(entry, settled.retryIn()); // its keys stay held until then
+        return;
+      }
+      finish(entry); // published, dead-lettered, or another holder took it over
+    }
+
+    /** Claims the entry again after {@code wait}, unless the relay stops meanwhile. */
+    private void again(Entry entry, Duration wait) {
+      if (over || stopping) {
+        return;
+      }
+      AtomicReference<@Nullable Disposable> self = new AtomicReference<>();
+      Disposable timer = Mono.delay(wait)
+          .takeUntilOther(stopped.asMono())
+          .flatMap(tick -> {
+            long generation = ledger.generation();
+            return store.claimByIds(List.of(entry.batchId), options.leaseDuration(),
+                    options.instanceId())
+                .collectList()
+                .doOnNext(answers -> reclaimed(entry, answers, generation));
+          })
+          .doFinally(signal -> {
+            Disposable me = self.get();
+            if (me != null) {
+              timers.remove(me);
+            }
+          })
+          .subscribe(answers -> {}, error -> {
+            log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
+                options.instanceId(), entry.batchId, LEASED_WAIT, error.toString());
+            synchronized (this) {
+              again(entry, LEASED_WAIT);
+            }
+          });
+      self.set(timer);
+      timers.add(timer);
+    }
+
+    /** Settled for good: its keys go on, its inserts are acknowledged to the slot. */
+    private void finish(Entry entry) {
+      entries.remove(entry.batchId);
+      List<Entry> next = new ArrayList<>();
+      List<String> keys = entry.keys;
+      if (keys != null) {
+        for (String key : keys) {
+          ArrayDeque<Entry> line = turns.get(key);
+          if (line == null) {
+            continue;
+          }
+          line.remove(entry);
+          if (line.isEmpty()) {
+            turns.remove(key);
+          } else {
+            next.add(line.peekFirst());
+          }
+        }
+      }
+      entry.inserts.forEach(follower::acknowledge);
+      next.forEach(this::send);
+    }
+
+    private void giveBack(List<ClaimedBatch> claims) {
+      if (!claims.isEmpty()) {
+        store.releaseAll(claims).onErrorResume(e -> Mono.empty()).subscribe();
+      }
+    }
+
+    synchronized void complete() {
+      completed = true;
+      out.tryEmitComplete();
+    }
+
+    void cancel() {
+      synchronized (this) {
+        over = true;
+      }
+      timers.dispose();
+    }
   }
 }

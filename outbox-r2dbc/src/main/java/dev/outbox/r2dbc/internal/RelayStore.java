@@ -53,6 +53,7 @@ public final class RelayStore {
   private final String orderedClaimSql;
   private final String deleteSql;
   private final String claimByIdSql;
+  private final String claimByIdsSql;
   private final String committedSql;
   private final String deleteAllSql;
   private final String retrySql;
@@ -80,6 +81,23 @@ public final class RelayStore {
         + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
         + " RETURNING batch_id, insert_seq, message_count, write_retries, " + rawDataAsText("")
         + ", insert_time, lease_expires_at";
+    // WAL mode: many ids in one statement. Rows another holder's lease covers come back
+    // unclaimed (claimed = FALSE, no bytes) with their keys, so the relay can keep their place in
+    // per-key order while it waits; ids of rows that are gone do not come back. The second part
+    // reads the statement's snapshot, from before the UPDATE: a row claimed here is left out of
+    // it by the NOT EXISTS on what the UPDATE returned.
+    claimByIdsSql = "WITH wanted AS (SELECT DISTINCT w.batch_id FROM unnest($1::bpchar[]) AS w(batch_id)),"
+        + " taken AS (UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2,"
+        + " lease_token = $3, lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
+        + " FROM wanted WHERE o.batch_id = wanted.batch_id"
+        + " AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())"
+        + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, "
+        + rawDataAsText("o.") + ", o.insert_time, o.lease_expires_at, o.message_keys)"
+        + " SELECT TRUE AS claimed, taken.* FROM taken"
+        + " UNION ALL SELECT FALSE, o.batch_id, o.insert_seq, o.message_count, o.write_retries,"
+        + " NULL::text, o.insert_time, o.lease_expires_at, o.message_keys FROM " + t + " AS o"
+        + " JOIN wanted ON o.batch_id = wanted.batch_id"
+        + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)";
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
@@ -236,6 +254,35 @@ public final class RelayStore {
           s -> s.bind(0, batchId).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
           row -> claimed(row, token))
           .next();
+    });
+  }
+
+  /**
+   * One row asked for by {@link #claimByIds}: claimed ({@code claim} set), or covered by another
+   * holder's unexpired lease ({@code claim} null). {@code keys}: the row's message keys.
+   */
+  public record IdClaim(String batchId, @Nullable ClaimedBatch claim, List<String> keys) {}
+
+  /**
+   * Claims many batches by id in one statement, as {@link #claimById} does one (whatever their
+   * {@code next_attempt_at}), all under one new lease token. Emits one answer per row still in
+   * the table, in no particular order; ids of rows that are gone are left out.
+   */
+  public Flux<IdClaim> claimByIds(List<String> batchIds, Duration lease, String owner) {
+    if (batchIds.isEmpty()) {
+      return Flux.empty();
+    }
+    return Flux.defer(() -> {
+      UUID token = Entropy.randomUuid();
+      String[] ids = batchIds.toArray(String[]::new);
+      return query(claimByIdsSql,
+          s -> s.bind(0, ids).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
+          row -> {
+            String[] keys = row.get("message_keys", String[].class);
+            boolean claimed = Boolean.TRUE.equals(row.get("claimed", Boolean.class));
+            return new IdClaim(Objects.requireNonNull(row.get("batch_id", String.class), "batch_id"),
+                claimed ? claimed(row, token) : null, keys == null ? List.of() : List.of(keys));
+          });
     });
   }
 
