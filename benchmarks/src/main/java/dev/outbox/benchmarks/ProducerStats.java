@@ -6,8 +6,9 @@ import javax.management.MBeanServer;
 import javax.management.ObjectName;
 
 /**
- * What the Kafka producers of this JVM have sent so far, from their JMX metrics: produce
- * requests, records, and records per request. Explains a throughput difference on the Kafka
+ * What the Kafka producers of this JVM have sent so far, from their JMX metrics: requests
+ * (produce requests, and the few metadata requests, which {@code request-total} also counts),
+ * records, and records per request. Explains a throughput difference on the Kafka
  * side (the broker's cost is mostly per request, so fewer records per request cost more CPU
  * per record).
  */
@@ -36,7 +37,7 @@ record ProducerStats(double requests, double records, double bytes) {
 
   @Override
   public String toString() {
-    return String.format(Locale.ROOT, "%,.0f produce requests, %,.0f records (%.1f per request), %.0f bytes per record",
+    return String.format(Locale.ROOT, "%,.0f requests, %,.0f records (%.1f per request), %.0f bytes per record",
         requests, records, records / Math.max(1, requests), bytes / Math.max(1, records));
   }
 

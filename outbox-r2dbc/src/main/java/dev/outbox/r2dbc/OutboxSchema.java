@@ -39,9 +39,12 @@ public final class OutboxSchema {
       "partitions/V3__partitions.sql", "V4__inline_batches.sql");
   /** Version 3 alone, to upgrade an existing table for the PARTITIONED relay mode. */
   private static final List<String> PARTITION_MIGRATIONS = List.of("partitions/V3__partitions.sql");
-  /** Opt-in: the deprecated modes' indexes dropped. */
+  /**
+   * Opt-in: the deprecated modes' indexes dropped. Outside {@value #RESOURCE_DIR} on purpose:
+   * Flyway scans a location's subfolders too, and must not apply this by itself.
+   */
   private static final List<String> OLD_MODE_INDEX_DROPS =
-      List.of("partitioned-only/V5__drop_old_mode_indexes.sql");
+      List.of("../schema-optional/V5__drop_old_mode_indexes.sql");
   private static final Pattern NAME = Pattern.compile("\\b" + OutboxTable.DEFAULT_NAME + "(\\w*)");
 
   private OutboxSchema() {}
@@ -67,7 +70,8 @@ public final class OutboxSchema {
 
   /**
    * Drops the indexes only the deprecated PARALLEL and ORDERED relay modes use (opt-in version 5,
-   * {@code schema/partitioned-only/V5__drop_old_mode_indexes.sql}): every insert pays for each
+   * {@code dev/outbox/r2dbc/schema-optional/V5__drop_old_mode_indexes.sql}, outside the folder
+   * Flyway reads for the default migrations): every insert pays for each
    * index on the outbox table. Apply it once every relay on the table runs PARTITIONED (or WAL).
    *
    * <pre>{@code
@@ -159,10 +163,13 @@ public final class OutboxSchema {
   }
 
   private static String read(String migration) {
-    try (InputStream in = OutboxSchema.class.getClassLoader()
-        .getResourceAsStream(RESOURCE_DIR + migration)) {
+    String path = migration.startsWith("../")
+        ? RESOURCE_DIR.substring(0, RESOURCE_DIR.lastIndexOf('/', RESOURCE_DIR.length() - 2) + 1)
+            + migration.substring(3)
+        : RESOURCE_DIR + migration;
+    try (InputStream in = OutboxSchema.class.getClassLoader().getResourceAsStream(path)) {
       if (in == null) {
-        throw new IllegalStateException("Missing schema resource " + RESOURCE_DIR + migration);
+        throw new IllegalStateException("Missing schema resource " + path);
       }
       return new String(in.readAllBytes(), StandardCharsets.UTF_8);
     } catch (IOException e) {

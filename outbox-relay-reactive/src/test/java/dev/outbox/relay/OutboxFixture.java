@@ -66,6 +66,12 @@ final class OutboxFixture implements AutoCloseable {
         + " WHERE lease_token IS NOT NULL");
   }
 
+  /** Partitions some relay owns (PARTITIONED, the default mode); 0 after graceful stops. */
+  long ownedPartitions() {
+    return postgres.queryLong("SELECT count(*) FROM " + table.partitionsQualifiedName()
+        + " WHERE owner IS NOT NULL");
+  }
+
   @Override
   public void close() {
     pool.dispose();

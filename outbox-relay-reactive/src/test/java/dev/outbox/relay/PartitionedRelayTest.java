@@ -285,6 +285,23 @@ class PartitionedRelayTest {
   }
 
   @Test
+  void aRowParkedForEverHoldsOnlyItsKey() {
+    // An operator parks a row: next_attempt_at = 'infinity'. Reads must not fail on it (it was
+    // an int8 overflow once timestamps were read as microseconds); only its key waits.
+    write(4, 3, 0);
+    outbox.postgres.execute("UPDATE " + outbox.table.qualifiedName() + " SET next_attempt_at = 'infinity'"
+        + " WHERE insert_seq = (SELECT min(insert_seq) FROM " + outbox.table.qualifiedName()
+        + " WHERE message_keys[1] LIKE '%k0')");
+    start(options("relay-a", recording(r -> false)).build(), new CopyOnWriteArrayList<>());
+
+    Poll.until("every other row is published", QUICKLY, () -> outbox.rows() == 3);
+    assertThat(acknowledged.keySet()).containsExactlyInAnyOrder("k1", "k2", "k3");
+    assertThat(outbox.postgres.queryLong("SELECT count(*) FROM " + outbox.table.qualifiedName()
+        + " WHERE message_keys[1] LIKE '%k0'")).isEqualTo(3);
+    assertPerKeyOrder();
+  }
+
+  @Test
   void rowsWithoutKeysAreSpreadAndPublished() {
     List<RelayOutcome> outcomes = new CopyOnWriteArrayList<>();
     outbox.write(50, 10, i -> List.of(Message.builder().stream("orders")

@@ -203,12 +203,13 @@ class RelayKafkaTest {
     RecordSink slowSink = TestSinks.slow(KafkaProducerSink.create(kafka.producerProperties(), 10),
         Duration.ofSeconds(3));
 
-    // A 1 s lease renewed every 333 ms (the default third) outlasts a 3 s send.
-    RelayHandle slow = start(options().sink(slowSink).leaseDuration(Duration.ofSeconds(1)).build(),
-        slowSeen);
+    // A 1 s lease renewed every 333 ms (the default third) outlasts a 3 s send. Row leases are
+    // PARALLEL's (PARTITIONED renews partition ownership; PartitionedRelayTest).
+    RelayHandle slow = start(options().mode(RelayMode.PARALLEL).sink(slowSink)
+        .leaseDuration(Duration.ofSeconds(1)).build(), slowSeen);
     Poll.until("the slow relay holds the batch", Duration.ofSeconds(10),
         () -> slow.inFlightRecords() == 1);
-    start(options().kafka(kafka.producerProperties()).build(), otherSeen);
+    start(options().mode(RelayMode.PARALLEL).kafka(kafka.producerProperties()).build(), otherSeen);
 
     Poll.until("the slow relay published", Duration.ofSeconds(20), () -> !slowSeen.isEmpty());
     assertThat(slowSeen).extracting(RelayOutcome::kind).containsExactly(Kind.PUBLISHED);
@@ -249,6 +250,7 @@ class RelayKafkaTest {
     assertThat(outbox.rows()).isGreaterThan(5_000); // still a backlog: the bound, not the data, limited it
     relay.stop(Duration.ofSeconds(5)).block();
     assertThat(outbox.leasedRows()).isZero();
+    assertThat(outbox.ownedPartitions()).as("partitions handed over at stop").isZero();
     probe.close().block();
   }
 
@@ -270,6 +272,7 @@ class RelayKafkaTest {
     System.out.printf("stop(2 s) took %d ms%n", took.toMillis());
     assertThat(took).isLessThanOrEqualTo(Duration.ofMillis(2_300));
     assertThat(outbox.leasedRows()).isZero();
+    assertThat(outbox.ownedPartitions()).as("partitions handed over at stop").isZero();
     assertThat(outbox.rows()).isPositive();
     assertThat(relay.inFlightRecords()).isZero();
   }

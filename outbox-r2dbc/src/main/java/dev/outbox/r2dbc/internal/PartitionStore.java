@@ -99,7 +99,9 @@ public final class PartitionStore {
         + " SELECT start.xmin::text AS snapshot_xmin, start.fence::text AS fence,"
         + " r.batch_id, r.outbox_partition, r.insert_seq, r.message_count, r.write_retries,"
         + " r.message_keys, r.pending, (date_part('epoch', r.insert_time) * 1e6)::int8 AS insert_micros,"
-        + " (date_part('epoch', r.waiting_until) * 1e6)::int8 AS waiting_micros,"
+        // A row parked at next_attempt_at = 'infinity' waits for ever, not fails every read.
+        + " CASE WHEN isfinite(r.waiting_until) THEN (date_part('epoch', r.waiting_until) * 1e6)::int8"
+        + " WHEN r.waiting_until IS NOT NULL THEN 9223372036854775807 END AS waiting_micros,"
         + " CASE WHEN r.pending OR r.waiting_until IS NOT NULL OR r.held"
         + " OR ((r.running_bytes > $6 OR r.running_records > $8)"
         + " AND NOT ($7 AND r.running_bytes = r.bytes)) THEN NULL"

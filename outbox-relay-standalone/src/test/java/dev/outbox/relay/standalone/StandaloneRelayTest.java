@@ -126,6 +126,9 @@ class StandaloneRelayTest {
     relay.stop(Duration.ofSeconds(5)).block(Duration.ofSeconds(20));
 
     assertThat(rows(" WHERE lease_token IS NOT NULL OR in_flight")).as("leased rows").isZero();
+    // The default mode owns partitions instead of leasing rows: a graceful stop hands them over.
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + table.partitionsQualifiedName()
+        + " WHERE owner IS NOT NULL")).as("partitions still owned").isZero();
     assertThat(kafka.recordCount(topic) + rows("")).as("published + left").isGreaterThanOrEqualTo(301);
     assertThat(Http.tryGet(port, "/health")).as("the HTTP server is closed").isNull();
     // Idempotent.
