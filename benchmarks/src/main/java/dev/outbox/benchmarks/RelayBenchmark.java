@@ -41,7 +41,8 @@ import reactor.kafka.sender.SenderRecord;
 final class RelayBenchmark {
   /** The backlog (also the Debezium peer's, {@link DebeziumPeerBenchmark}). */
   static final int MESSAGES = Integer.getInteger("bench.messages", Results.scaled(200_000, 10_000));
-  static final int BATCH = 10;
+  /** Messages per outbox row (per write); {@code -Dbench.batch} to change. */
+  static final int BATCH = Integer.getInteger("bench.batch", 10);
   static final int PAYLOAD = 200;
   /** {@code -Dbench.mode}, else the relay's default mode. */
   @SuppressWarnings("deprecation") // PARALLEL and ORDERED can still be measured

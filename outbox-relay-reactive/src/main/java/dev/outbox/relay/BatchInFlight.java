@@ -42,6 +42,8 @@ final class BatchInFlight {
 
   /** A record of this batch failed in the sink: the rest of it is not sent (see SendGuard). */
   private volatile boolean sendFailed;
+  /** Every record acknowledged by Kafka, none failed; its settlement may still be running. */
+  private volatile boolean published;
 
   /** PARTITIONED mode: the partition a batch was read from, its epoch then, and its keys. */
   record Fence(int partition, long epoch, List<String> keys) {}
@@ -108,6 +110,19 @@ final class BatchInFlight {
 
   boolean fullyPublished() {
     return fatal.get() == null && retriable.get() == null;
+  }
+
+  /** Called once every record is answered and none failed. */
+  void markPublished() {
+    published = true;
+  }
+
+  /**
+   * Every record is in Kafka (its {@code DELETE} may still be running): a later batch of its
+   * keys may go out now without overtaking it.
+   */
+  boolean published() {
+    return published;
   }
 
   @Nullable Throwable fatal() {

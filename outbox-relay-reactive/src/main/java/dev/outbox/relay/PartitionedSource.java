@@ -37,8 +37,9 @@ import reactor.core.publisher.Mono;
  * ownership is fresh (renewed within {@code leaseDuration}), so a relay cut off from the
  * database stops before another takes over; fencing by epoch covers the rest.
  *
- * <p>Order: one batch per key is in flight at a time; a key whose row waits for a retry is held
- * (its later rows are not read) until the retry is due. Rows without keys are independent.
+ * <p>Order: one batch per key is in flight at a time, until Kafka has acknowledged all of it
+ * (its DELETE may still run); a key whose row waits for a retry is held (its later rows are not
+ * read) until the retry is due. Rows without keys are independent.
  */
 final class PartitionedSource implements BatchSource {
   private static final Logger log = LoggerFactory.getLogger(PartitionedSource.class);
@@ -303,7 +304,10 @@ final class PartitionedSource implements BatchSource {
       long[] skipSeqs = held.stream().mapToLong(b -> b.claim().insertSeq())
           .filter(seq -> seq > after).toArray();
       for (BatchInFlight b : held) {
-        if (b.fence != null) {
+        // A batch already in Kafka holds its keys no longer: the next row of a key goes out
+        // while the previous one's DELETE runs. Should that DELETE fail, the row is read again
+        // and published again after it (a duplicate; the first deliveries stay in order).
+        if (b.fence != null && !b.published()) {
           inFlightKeys.addAll(b.fence.keys());
         }
       }

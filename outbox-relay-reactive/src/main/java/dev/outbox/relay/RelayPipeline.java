@@ -116,6 +116,7 @@ final class RelayPipeline {
     }
     if (batch.answered()) {
       if (batch.fullyPublished()) {
+        batch.markPublished();
         ledger.acknowledged(batch); // its budget is free before its DELETE
       }
       done.next(batch);

@@ -285,6 +285,34 @@ class PartitionedRelayTest {
   }
 
   @Test
+  void aKeysNextRowGoesOutOnceKafkaHasThePreviousOneNotOnlyAfterItsDelete() {
+    write(1, 3, 0); // k0: three rows, two messages each
+    String first = (String) outbox.postgres.queryColumn("SELECT batch_id FROM " + outbox.table.qualifiedName()
+        + " ORDER BY insert_seq LIMIT 1").get(0);
+    // Another transaction holds the first row locked, so its DELETE waits; ownership lasts
+    // longer than the wait (a waiting DELETE also holds its partition's row share-locked, and
+    // with it the renewal).
+    Connection locker = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      Flux.from(locker.beginTransaction()).blockLast(QUICKLY);
+      run(locker, "SELECT 1 FROM " + outbox.table.qualifiedName() + " WHERE batch_id = '" + first + "' FOR UPDATE");
+      start(options("relay-a", recording(r -> false)).leaseDuration(Duration.ofSeconds(20))
+          .leaseRenewal(Duration.ofSeconds(2)).build(), new CopyOnWriteArrayList<>());
+
+      Poll.until("the later rows are in Kafka while the first row's DELETE waits", Duration.ofSeconds(8),
+          () -> acknowledged.getOrDefault("k0", List.of()).size() == 6);
+      assertThat(outbox.postgres.queryLong("SELECT count(*) FROM " + outbox.table.qualifiedName()
+          + " WHERE batch_id = '" + first + "'")).as("the first row is still there").isEqualTo(1);
+      Flux.from(locker.commitTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(locker.close()).block(QUICKLY);
+    }
+    Poll.until("everything is deleted", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(acknowledged.get("k0")).containsExactly(0, 1, 2, 3, 4, 5);
+    assertThat(duplicates).hasValue(0);
+  }
+
+  @Test
   void aRowParkedForEverHoldsOnlyItsKey() {
     // An operator parks a row: next_attempt_at = 'infinity'. Reads must not fail on it (it was
     // an int8 overflow once timestamps were read as microseconds); only its key waits.
