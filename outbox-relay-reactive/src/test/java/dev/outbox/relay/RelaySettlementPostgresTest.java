@@ -18,8 +18,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.apache.kafka.common.errors.TimeoutException;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** Settlement logic (retry, dead letter, undecodable rows) on real PostgreSQL with fake sinks. */
 @ExtendWith(PostgresExtension.class)
@@ -46,16 +47,17 @@ class RelaySettlementPostgresTest {
         .toList();
   }
 
-  private RelayHandle start(RecordSink sink, RetryPolicy retry, List<RelayOutcome> seen) {
+  private RelayHandle start(String mode, RecordSink sink, RetryPolicy retry, List<RelayOutcome> seen) {
     OutboxRelay relay = OutboxRelay.create(outbox.pool, RelayOptions.builder()
-        .table(outbox.table).sink(sink).retryPolicy(retry)
+        .table(outbox.table).mode(RelayMode.valueOf(mode)).sink(sink).retryPolicy(retry)
         .pollInterval(Duration.ofMillis(50)).build());
     relay.outcomes().subscribe(seen::add);
     return relay.start();
   }
 
-  @Test
-  void retriableFailuresAreRetriedWithBackoffThenPublished() {
+  @ParameterizedTest
+  @ValueSource(strings = {"PARTITIONED", "PARALLEL"}) // the default, and the deprecated lease mode
+  void retriableFailuresAreRetriedWithBackoffThenPublished(String mode) {
     AtomicInteger attempts = new AtomicInteger();
     RecordSink flaky = TestSinks.answering(r -> r.topic().equals("flaky") && attempts.incrementAndGet() <= 2
         ? new TimeoutException("broker slow") : null);
@@ -63,7 +65,7 @@ class RelaySettlementPostgresTest {
     outbox.write(5, 1, i -> batch("fine", "k" + i, 2));
     List<RelayOutcome> seen = new CopyOnWriteArrayList<>();
 
-    relay = start(flaky, RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofMillis(200))
+    relay = start(mode, flaky, RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofMillis(200))
         .jitter(0).build(), seen);
 
     // Outcomes are emitted just after their statement commits: wait for them, not only the rows.
@@ -77,14 +79,15 @@ class RelaySettlementPostgresTest {
     assertThat(seen).filteredOn(o -> o.kind() == Kind.PUBLISHED).hasSize(6);
   }
 
-  @Test
-  void retryStateIsKeptInTheRow() {
+  @ParameterizedTest
+  @ValueSource(strings = {"PARTITIONED", "PARALLEL"}) // the default, and the deprecated lease mode
+  void retryStateIsKeptInTheRow(String mode) {
     RecordSink failing = TestSinks.answering(r -> new TimeoutException("x".repeat(400)));
     outbox.write(1, 1, i -> batch("s", "k", 1));
     String id = (String) outbox.postgres.queryColumn(
         "SELECT batch_id FROM " + outbox.table.qualifiedName()).get(0);
 
-    relay = start(failing, RetryPolicy.builder().maxAttempts(10)
+    relay = start(mode, failing, RetryPolicy.builder().maxAttempts(10)
         .initialBackoff(Duration.ofMinutes(10)).maxBackoff(Duration.ofMinutes(10)).jitter(0).build(),
         new CopyOnWriteArrayList<>());
 
@@ -97,8 +100,9 @@ class RelaySettlementPostgresTest {
     assertThat(row.leaseToken()).isNull();
   }
 
-  @Test
-  void exhaustedRetriesAndFatalErrorsDeadLetterWhileOtherBatchesFlow() {
+  @ParameterizedTest
+  @ValueSource(strings = {"PARTITIONED", "PARALLEL"}) // the default, and the deprecated lease mode
+  void exhaustedRetriesAndFatalErrorsDeadLetterWhileOtherBatchesFlow(String mode) {
     RecordSink sink = TestSinks.answering(r -> switch (r.topic()) {
       case "always-down" -> new TimeoutException("still down");
       case "too-big" -> new RecordTooLargeException("The message is 2000000 bytes");
@@ -109,7 +113,7 @@ class RelaySettlementPostgresTest {
     outbox.write(20, 5, i -> batch("fine", "k" + i, 1));
     List<RelayOutcome> seen = new CopyOnWriteArrayList<>();
 
-    relay = start(sink, RetryPolicy.builder().maxAttempts(3).initialBackoff(Duration.ofMillis(50))
+    relay = start(mode, sink, RetryPolicy.builder().maxAttempts(3).initialBackoff(Duration.ofMillis(50))
         .jitter(0).build(), seen);
 
     Poll.until("the outbox is empty", Duration.ofSeconds(20), () -> outbox.rows() == 0
@@ -127,8 +131,9 @@ class RelaySettlementPostgresTest {
     assertThat(seen).filteredOn(o -> o.kind() == Kind.DEAD_LETTERED).hasSize(2);
   }
 
-  @Test
-  void undecodableRowsAreDeadLetteredWithoutBeingSent() {
+  @ParameterizedTest
+  @ValueSource(strings = {"PARTITIONED", "PARALLEL"}) // the default, and the deprecated lease mode
+  void undecodableRowsAreDeadLetteredWithoutBeingSent(String mode) {
     AtomicInteger sent = new AtomicInteger();
     RecordSink counting = TestSinks.answering(r -> {
       sent.incrementAndGet();
@@ -138,7 +143,7 @@ class RelaySettlementPostgresTest {
         + " (batch_id, message_count, raw_data) VALUES ('corrupt00000000000000000001', 1, '\\xdeadbeef')");
     outbox.write(3, 1, i -> batch("fine", "k", 1));
 
-    relay = start(counting, RetryPolicy.DEFAULT, new CopyOnWriteArrayList<>());
+    relay = start(mode, counting, RetryPolicy.DEFAULT, new CopyOnWriteArrayList<>());
 
     Poll.until("the outbox is empty", Duration.ofSeconds(20), () -> outbox.rows() == 0);
     DeadLetter dead = outbox.store.findDeadLetter("corrupt00000000000000000001").block();
