@@ -49,6 +49,16 @@ final class RelayBenchmark {
   static final RelayMode MODE = RelayMode.valueOf(System.getProperty("bench.mode",
       RelayOptions.builder().kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build().mode().name()));
 
+  /** {@code -Dbench.minimal=false} skips the minimal correct loop ({@link MinimalLoop}). */
+  static final boolean MINIMAL = Boolean.parseBoolean(System.getProperty("bench.minimal", "true"));
+  /** The relay's defaults unless {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize}. */
+  static final RelayOptions DEFAULTS = RelayOptions.builder()
+      .kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build();
+  static final int MAX_IN_FLIGHT = Integer.getInteger("bench.maxInFlight", DEFAULTS.maxInFlight());
+  static final int CLAIM_SIZE = Integer.getInteger("bench.claimSize", DEFAULTS.claimSize());
+  /** Messages of the warm-up drain (and of the minimal loop's warm-up). */
+  static final int WARMUP = Integer.getInteger("bench.warmup", Math.min(100_000, MESSAGES / 2));
+
   private RelayBenchmark() {}
 
   public static void main(String[] args) {
@@ -74,11 +84,13 @@ final class RelayBenchmark {
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     OutboxSchema.createIfMissing(pool, table).block();
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
-    // A warm-up drain as the baseline has a warm-up send (a tenth, at most 20,000 messages), so
-    // that neither is timed while the JIT compiles its code for the first time.
+    // A warm-up drain as the baseline has a warm-up send, so that neither is timed while the JIT
+    // compiles its code for the first time. Half the backlog, at most 100,000 messages: with
+    // 20,000 the JIT compiler still took 37 % of the CPU samples of a 1,000,000-message drain
+    // (async-profiler), the relay having more code to compile than the baseline.
     String warmupTopic = relayTopic + "-warmup";
     kafka.createTopic(warmupTopic, 6);
-    fill(pool, writer, warmupTopic, payload, Math.min(20_000, MESSAGES / 10));
+    fill(pool, writer, warmupTopic, payload, WARMUP);
     drain(pool, table, producer, false);
     fill(pool, writer, relayTopic, payload, MESSAGES);
     // Statistics, as a table in service has them (Backlog.fill does the same): without them the
@@ -93,6 +105,23 @@ final class RelayBenchmark {
 
     double relaySeconds = drain(pool, table, producer, true);
     long heapPeak = heap.stream().mapToLong(p -> p.getPeakUsage().getUsed()).sum();
+    // The floor: the least a correct drain must do (MinimalLoop), on the same rows, same run.
+    double minimalSeconds = Double.NaN;
+    if (MINIMAL) {
+      String minimalTopic = relayTopic + "-minimal";
+      kafka.createTopic(minimalTopic, 6);
+      fill(pool, writer, minimalTopic, payload, WARMUP);
+      MinimalLoop.drainSeconds(pool, table, producer, MAX_IN_FLIGHT); // warm-up
+      fill(pool, writer, minimalTopic, payload, MESSAGES);
+      postgres.execute("VACUUM ANALYZE bench_relay");
+      Profiling.start();
+      minimalSeconds = MinimalLoop.drainSeconds(pool, table, producer, MAX_IN_FLIGHT);
+      Profiling.stop("minimal");
+      long left = postgres.queryLong("SELECT count(*) FROM bench_relay");
+      if (left != 0) {
+        throw new IllegalStateException(left + " rows left after the minimal loop");
+      }
+    }
     double baselineAfter = plainSenderSeconds(kafka, baselineTopic, MESSAGES, payload);
     double baselineSeconds = Math.min(baselineBefore, baselineAfter);
     System.out.printf("baseline before the relay %.2f s, after %.2f s%n", baselineBefore, baselineAfter);
@@ -106,6 +135,19 @@ final class RelayBenchmark {
     System.out.printf("| plain KafkaSender (baseline) | %.2f | %.0f |%n", baselineSeconds, baselineRate);
     System.out.printf("| relay: claim + decode + send + delete | %.2f | %.0f |%n", relaySeconds, relayRate);
     System.out.printf("| ratio relay / baseline | | %.3f |%n", relayRate / baselineRate);
+    if (MINIMAL) {
+      double minimalRate = MESSAGES / minimalSeconds;
+      System.out.printf("| minimal correct loop (MinimalLoop) | %.2f | %.0f |%n", minimalSeconds, minimalRate);
+      System.out.printf("| ratio minimal loop / baseline | | %.3f |%n", minimalRate / baselineRate);
+      System.out.printf("| ratio relay / minimal loop | | %.3f |%n", relayRate / minimalRate);
+      Results.add(String.format(java.util.Locale.ROOT, "minimal correct loop: drain %,d msgs (batches of %d)",
+              MESSAGES, BATCH),
+          Results.rate(minimalRate, "msgs/s") + String.format(java.util.Locale.ROOT, " (%.1f s)", minimalSeconds),
+          Results.rate(baselineRate, "msgs/s") + " plain KafkaSender (as above)",
+          Results.ratio(minimalRate, baselineRate),
+          String.format(java.util.Locale.ROOT, "relay / minimal loop %.3f; one reader, no fencing,"
+              + " watermark, retries or validation (MinimalLoop)", relayRate / minimalRate));
+    }
     System.out.printf("| heap high-water mark while draining (max heap %d MB) | | %d MB (%d MB before) |%n",
         Runtime.getRuntime().maxMemory() >> 20, heapPeak >> 20, heapBefore >> 20);
     long records = TestKafka.get().recordCount(relayTopic);
@@ -118,8 +160,7 @@ final class RelayBenchmark {
         Results.ratio(relayRate, baselineRate),
         String.format(java.util.Locale.ROOT, MODE + "; maxInFlight %d, claimSize %d; %,d records in the topic; heap high-water %d MB"
                 + " (%d MB before) of this JVM, which also hosts the broker",
-            Integer.getInteger("bench.maxInFlight", 2_000),
-            Integer.getInteger("bench.claimSize", 200), records, heapPeak >> 20, heapBefore >> 20));
+            MAX_IN_FLIGHT, CLAIM_SIZE, records, heapPeak >> 20, heapBefore >> 20));
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     pool.dispose();
@@ -191,8 +232,8 @@ final class RelayBenchmark {
     long t0 = System.nanoTime();
     RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
         .mode(MODE)
-        .kafka(producer).maxInFlight(Integer.getInteger("bench.maxInFlight", 2_000))
-        .claimSize(Integer.getInteger("bench.claimSize", 200))
+        .kafka(producer).maxInFlight(MAX_IN_FLIGHT)
+        .claimSize(CLAIM_SIZE)
         .pollInterval(Duration.ofMillis(100)).build()).start();
     // Not count(*): on a million-row table it cost PostgreSQL ~7 ms per poll (pg_stat_statements).
     // The newest rows go last, so a walk from the end of insert_seq finds one at once.
