@@ -120,6 +120,42 @@ class OutboxStorePostgresTest {
   }
 
   @Test
+  void claimCommittedByIdsClaimsNothingUntilTheNamedTransactionsAreVisible() {
+    List<String> ids = writeBatches(1);
+    Connection open = Mono.from(pool.create()).block();
+    try {
+      Mono.from(open.beginTransaction()).block();
+      writer.write(Message.builder().stream("s").key("late").data(new byte[] {1}).build())
+          .contextWrite(OutboxContext.withConnection(open)).block();
+      // The 32-bit id, as the log's BEGIN message carries it.
+      long openXid = Flux.from(open.createStatement("SELECT txid_current() % 4294967296 AS xid").execute())
+          .flatMap(r -> r.map((row, meta) -> row.get("xid", Long.class))).blockFirst();
+      String late = postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()
+          + " WHERE message_keys = ARRAY['s\u001flate']").stream().findFirst().map(String.class::cast)
+          .orElse(null);
+      assertThat(late).as("invisible to others while open").isNull();
+
+      RelayStore.IdClaims waiting = store.claimCommittedByIds(List.of(ids.get(0)), List.of(openXid),
+          LONG_LEASE, "relay-wal").block();
+      assertThat(waiting.committedVisible()).isFalse();
+      assertThat(waiting.answers()).isEmpty();
+      assertThat(admin.find(ids.get(0)).block().leaseOwner()).as("nothing claimed meanwhile").isNull();
+
+      Mono.from(open.commitTransaction()).block();
+      String written = (String) postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()
+          + " WHERE message_keys = ARRAY['s\u001flate']").get(0);
+      RelayStore.IdClaims visible = store.claimCommittedByIds(List.of(ids.get(0), written),
+          List.of(openXid), LONG_LEASE, "relay-wal").block();
+      assertThat(visible.committedVisible()).isTrue();
+      assertThat(visible.answers()).extracting(RelayStore.IdClaim::batchId)
+          .containsExactlyInAnyOrder(ids.get(0), written);
+      assertThat(visible.answers()).allSatisfy(a -> assertThat(a.claim()).isNotNull());
+    } finally {
+      Mono.from(open.close()).block();
+    }
+  }
+
+  @Test
   void concurrentClaimersNeverReceiveTheSameBatch() {
     List<String> ids = writeBatches(300);
     List<String> seen = Collections.synchronizedList(new ArrayList<>());

@@ -58,6 +58,9 @@ final class WalSource implements BatchSource {
   /** Most ids claimed by one statement, and how long arrivals wait to fill a group. */
   private static final int CLAIM_GROUP = 256;
   private static final Duration CLAIM_WINDOW = Duration.ofMillis(2);
+  /** First wait, doubling up to the most, for a committed transaction to become visible. */
+  private static final Duration NOT_VISIBLE_WAIT = Duration.ofMillis(1);
+  private static final Duration MAX_NOT_VISIBLE_WAIT = Duration.ofMillis(200);
 
   /** A batch id to publish: from the slot ({@code insert} set) or from the start-up sweep. */
   private record Arrival(String batchId, @Nullable WalInsert insert) {}
@@ -148,12 +151,34 @@ final class WalSource implements BatchSource {
       int n = Math.min(ids.size(), Math.max(1, room.records()));
       List<String> now = List.copyOf(ids.subList(0, n));
       List<String> rest = List.copyOf(ids.subList(n, ids.size()));
-      long generation = ledger.generation();
-      return store.claimByIds(now, options.leaseDuration(), options.instanceId())
-          .collectList()
-          .doOnNext(answers -> run.claimed(now, answers, generation))
+      return claimWhenVisible(run, now, run.transactionsOf(now), NOT_VISIBLE_WAIT)
           .then(Mono.defer(() -> claimInGroups(run, rest)));
     });
+  }
+
+  /**
+   * Claims {@code ids} once the transactions the slot named for them are visible to the claim's
+   * snapshot (the slot can report a commit a moment before other sessions see it; a row not
+   * seen then would be taken for gone). Until then it waits and tries again; the groups after
+   * it wait too, so per-key commit order holds.
+   */
+  private Mono<Void> claimWhenVisible(Run run, List<String> ids, List<Long> xids, Duration wait) {
+    long generation = ledger.generation();
+    return store.claimCommittedByIds(ids, xids, options.leaseDuration(), options.instanceId())
+        .flatMap(answer -> {
+          if (answer.committedVisible()) {
+            run.claimed(ids, answer.answers(), generation);
+            return Mono.empty();
+          }
+          if (stopping) {
+            return Mono.empty();
+          }
+          log.debug("Outbox relay {}: a committed transaction is not visible yet; claiming again in {}",
+              options.instanceId(), wait);
+          Duration next = wait.multipliedBy(2).compareTo(MAX_NOT_VISIBLE_WAIT) > 0 ? MAX_NOT_VISIBLE_WAIT
+              : wait.multipliedBy(2);
+          return Mono.delay(wait).then(Mono.defer(() -> claimWhenVisible(run, ids, xids, next)));
+        });
   }
 
   /** The ledger's room once there is some; empty when the relay stops first. */
@@ -229,6 +254,19 @@ final class WalSource implements BatchSource {
         }
       }
       return over ? List.of() : List.copyOf(fresh.keySet());
+    }
+
+    /** The transaction ids the slot reported for {@code ids} (none for the sweep's rows). */
+    synchronized List<Long> transactionsOf(List<String> ids) {
+      List<Long> xids = new ArrayList<>();
+      for (String id : ids) {
+        Entry entry = entries.get(id);
+        if (entry != null) {
+          entry.inserts.stream().mapToLong(WalInsert::xid).filter(xid -> xid != 0)
+              .forEach(xids::add);
+        }
+      }
+      return xids;
     }
 
     /** A group's claim answered: each batch takes its turn on its keys, in the group's order. */

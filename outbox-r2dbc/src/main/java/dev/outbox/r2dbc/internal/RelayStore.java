@@ -11,6 +11,7 @@ import java.util.Base64;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.UUID;
 import java.util.function.Function;
 import org.jspecify.annotations.Nullable;
@@ -86,7 +87,17 @@ public final class RelayStore {
     // per-key order while it waits; ids of rows that are gone do not come back. The second part
     // reads the statement's snapshot, from before the UPDATE: a row claimed here is left out of
     // it by the NOT EXISTS on what the UPDATE returned.
-    claimByIdsSql = "WITH wanted AS (SELECT DISTINCT w.batch_id FROM unnest($1::bpchar[]) AS w(batch_id)),"
+    // The log can deliver a commit before the committing backend is out of the snapshots of
+    // others (the commit record is flushed first, then the transaction leaves the proc array):
+    // a row of it is then not visible yet and would look gone. So the statement also checks, in
+    // its own snapshot, that the transactions the log named are visible ($5, 32-bit xids as
+    // the log carries them, widened with the epoch of the snapshot's xmax); if one is not,
+    // nothing is claimed and one row with claimed = NULL says so.
+    claimByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot((CASE WHEN f.xid >= m.xmax"
+        + " THEN f.xid - 4294967296 ELSE f.xid END)::text::xid8, m.s)), TRUE) AS ok"
+        + " FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s) AS m,"
+        + " unnest($5::bigint[]) AS x, LATERAL (SELECT ((m.xmax >> 32) << 32) | x AS xid) AS f),"
+        + " wanted AS (SELECT DISTINCT w.batch_id FROM unnest($1::bpchar[]) AS w(batch_id), vis WHERE vis.ok),"
         + " taken AS (UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2,"
         + " lease_token = $3, lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " FROM wanted WHERE o.batch_id = wanted.batch_id"
@@ -97,7 +108,8 @@ public final class RelayStore {
         + " UNION ALL SELECT FALSE, o.batch_id, o.insert_seq, o.message_count, o.write_retries,"
         + " NULL::text, o.insert_time, o.lease_expires_at, o.message_keys FROM " + t + " AS o"
         + " JOIN wanted ON o.batch_id = wanted.batch_id"
-        + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)";
+        + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)"
+        + " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM vis WHERE NOT vis.ok";
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
@@ -269,20 +281,46 @@ public final class RelayStore {
    * the table, in no particular order; ids of rows that are gone are left out.
    */
   public Flux<IdClaim> claimByIds(List<String> batchIds, Duration lease, String owner) {
+    return claimCommittedByIds(batchIds, List.of(), lease, owner)
+        .flatMapIterable(IdClaims::answers);
+  }
+
+  /**
+   * What {@link #claimCommittedByIds} answered: {@code committedVisible} false when one of the
+   * transactions was not visible yet, and then nothing was claimed ({@code answers} empty).
+   */
+  public record IdClaims(boolean committedVisible, List<IdClaim> answers) {}
+
+  /**
+   * {@link #claimByIds}, but only once every transaction in {@code committedXids} (32-bit ids of
+   * transactions the log reported committed) is visible to the statement's snapshot; until
+   * then nothing is claimed. A row of such a transaction that is missing once it is visible is
+   * gone, not merely unseen.
+   */
+  public Mono<IdClaims> claimCommittedByIds(List<String> batchIds, List<Long> committedXids,
+      Duration lease, String owner) {
     if (batchIds.isEmpty()) {
-      return Flux.empty();
+      return Mono.just(new IdClaims(true, List.of()));
     }
-    return Flux.defer(() -> {
+    return Mono.defer(() -> {
       UUID token = Entropy.randomUuid();
       String[] ids = batchIds.toArray(String[]::new);
+      Long[] xids = committedXids.toArray(Long[]::new);
       return query(claimByIdsSql,
-          s -> s.bind(0, ids).bind(1, owner).bind(2, token).bind(3, lease.toMillis()),
+          s -> s.bind(0, ids).bind(1, owner).bind(2, token).bind(3, lease.toMillis()).bind(4, xids),
           row -> {
+            if (row.get("claimed", Boolean.class) == null) {
+              return Optional.<IdClaim>empty(); // a transaction named is not visible yet
+            }
             String[] keys = row.get("message_keys", String[].class);
             boolean claimed = Boolean.TRUE.equals(row.get("claimed", Boolean.class));
-            return new IdClaim(Objects.requireNonNull(row.get("batch_id", String.class), "batch_id"),
-                claimed ? claimed(row, token) : null, keys == null ? List.of() : List.of(keys));
-          });
+            return Optional.of(new IdClaim(Objects.requireNonNull(row.get("batch_id", String.class), "batch_id"),
+                claimed ? claimed(row, token) : null, keys == null ? List.of() : List.of(keys)));
+          })
+          .collectList()
+          .map(rows -> rows.stream().anyMatch(Optional::isEmpty)
+              ? new IdClaims(false, List.of())
+              : new IdClaims(true, rows.stream().map(Optional::orElseThrow).toList()));
     });
   }
 
