@@ -8,6 +8,7 @@ import io.r2dbc.spi.Statement;
 import io.r2dbc.spi.Wrapped;
 import java.time.Duration;
 import java.util.Objects;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Function;
@@ -15,8 +16,11 @@ import org.jspecify.annotations.Nullable;
 import org.reactivestreams.Publisher;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
 
 /**
  * Internal: not part of the public API. One auto-commit statement on a connection taken from a
@@ -121,12 +125,18 @@ public final class Sql {
     });
   }
 
-  /** Fails with {@link TimeoutException} unless {@code rows} completes within {@code timeout}. */
+  /**
+   * Fails with {@link TimeoutException} unless {@code rows} completes within {@code timeout}.
+   * One timer per statement, not one per row: {@code timeout(Mono.delay(...))} per row scheduled
+   * and cancelled a timer task for every row read (async-profiler: ~0.4 µs per row).
+   */
   private static <T> Flux<T> withDeadline(Flux<T> rows, Duration timeout) {
     return Flux.defer(() -> {
-      long deadline = System.nanoTime() + timeout.toNanos();
-      return rows.timeout(Mono.delay(timeout),
-          item -> Mono.delay(Duration.ofNanos(Math.max(0, deadline - System.nanoTime()))));
+      Sinks.One<Boolean> passed = Sinks.one();
+      Mono<Boolean> deadline = passed.asMono();
+      Disposable timer = Schedulers.parallel().schedule(() -> passed.tryEmitValue(true),
+          timeout.toNanos(), TimeUnit.NANOSECONDS);
+      return rows.timeout(deadline, item -> deadline).doFinally(signal -> timer.dispose());
     });
   }
 
