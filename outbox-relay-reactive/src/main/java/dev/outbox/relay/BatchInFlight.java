@@ -112,9 +112,21 @@ final class BatchInFlight {
     return fatal.get() == null && retriable.get() == null;
   }
 
+  /** Run once when the batch is published (WAL: its keys' next batches may go). */
+  private volatile @Nullable Runnable onPublished;
+
+  /** Sets what {@link #markPublished} runs; before the batch is handed to the pipeline. */
+  void onPublished(Runnable action) {
+    this.onPublished = action;
+  }
+
   /** Called once every record is answered and none failed. */
   void markPublished() {
     published = true;
+    Runnable action = onPublished;
+    if (action != null) {
+      action.run();
+    }
   }
 
   /**

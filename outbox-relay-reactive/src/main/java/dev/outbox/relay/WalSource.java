@@ -212,6 +212,12 @@ final class WalSource implements BatchSource {
     @Nullable BatchInFlight batch;
     /** Whether {@link #batch} was handed to the pipeline. */
     boolean sent;
+    /**
+     * Published once (Kafka has all of it), so it no longer stands in line on its keys: their
+     * next batches go on while its DELETE runs; should that fail, it is published again out of
+     * line (a duplicate after them; first deliveries stay in commit order).
+     */
+    boolean outOfLine;
 
     Entry(String batchId) {
       this.batchId = batchId;
@@ -346,7 +352,17 @@ final class WalSource implements BatchSource {
     private void take(Entry entry, BatchInFlight batch) {
       entry.batch = batch;
       entry.sent = false;
+      batch.onPublished(() -> published(entry, batch));
       batch.settlement().subscribe(outcome -> settled(entry, batch, outcome));
+    }
+
+    /** Kafka has all of the entry's batch: its keys' next batches go now, not after its DELETE. */
+    private synchronized void published(Entry entry, BatchInFlight batch) {
+      if (over || entry.batch != batch || entry.outOfLine) {
+        return;
+      }
+      entry.outOfLine = true;
+      leaveLines(entry).forEach(this::send);
     }
 
     /** Hands the entry's batch to the pipeline when it is claimed and first in line on its keys. */
@@ -365,6 +381,9 @@ final class WalSource implements BatchSource {
       List<String> keys = entry.keys;
       if (keys == null) {
         return false;
+      }
+      if (entry.outOfLine) {
+        return true;
       }
       for (String key : keys) {
         ArrayDeque<Entry> line = turns.get(key);
@@ -429,15 +448,21 @@ final class WalSource implements BatchSource {
     /** Settled for good: its keys go on, its inserts are acknowledged to the slot. */
     private void finish(Entry entry) {
       entries.remove(entry.batchId);
+      List<Entry> next = leaveLines(entry);
+      entry.inserts.forEach(follower::acknowledge);
+      next.forEach(this::send);
+    }
+
+    /** Takes the entry out of its keys' lines; returns the entries now first in them. */
+    private List<Entry> leaveLines(Entry entry) {
       List<Entry> next = new ArrayList<>();
       List<String> keys = entry.keys;
       if (keys != null) {
         for (String key : keys) {
           ArrayDeque<Entry> line = turns.get(key);
-          if (line == null) {
+          if (line == null || !line.remove(entry)) {
             continue;
           }
-          line.remove(entry);
           if (line.isEmpty()) {
             turns.remove(key);
           } else {
@@ -445,8 +470,7 @@ final class WalSource implements BatchSource {
           }
         }
       }
-      entry.inserts.forEach(follower::acknowledge);
-      next.forEach(this::send);
+      return next;
     }
 
     private void giveBack(List<ClaimedBatch> claims) {

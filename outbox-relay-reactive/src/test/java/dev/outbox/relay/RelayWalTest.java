@@ -297,6 +297,41 @@ class RelayWalTest {
    * source never had more than one record outstanding; now batches of different keys overlap,
    * within the record budget.
    */
+  /**
+   * A key's next batch goes out once Kafka has the previous one, not only after its DELETE:
+   * another transaction holds a lock on the first row that lets the claim (an UPDATE of no key
+   * column) through but makes its DELETE wait.
+   */
+  @Test
+  void aKeysNextBatchGoesOutOnceKafkaHasThePreviousOneNotOnlyAfterItsDelete() {
+    // The slot first: creating it waits for open transactions, the locker's too.
+    start().stop(Duration.ofSeconds(5)).block(QUICKLY);
+    commit(message("m0"));
+    commit(message("m1"));
+    commit(message("m2"));
+    String first = (String) outbox.postgres.queryColumn("SELECT batch_id FROM " + outbox.table.qualifiedName()
+        + " ORDER BY insert_seq LIMIT 1").get(0);
+    Connection locker = Mono.from(outbox.pool.create()).block(QUICKLY);
+    RelayHandle relay = null;
+    try {
+      Flux.from(locker.beginTransaction()).blockLast(QUICKLY);
+      run(locker, "SELECT 1 FROM " + outbox.table.qualifiedName() + " WHERE batch_id = '" + first
+          + "' FOR KEY SHARE");
+      relay = start();
+      assertThat(published(3)).as("all three in Kafka while the first row's DELETE waits")
+          .containsExactly("m0", "m1", "m2");
+      assertThat(outbox.postgres.queryLong("SELECT count(*) FROM " + outbox.table.qualifiedName()
+          + " WHERE batch_id = '" + first + "'")).as("the first row is still there").isEqualTo(1);
+      Flux.from(locker.commitTransaction()).blockLast(QUICKLY);
+      Poll.until("everything is deleted", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      Mono.from(locker.close()).block(QUICKLY);
+      if (relay != null) {
+        relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+      }
+    }
+  }
+
   @Test
   void severalBatchesOfDifferentKeysAreInFlightAtOnceWithinTheBudget() {
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
