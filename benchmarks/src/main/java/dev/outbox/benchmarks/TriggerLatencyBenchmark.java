@@ -72,7 +72,8 @@ final class TriggerLatencyBenchmark {
 
     runs.put("relay, WAL mode (logical replication, commit order)", relay(pool, kafka, topic,
         "lat_wal", b -> b.mode(dev.outbox.relay.RelayMode.WAL), false, null));
-    postgres.execute("SELECT pg_drop_replication_slot('lat_wal_relay')", "DROP PUBLICATION IF EXISTS lat_wal_relay");
+    postgres.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'lat_wal_relay'",
+        "DROP PUBLICATION IF EXISTS lat_wal_relay");
 
     System.out.println();
     System.out.println("| ~1,000 msgs/s for " + RUN.toSeconds() + " s each | p50 ms | p99 ms | messages |");
@@ -137,6 +138,10 @@ final class TriggerLatencyBenchmark {
 
   private static List<Long> relay(ConnectionPool pool, TestKafka kafka, String topic, String name,
       UnaryOperator<RelayOptions.Builder> trigger, boolean notifying, HeartbeatNotifier heartbeat) {
+    String only = System.getProperty("bench.latency.only");
+    if (only != null && !name.contains(only)) {
+      return List.of();
+    }
     OutboxTable table = OutboxTable.of(name);
     TestPostgres.get().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
             + " WHERE slot_name = '" + name + "_relay'", "DROP PUBLICATION IF EXISTS " + name + "_relay",
@@ -154,7 +159,7 @@ final class TriggerLatencyBenchmark {
           }
         });
     RelayHandle relay = OutboxRelay.create(pool, trigger.apply(RelayOptions.builder().table(table)
-        .sink(sink)).build()).start();
+        .mode(RelayBenchmark.MODE).sink(sink)).build()).start();
     long end = System.nanoTime() + RUN.toNanos();
     Flux.interval(Duration.ofMillis(10))
         .takeWhile(t -> System.nanoTime() < end)

@@ -22,14 +22,29 @@ final class BatchInFlight {
   record RecordRef(BatchInFlight batch, long handedOffNanos) implements SendGuard {
     @Override
     public boolean sendAbandoned() {
-      return batch.sendFailed;
+      return batch.group.failed;
     }
 
     @Override
     public void sendFailed() {
-      batch.sendFailed = true;
+      batch.group.failed = true;
     }
   }
+
+  /**
+   * Batches sent as one unit: once a record of one of them failed, the records of all of them
+   * not yet handed to the producer are not sent (see {@link SendGuard}). Usually one batch;
+   * PARTITIONED joins consecutive rows of one key taken by one read, so that a key's rows go
+   * out together with the same guarantee as the messages of one row.
+   */
+  static final class SendGroup {
+    private volatile boolean failed;
+    /** Batches in the group; counted by the one read that builds it. */
+    int batches;
+  }
+
+  /** A record of this batch's group failed in the sink: the rest is not sent (see SendGuard). */
+  private final SendGroup group;
 
   /** Whether this batch still counts against the ledger's budgets; see {@link #uncount()}. */
   private final java.util.concurrent.atomic.AtomicBoolean counted =
@@ -40,8 +55,6 @@ final class BatchInFlight {
     return counted.compareAndSet(true, false);
   }
 
-  /** A record of this batch failed in the sink: the rest of it is not sent (see SendGuard). */
-  private volatile boolean sendFailed;
   /** Every record acknowledged by Kafka, none failed; its settlement may still be running. */
   private volatile boolean published;
 
@@ -68,6 +81,13 @@ final class BatchInFlight {
   }
 
   BatchInFlight(ClaimedBatch claim, boolean awaited, @Nullable Fence fence) {
+    this(claim, awaited, fence, null);
+  }
+
+  /** {@code group}: the unit it is sent with, {@code null} for a group of its own. */
+  BatchInFlight(ClaimedBatch claim, boolean awaited, @Nullable Fence fence,
+      @Nullable SendGroup group) {
+    this.group = group == null ? new SendGroup() : group;
     this.fence = fence;
     this.claim = claim;
     this.bytes = claim.rawData().length;
@@ -99,7 +119,7 @@ final class BatchInFlight {
 
   /** Records one failed record; the first failure of each kind is kept as the reason. */
   void failed(Throwable error, boolean isFatal) {
-    sendFailed = true;
+    group.failed = true;
     (isFatal ? fatal : retriable).compareAndSet(null, error);
   }
 

@@ -23,7 +23,7 @@ import reactor.core.scheduler.Schedulers;
  * arrive on the producer's I/O thread. One thread keeps the send order, so records with the
  * same key keep their order. Same producer defaults as {@link ReactorKafkaSink}. Thread-safe.
  */
-public final class KafkaProducerSink implements RecordSink {
+public final class KafkaProducerSink implements GuardingSink {
   private final Producer<String, byte[]> producer;
   private final int maxInFlight;
   private final Scheduler sendThread;

@@ -85,6 +85,13 @@ final class Ledger {
   /** As {@link #register(List, long, boolean)}, each batch with its fence (PARTITIONED). */
   @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed,
       BatchInFlight.@Nullable Fence @Nullable [] fences, long claimGeneration, boolean awaited) {
+    return register(claimed, fences, null, claimGeneration, awaited);
+  }
+
+  /** As {@link #register(List, BatchInFlight.Fence[], long, boolean)}, each with its send group. */
+  @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed,
+      BatchInFlight.@Nullable Fence @Nullable [] fences,
+      BatchInFlight.@Nullable SendGroup @Nullable [] groups, long claimGeneration, boolean awaited) {
     List<BatchInFlight> batches = new ArrayList<>(claimed.size());
     long addedRecords = 0;
     long addedBytes = 0;
@@ -94,7 +101,8 @@ final class Ledger {
       }
       for (int i = 0; i < claimed.size(); i++) {
         ClaimedBatch claim = claimed.get(i);
-        BatchInFlight batch = new BatchInFlight(claim, awaited, fences == null ? null : fences[i]);
+        BatchInFlight batch = new BatchInFlight(claim, awaited, fences == null ? null : fences[i],
+            groups == null ? null : groups[i]);
         held.add(batch);
         batches.add(batch);
         addedRecords += claim.messageCount();

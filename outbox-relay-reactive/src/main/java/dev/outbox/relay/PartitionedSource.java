@@ -37,9 +37,11 @@ import reactor.core.publisher.Mono;
  * ownership is fresh (renewed within {@code leaseDuration}), so a relay cut off from the
  * database stops before another takes over; fencing by epoch covers the rest.
  *
- * <p>Order: one batch per key is in flight at a time, until Kafka has acknowledged all of it
- * (its DELETE may still run); a key whose row waits for a retry is held (its later rows are not
- * read) until the retry is due. Rows without keys are independent.
+ * <p>Order: what one read takes of a key (its consecutive rows there, sent as one {@link
+ * BatchInFlight.SendGroup}: once a record of them fails, the rest is not sent) is in flight
+ * alone, until Kafka has acknowledged all of it (its DELETEs may still run); a key whose row
+ * waits for a retry is held (its later rows are not read) until the retry is due. Rows without
+ * keys are independent.
  */
 final class PartitionedSource implements BatchSource {
   private static final Logger log = LoggerFactory.getLogger(PartitionedSource.class);
@@ -90,14 +92,17 @@ final class PartitionedSource implements BatchSource {
   private volatile double messagesPerRow = 1;
   private final NavigableMap<Instant, Long> rewinds = new ConcurrentSkipListMap<>();
   private final AtomicInteger partitions = new AtomicInteger();
+  /** Most rows of one key one read sends as one unit (1 behind a sink that ignores SendGuard). */
+  private final int rowsPerKeyInFlight;
 
   /**
    * @param owner this relay's owner token: its instance id plus a random part, so that two
    *     processes given the same id (a restart while the old one is frozen) never share epochs
    */
   PartitionedSource(PartitionStore store, Ledger ledger, RelayOptions options,
-      Flux<Long> externalWakeups, String owner) {
+      Flux<Long> externalWakeups, String owner, int rowsPerKeyInFlight) {
     this.owner = owner;
+    this.rowsPerKeyInFlight = rowsPerKeyInFlight;
     this.store = store;
     this.ledger = ledger;
     this.options = options;
@@ -322,8 +327,12 @@ final class PartitionedSource implements BatchSource {
             List<ReadRow> rows = read.rows();
             List<ClaimedBatch> taken = new ArrayList<>();
             List<BatchInFlight.Fence> fences = new ArrayList<>();
+            List<BatchInFlight.SendGroup> groups = new ArrayList<>();
             // Keys a later row of this read must not overtake: in flight, taken or passed here.
             Set<String> blocking = new HashSet<>(inFlightKeys);
+            // Keys whose every row so far in this read was taken, with the send group they went
+            // in: a later row of such a key joins that group instead of waiting a round trip.
+            Map<String, BatchInFlight.SendGroup> chainable = new HashMap<>();
             long position = after;
             boolean advancing = true;
             long records = 0;
@@ -331,6 +340,7 @@ final class PartitionedSource implements BatchSource {
               long seq = row.insertSeq();
               if (row.pending()) { // may still be overtaken by an earlier transaction's commit
                 blocking.addAll(row.keys());
+                chainable.keySet().removeAll(row.keys());
                 advancing = false;
                 continue;
               }
@@ -339,20 +349,33 @@ final class PartitionedSource implements BatchSource {
                 hold(row.keys(), row.waitingUntil());
                 rewinds.merge(row.waitingUntil(), seq, Math::min);
                 blocking.addAll(row.keys());
+                chainable.keySet().removeAll(row.keys());
                 position = advancing ? seq : position;
                 continue;
               }
               if (row.keys().stream().anyMatch(heldKeys::containsKey)) {
                 blocking.addAll(row.keys());
+                chainable.keySet().removeAll(row.keys());
                 position = advancing ? seq : position; // behind a retry: read again with it
                 continue;
               }
               Long epoch = parts.get(row.partition());
-              boolean blocked = row.keys().stream().anyMatch(blocking::contains);
+              BatchInFlight.SendGroup joined = null;
+              boolean blocked = false;
+              for (String key : row.keys()) {
+                if (blocking.contains(key)) {
+                  BatchInFlight.SendGroup group = chainable.get(key);
+                  // Behind a row not taken, in flight from an earlier read, or in two groups.
+                  blocked |= group == null || (joined != null && joined != group)
+                      || group.batches >= rowsPerKeyInFlight;
+                  joined = group;
+                }
+              }
               blocking.addAll(row.keys());
               boolean overBudget = row.rawData() == null
                   || (records + row.messageCount() > room.records() && !(taken.isEmpty() && room.empty()));
               if (blocked || epoch == null) {
+                chainable.keySet().removeAll(row.keys());
                 advancing = false;
                 continue;
               }
@@ -365,10 +388,15 @@ final class PartitionedSource implements BatchSource {
               taken.add(new ClaimedBatch(row.batchId(), seq, row.messageCount(),
                   row.writeRetries(), row.rawData(), row.insertTime(), NO_LEASE, Instant.MAX));
               fences.add(new BatchInFlight.Fence(row.partition(), epoch, row.keys()));
+              BatchInFlight.SendGroup group = joined != null ? joined : new BatchInFlight.SendGroup();
+              group.batches++;
+              groups.add(group);
+              row.keys().forEach(key -> chainable.put(key, group));
               position = advancing ? seq : position;
             }
             List<BatchInFlight> batches = ledger.register(taken,
-                fences.toArray(BatchInFlight.Fence[]::new), generation, false);
+                fences.toArray(BatchInFlight.Fence[]::new), groups.toArray(BatchInFlight.SendGroup[]::new),
+                generation, false);
             if (batches == null) {
               return Flux.empty(); // abandoned meanwhile: the next read rescans
             }

@@ -31,7 +31,7 @@ import reactor.kafka.sender.SenderRecord;
  * {@code acks=all}, {@code linger.ms=5}. reactor-kafka 1.3.25 is its last release; {@link
  * KafkaProducerSink} is the drop-in alternative. Thread-safe.
  */
-public final class ReactorKafkaSink implements RecordSink {
+public final class ReactorKafkaSink implements GuardingSink {
   /** Errors remembered per {@code send} to recognise reactor-kafka's terminal repeat of one. */
   static final int ANSWERED_ERRORS_KEPT = 64;
 

@@ -32,6 +32,9 @@ import org.jspecify.annotations.Nullable;
  * <p>Immutable and thread-safe; the builder is not thread-safe.
  */
 public final class RelayOptions {
+  /** Default {@link Builder#rowsPerKeyInFlight}. */
+  public static final int DEFAULT_ROWS_PER_KEY_IN_FLIGHT = 64;
+
   /** Default {@link Builder#maxInFlightBytes}: 32 MiB of stored batch data. */
   public static final long DEFAULT_MAX_IN_FLIGHT_BYTES = 32L << 20;
 
@@ -46,6 +49,7 @@ public final class RelayOptions {
   private final int maxInFlight;
   private final long maxInFlightBytes;
   private final int settleConcurrency;
+  private final int rowsPerKeyInFlight;
   private final RetryPolicy retryPolicy;
   private final FailureClassifier failureClassifier;
   private final Duration pollInterval;
@@ -73,6 +77,7 @@ public final class RelayOptions {
     this.maxInFlight = o.maxInFlight;
     this.maxInFlightBytes = o.maxInFlightBytes;
     this.settleConcurrency = o.settleConcurrency;
+    this.rowsPerKeyInFlight = o.rowsPerKeyInFlight;
     this.retryPolicy = o.retryPolicy;
     this.failureClassifier = o.failureClassifier;
     this.pollInterval = o.pollInterval;
@@ -101,6 +106,7 @@ public final class RelayOptions {
     this.maxInFlight = b.maxInFlight;
     this.maxInFlightBytes = b.maxInFlightBytes;
     this.settleConcurrency = b.settleConcurrency;
+    this.rowsPerKeyInFlight = b.rowsPerKeyInFlight;
     this.retryPolicy = b.retryPolicy;
     this.failureClassifier = b.failureClassifier;
     this.pollInterval = b.pollInterval;
@@ -179,6 +185,11 @@ public final class RelayOptions {
   /** Settlement statements run at once. */
   public int settleConcurrency() {
     return settleConcurrency;
+  }
+
+  /** PARTITIONED: most rows of one key sent as one unit; see {@link Builder#rowsPerKeyInFlight}. */
+  public int rowsPerKeyInFlight() {
+    return rowsPerKeyInFlight;
   }
 
   /** Backoff and attempts for retriable failures. */
@@ -281,6 +292,7 @@ public final class RelayOptions {
     private int maxInFlight = 1_000;
     private long maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_BYTES;
     private int settleConcurrency = 8;
+    private int rowsPerKeyInFlight = DEFAULT_ROWS_PER_KEY_IN_FLIGHT;
     private RetryPolicy retryPolicy = RetryPolicy.DEFAULT;
     private FailureClassifier failureClassifier = FailureClassifier.kafkaDefault();
     private Duration pollInterval = Duration.ofSeconds(1);
@@ -379,6 +391,20 @@ public final class RelayOptions {
     /** Default 8. */
     public Builder settleConcurrency(int settleConcurrency) {
       this.settleConcurrency = settleConcurrency;
+      return this;
+    }
+
+    /**
+     * PARTITIONED, default {@value #DEFAULT_ROWS_PER_KEY_IN_FLIGHT}: most consecutive rows of
+     * one key that one read takes and sends as one unit. A key's unit is in flight alone until
+     * Kafka has acknowledged all of it; once a record of it fails, its records not yet handed to
+     * the producer are not sent. {@code 1} sends a key's rows one round trip at a time, so that
+     * a failure the producer reports only after it accepted later records (a delivery timeout)
+     * can never let a later row of the key through first. Behind a custom {@link #sink} it is
+     * always 1 (such a sink cannot see which records to hold back).
+     */
+    public Builder rowsPerKeyInFlight(int rowsPerKeyInFlight) {
+      this.rowsPerKeyInFlight = rowsPerKeyInFlight;
       return this;
     }
 
@@ -511,6 +537,7 @@ public final class RelayOptions {
       }
       positive("maxInFlight", maxInFlight);
       positive("settleConcurrency", settleConcurrency);
+      positive("rowsPerKeyInFlight", rowsPerKeyInFlight);
       positive("leaseDuration", leaseDuration);
       positive("pollInterval", pollInterval);
       positive("statsInterval", statsInterval);

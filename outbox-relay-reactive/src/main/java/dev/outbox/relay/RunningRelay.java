@@ -84,8 +84,10 @@ final class RunningRelay implements RelayHandle {
           options.statementTimeout());
       String owner = options.instanceId() + "#"
           + Long.toString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE, 36);
+      // Several rows of a key go out as one unit only behind a sink that honours SendGuard.
       PartitionedSource partitioned = new PartitionedSource(partitions, ledger, options,
-          externalWakeups.asFlux(), owner);
+          externalWakeups.asFlux(), owner,
+          sink instanceof GuardingSink ? options.rowsPerKeyInFlight() : 1);
       this.settler = new Settler(Settlements.partitioned(partitions, owner,
           partitioned::returned), ledger, outcomes, options);
       this.source = partitioned;

@@ -312,6 +312,47 @@ class PartitionedRelayTest {
     assertThat(duplicates).hasValue(0);
   }
 
+  /**
+   * One hot key: the rows of it that one read takes go out as one unit (many records of the key
+   * in flight at once, not one row per round trip); a record that fails stops the unit's later
+   * records, which are retried after it, so the key's first deliveries stay in order.
+   */
+  @Test
+  void aHotKeysRowsGoOutTogetherAndAFailureHoldsBackTheRestOfThem() {
+    java.util.concurrent.atomic.AtomicBoolean failedOnce = new java.util.concurrent.atomic.AtomicBoolean();
+    List<Integer> firstDeliveries = new CopyOnWriteArrayList<>();
+    java.util.Set<Integer> seenValues = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    TestSinks.Guarding sink = new TestSinks.Guarding(r -> {
+      int value = ByteBuffer.wrap(r.value()).getInt();
+      if (value == 10 && failedOnce.compareAndSet(false, true)) {
+        return new TimeoutException("broker slow for " + r.key());
+      }
+      if (seenValues.add(value)) {
+        firstDeliveries.add(value);
+      }
+      return null;
+    }, Duration.ofMillis(20));
+    write(1, 20, 0); // k0: 20 rows of two messages
+    start(options("relay-a", sink).build(), new CopyOnWriteArrayList<>());
+
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(failedOnce).isTrue();
+    assertThat(firstDeliveries).as("first deliveries of k0").hasSize(40).isSorted();
+    assertThat(sink.maxOutstanding.get()).as("records of the one key in flight at once")
+        .isGreaterThan(2);
+  }
+
+  @Test
+  void behindASinkThatCannotSeeTheGuardAKeyHasOneRowInFlight() {
+    TestSinks.Probe probe = new TestSinks.Probe(TestSinks.slow(recording(r -> false), Duration.ofMillis(5)));
+    write(1, 10, 0);
+    start(options("relay-a", probe).build(), new CopyOnWriteArrayList<>());
+
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(probe.maxOutstanding.get()).as("one row (two records) at a time").isLessThanOrEqualTo(2);
+    assertPerKeyOrder();
+  }
+
   @Test
   void aRowParkedForEverHoldsOnlyItsKey() {
     // An operator parks a row: next_attempt_at = 'infinity'. Reads must not fail on it (it was

@@ -70,4 +70,47 @@ final class TestSinks {
       return delegate.close();
     }
   }
+
+  /**
+   * Like {@link #answering}, but honours {@link SendGuard} as the library's sinks do: a record
+   * whose unit already failed is answered {@link SendGuard.EarlierRecordFailedException} without
+   * being "sent"; a failure marks the unit. Answers wait {@code delay} each (in order), and the
+   * most records outstanding at once is recorded.
+   */
+  static final class Guarding implements GuardingSink {
+    private final Function<OutboundRecord<?>, @Nullable Throwable> failure;
+    private final Duration delay;
+    final AtomicLong outstanding = new AtomicLong();
+    final AtomicLong maxOutstanding = new AtomicLong();
+
+    Guarding(Function<OutboundRecord<?>, @Nullable Throwable> failure, Duration delay) {
+      this.failure = failure;
+      this.delay = delay;
+    }
+
+    @Override
+    public <T> Flux<SendResult<T>> send(Publisher<OutboundRecord<T>> records) {
+      return Flux.from(records)
+          .map(r -> {
+            maxOutstanding.accumulateAndGet(outstanding.incrementAndGet(), Math::max);
+            SendGuard guard = SendGuard.of(r.correlation());
+            if (guard != null && guard.sendAbandoned()) {
+              return new SendResult<>(r.correlation(), new SendGuard.EarlierRecordFailedException());
+            }
+            Throwable error = failure.apply(r);
+            if (error != null && guard != null) {
+              guard.sendFailed();
+            }
+            return new SendResult<>(r.correlation(), error);
+          })
+          // Up to 256 outstanding, answered in order after the delay.
+          .flatMapSequential(result -> Mono.delay(delay).thenReturn(result), 256)
+          .doOnNext(r -> outstanding.decrementAndGet());
+    }
+
+    @Override
+    public Mono<Void> close() {
+      return Mono.empty();
+    }
+  }
 }
