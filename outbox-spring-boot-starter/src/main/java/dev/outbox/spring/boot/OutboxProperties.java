@@ -62,8 +62,8 @@ public record OutboxProperties(
    * @param walPublication WAL mode: publication; default "<table>_relay"
    * @param retry Retries of failed publishes before a batch is dead-lettered
    * @param shutdownTimeout How long a graceful shutdown waits for records in flight before the
-   *     relay releases what is left (keep it under {@code
-   *     spring.lifecycle.timeout-per-shutdown-phase}, 30 s by default)
+   *     relay releases what is left (keep it under
+   *     "spring.lifecycle.timeout-per-shutdown-phase", 30 s by default)
    * @param health The Actuator health indicator
    * @param kafka Kafka producer properties ("outbox.relay.kafka.linger.ms=20");
    *     "bootstrap.servers" defaults to "spring.kafka.producer.bootstrap-servers", then
