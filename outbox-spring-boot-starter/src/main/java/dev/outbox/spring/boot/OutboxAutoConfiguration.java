@@ -20,7 +20,6 @@ import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.boot.actuate.autoconfigure.endpoint.condition.ConditionalOnAvailableEndpoint;
 import org.springframework.boot.actuate.endpoint.annotation.Endpoint;
 import org.springframework.boot.autoconfigure.AutoConfiguration;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
@@ -124,7 +123,6 @@ public final class OutboxAutoConfiguration {
   static class RelayConfiguration {
 
     @Bean
-    @ConditionalOnMissingBean
     EmbeddedRelay outboxRelay(ObjectProvider<ConnectionFactory> connectionFactory,
         OutboxTable table, OutboxProperties properties, Environment environment,
         ObjectProvider<RelayOptionsCustomizer> customizers,
@@ -140,6 +138,20 @@ public final class OutboxAutoConfiguration {
       customizers.orderedStream().forEach(customizer -> customizer.customize(options));
       return new EmbeddedRelay(connections, options.build(), observations,
           properties.relay().shutdownTimeout());
+    }
+
+    /** Nested here: there is a relay to report on exactly when this configuration applies. */
+    @Configuration(proxyBeanMethods = false)
+    @ConditionalOnClass(HealthIndicator.class)
+    @ConditionalOnEnabledHealthIndicator("outbox")
+    static class HealthConfiguration {
+
+      @Bean
+      @ConditionalOnMissingBean(name = "outboxHealthIndicator")
+      HealthIndicator outboxHealthIndicator(EmbeddedRelay relay, OutboxProperties properties) {
+        return new OutboxHealthIndicator(relay,
+            properties.relay().health().backlogAgeThreshold());
+      }
     }
   }
 
@@ -162,20 +174,6 @@ public final class OutboxAutoConfiguration {
         return found == null ? RelayMetrics.none()
             : MicrometerRelayMetrics.create(found, table.qualifiedName());
       };
-    }
-  }
-
-  @Configuration(proxyBeanMethods = false)
-  @ConditionalOnClass(HealthIndicator.class)
-  @ConditionalOnBean(EmbeddedRelay.class)
-  @ConditionalOnEnabledHealthIndicator("outbox")
-  static class HealthConfiguration {
-
-    @Bean
-    @ConditionalOnMissingBean(name = "outboxHealthIndicator")
-    HealthIndicator outboxHealthIndicator(EmbeddedRelay relay, OutboxProperties properties) {
-      return new OutboxHealthIndicator(relay,
-          properties.relay().health().backlogAgeThreshold());
     }
   }
 

@@ -22,6 +22,7 @@ import org.junit.jupiter.api.Test;
 import org.springframework.boot.diagnostics.FailureAnalysis;
 import org.springframework.boot.health.contributor.HealthIndicator;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.boot.test.context.runner.ReactiveWebApplicationContextRunner;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
 import org.springframework.util.unit.DataSize;
@@ -276,6 +277,47 @@ class OutboxAutoConfigurationTest {
     runner.withPropertyValues("outbox.table=x; drop table y")
         .run(context -> assertThat(StarterTests.analyze(context.getStartupFailure())
             .getDescription()).startsWith("Invalid outbox configuration: ").contains("x; drop table y"));
+  }
+
+  @Test
+  void theDeadLetterEndpointExistsOnlyWhereActuatorExposesIt() {
+    ReactiveWebApplicationContextRunner web = new ReactiveWebApplicationContextRunner()
+        .withConfiguration(StarterTests.configurations())
+        .withConfiguration(org.springframework.boot.autoconfigure.AutoConfigurations.of(
+            org.springframework.boot.actuate.autoconfigure.endpoint.EndpointAutoConfiguration.class))
+        .withPropertyValues(StarterTests.properties(table))
+        .withPropertyValues("outbox.relay.enabled=false");
+    // Not over HTTP (nor JMX) unless asked for, like every endpoint but health.
+    web.run(context -> assertThat(context).hasNotFailed()
+        .doesNotHaveBean(OutboxDeadLettersEndpoint.class));
+    web.withPropertyValues("management.endpoints.web.exposure.include=outboxdeadletters")
+        .run(context -> assertThat(context).hasSingleBean(OutboxDeadLettersEndpoint.class));
+    web.withPropertyValues("management.endpoints.web.exposure.include=outboxdeadletters",
+            "management.endpoint.outboxdeadletters.access=NONE")
+        .run(context -> assertThat(context).doesNotHaveBean(OutboxDeadLettersEndpoint.class));
+  }
+
+  @Test
+  void withoutActuatorOrMicrometerTheRestStillWorks() {
+    runner.withClassLoader(new org.springframework.boot.test.context.FilteredClassLoader(
+            org.springframework.boot.actuate.endpoint.annotation.Endpoint.class,
+            HealthIndicator.class, MeterRegistry.class))
+        .withPropertyValues("management.endpoints.web.exposure.include=*")
+        .run(context -> {
+          assertThat(context).hasNotFailed()
+              .hasSingleBean(EmbeddedRelay.class)
+              .hasSingleBean(OutboxWriter.class)
+              .doesNotHaveBean(OutboxDeadLettersEndpoint.class)
+              .doesNotHaveBean("outboxHealthIndicator");
+          assertThat(context.getBean(EmbeddedRelay.class).isRunning()).isTrue();
+        });
+  }
+
+  @Test
+  void theHealthContributorCanBeSwitchedOff() {
+    runner.run(context -> assertThat(context).hasBean("outboxHealthIndicator"));
+    runner.withPropertyValues("management.health.outbox.enabled=false")
+        .run(context -> assertThat(context).doesNotHaveBean("outboxHealthIndicator"));
   }
 
   @Test

@@ -27,11 +27,18 @@ final class StarterTests {
    * PostgreSQL and Kafka, with a table of the test's own created at startup.
    */
   static ApplicationContextRunner runner(String table) {
-    return new ApplicationContextRunner()
-        .withConfiguration(AutoConfigurations.of(R2dbcAutoConfiguration.class,
-            R2dbcTransactionManagerAutoConfiguration.class, TransactionAutoConfiguration.class,
-            OutboxAutoConfiguration.class))
-        .withPropertyValues(
+    return new ApplicationContextRunner().withConfiguration(configurations())
+        .withPropertyValues(properties(table));
+  }
+
+  static AutoConfigurations configurations() {
+    return AutoConfigurations.of(R2dbcAutoConfiguration.class,
+        R2dbcTransactionManagerAutoConfiguration.class, TransactionAutoConfiguration.class,
+        OutboxAutoConfiguration.class);
+  }
+
+  static String[] properties(String table) {
+    return new String[] {
             "spring.r2dbc.url=" + TestPostgres.get().url(),
             "spring.r2dbc.pool.initial-size=1",
             "spring.r2dbc.pool.max-size=4",
@@ -40,7 +47,7 @@ final class StarterTests {
             "outbox.schema.create-if-missing=true",
             "outbox.relay.poll-interval=100ms",
             "outbox.relay.stats-interval=200ms",
-            "outbox.relay.shutdown-timeout=2s");
+            "outbox.relay.shutdown-timeout=2s"};
   }
 
   /**
