@@ -184,8 +184,12 @@ public final class OutboxAutoConfiguration {
     @Bean
     @ConditionalOnMissingBean
     @ConditionalOnAvailableEndpoint
-    OutboxDeadLettersEndpoint outboxDeadLettersEndpoint(OutboxStore store) {
-      return new OutboxDeadLettersEndpoint(store, Codec.protobuf());
+    OutboxDeadLettersEndpoint outboxDeadLettersEndpoint(OutboxStore store,
+        ObjectProvider<EmbeddedRelay> relay) {
+      // Decode with the relay's codec when a customizer changed it.
+      EmbeddedRelay embedded = relay.getIfAvailable();
+      return new OutboxDeadLettersEndpoint(store,
+          embedded == null ? Codec.protobuf() : embedded.options().codec());
     }
   }
 
