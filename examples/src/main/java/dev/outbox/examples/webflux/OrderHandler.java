@@ -40,7 +40,7 @@ class OrderHandler {
 
   OrderHandler(DatabaseClient database, ConnectionFactory connectionFactory,
       TransactionalOperator transactions, OutboxWriter writer,
-      @Value("${outbox.topic:orders}") String topic) {
+      @Value("${orders.topic:orders}") String topic) {
     this.database = database;
     this.connectionFactory = connectionFactory;
     this.transactions = transactions;

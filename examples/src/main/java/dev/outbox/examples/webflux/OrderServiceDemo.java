@@ -34,8 +34,8 @@ public final class OrderServiceDemo {
     System.out.println("Starting the order service (WebFlux, relay embedded) ...");
     ConfigurableApplicationContext service = new SpringApplication(OrderServiceApplication.class)
         .run("--server.port=0", "--spring.r2dbc.url=" + postgres.url(),
-            "--outbox.kafka.bootstrap-servers=" + kafka.bootstrapServers(),
-            "--outbox.topic=" + topic, "--spring.main.banner-mode=off",
+            "--spring.kafka.bootstrap-servers=" + kafka.bootstrapServers(),
+            "--orders.topic=" + topic, "--spring.main.banner-mode=off",
             "--logging.level.root=WARN");
     int port = ((WebServerApplicationContext) service).getWebServer().getPort();
     WebClient http = WebClient.create("http://localhost:" + port);

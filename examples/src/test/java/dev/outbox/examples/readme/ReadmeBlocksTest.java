@@ -30,6 +30,10 @@ class ReadmeBlocksTest {
   private static final Pattern MARKER = Pattern.compile("<!-- snippet: ([\\w-]+) -->");
   private static final Pattern REGION = Pattern.compile(
       "// tag::([\\w-]+)\\[\\]\\n(.*?)\\n[ \\t]*// end::\\1\\[\\]", Pattern.DOTALL);
+  /** Properties blocks: regions of {@code .properties} files here, run by their tests. */
+  private static final Path PROPERTY_SNIPPETS = Path.of("src", "test", "resources", "readme");
+  private static final Pattern PROPERTY_REGION = Pattern.compile(
+      "# tag::([\\w-]+)\\[\\]\\n(.*?)\\n# end::\\1\\[\\]", Pattern.DOTALL);
 
   @Test
   void everyJavaBlockIsATestedRegion() throws IOException {
@@ -42,6 +46,21 @@ class ReadmeBlocksTest {
       assertThat(regions).as("a region tagged '%s' in %s", block.getKey(), SNIPPETS)
           .containsKey(block.getKey());
       assertThat(block.getValue()).as("README block '%s' (copy it from the test region)",
+          block.getKey()).isEqualTo(regions.get(block.getKey()));
+    }
+  }
+
+  @Test
+  void everyPropertiesBlockIsATestedRegion() throws IOException {
+    Map<String, String> blocks = blocks(Files.readString(README, StandardCharsets.UTF_8),
+        "properties");
+    Map<String, String> regions = regions(PROPERTY_SNIPPETS, ".properties", PROPERTY_REGION);
+
+    assertThat(blocks).as("README properties blocks").isNotEmpty();
+    for (Map.Entry<String, String> block : blocks.entrySet()) {
+      assertThat(regions).as("a region tagged '%s' in %s", block.getKey(), PROPERTY_SNIPPETS)
+          .containsKey(block.getKey());
+      assertThat(block.getValue()).as("README block '%s' (copy it from the tagged region)",
           block.getKey()).isEqualTo(regions.get(block.getKey()));
     }
   }
@@ -62,15 +81,20 @@ class ReadmeBlocksTest {
 
   /** Java blocks by snippet name; fails on a block without a marker. */
   static Map<String, String> javaBlocks(String markdown) {
+    return blocks(markdown, "java");
+  }
+
+  /** Blocks of {@code language} by snippet name; fails on a block without a marker. */
+  static Map<String, String> blocks(String markdown, String language) {
     Map<String, String> blocks = new LinkedHashMap<>();
     String[] lines = markdown.split("\n", -1);
     for (int i = 0; i < lines.length; i++) {
-      if (!lines[i].strip().equals("```java")) {
+      if (!lines[i].strip().equals("```" + language)) {
         continue;
       }
       Matcher marker = i > 0 ? MARKER.matcher(lines[i - 1].strip()) : null;
       if (marker == null || !marker.matches()) {
-        throw new AssertionError("README line " + (i + 1) + ": a java block needs "
+        throw new AssertionError("README line " + (i + 1) + ": a " + language + " block needs "
             + "<!-- snippet: name --> on the line before, naming a tagged test region");
       }
       List<String> body = new ArrayList<>();
@@ -87,10 +111,14 @@ class ReadmeBlocksTest {
 
   /** Tagged regions of the snippet sources, dedented. */
   static Map<String, String> regions() {
+    return regions(SNIPPETS, ".java", REGION);
+  }
+
+  private static Map<String, String> regions(Path dir, String suffix, Pattern region) {
     Map<String, String> regions = new LinkedHashMap<>();
-    try (Stream<Path> files = Files.list(SNIPPETS)) {
-      for (Path file : files.filter(f -> f.toString().endsWith(".java")).toList()) {
-        Matcher m = REGION.matcher(Files.readString(file, StandardCharsets.UTF_8));
+    try (Stream<Path> files = Files.list(dir)) {
+      for (Path file : files.filter(f -> f.toString().endsWith(suffix)).toList()) {
+        Matcher m = region.matcher(Files.readString(file, StandardCharsets.UTF_8));
         while (m.find()) {
           regions.put(m.group(1), dedent(m.group(2)));
         }

@@ -30,9 +30,9 @@ class OrderServiceTest {
   static void servers(DynamicPropertyRegistry registry) {
     TestKafka.get().createTopic(TOPIC, 3);
     registry.add("spring.r2dbc.url", () -> TestPostgres.get().url());
-    registry.add("outbox.kafka.bootstrap-servers", () -> TestKafka.get().bootstrapServers());
+    registry.add("spring.kafka.bootstrap-servers", () -> TestKafka.get().bootstrapServers());
     registry.add("outbox.table", () -> TABLE);
-    registry.add("outbox.topic", () -> TOPIC);
+    registry.add("orders.topic", () -> TOPIC);
   }
 
   private WebTestClient client() {

@@ -1,0 +1,273 @@
+package dev.outbox.spring.boot;
+
+import dev.outbox.r2dbc.Codec;
+import dev.outbox.r2dbc.OutboxSchema;
+import dev.outbox.r2dbc.OutboxStore;
+import dev.outbox.r2dbc.OutboxTable;
+import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.relay.MicrometerRelayMetrics;
+import dev.outbox.relay.RelayMetrics;
+import dev.outbox.relay.RelayOptions;
+import dev.outbox.relay.RetryPolicy;
+import dev.outbox.spring.SpringTransactionConnectionResolver;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.r2dbc.spi.ConnectionFactory;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.springframework.beans.factory.InitializingBean;
+import org.springframework.beans.factory.ObjectProvider;
+import org.springframework.boot.actuate.autoconfigure.endpoint.condition.ConditionalOnAvailableEndpoint;
+import org.springframework.boot.actuate.endpoint.annotation.Endpoint;
+import org.springframework.boot.autoconfigure.AutoConfiguration;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
+import org.springframework.boot.context.properties.EnableConfigurationProperties;
+import org.springframework.boot.context.properties.bind.Bindable;
+import org.springframework.boot.context.properties.bind.Binder;
+import org.springframework.boot.health.autoconfigure.contributor.ConditionalOnEnabledHealthIndicator;
+import org.springframework.boot.health.contributor.HealthIndicator;
+import org.springframework.boot.r2dbc.autoconfigure.R2dbcAutoConfiguration;
+import org.springframework.boot.r2dbc.autoconfigure.R2dbcTransactionManagerAutoConfiguration;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+import org.springframework.core.env.Environment;
+
+/**
+ * Auto-configuration of Reactive Outbox for a Spring Boot application on R2DBC:
+ *
+ * <ul>
+ *   <li>{@link OutboxTable} from {@code outbox.table};
+ *   <li>an {@link OutboxWriter} that joins the Spring-managed transaction
+ *       ({@code TransactionalOperator} or {@code @Transactional}) on the application's {@link
+ *       ConnectionFactory}, and an {@link OutboxStore} over the same table;
+ *   <li>with {@code outbox.schema.create-if-missing=true}, the tables created at startup;
+ *   <li>unless {@code outbox.relay.enabled=false}, the relay embedded as a lifecycle bean (started
+ *       with the context, drained on shutdown), with its meters in the application's {@code
+ *       MeterRegistry} and an {@code outbox} health contributor when Actuator is present;
+ *   <li>the Actuator endpoint {@code outboxdeadletters} ({@link OutboxDeadLettersEndpoint}).
+ * </ul>
+ *
+ * <p>Each bean backs off when the application defines its own of that type. Startup fails with a
+ * message saying what to set when there is no {@code ConnectionFactory}, or the relay is enabled
+ * without Kafka bootstrap servers.
+ */
+@AutoConfiguration(after = {R2dbcAutoConfiguration.class,
+    R2dbcTransactionManagerAutoConfiguration.class})
+@ConditionalOnClass({OutboxWriter.class, ConnectionFactory.class})
+@EnableConfigurationProperties(OutboxProperties.class)
+public final class OutboxAutoConfiguration {
+
+  /** Creates the tables at startup with {@code outbox.schema.create-if-missing=true}. */
+  static final class SchemaInitializer implements InitializingBean {
+    private final ConnectionFactory connectionFactory;
+    private final OutboxTable table;
+    private final OutboxProperties.Schema schema;
+
+    SchemaInitializer(ConnectionFactory connectionFactory, OutboxTable table,
+        OutboxProperties.Schema schema) {
+      this.connectionFactory = connectionFactory;
+      this.table = table;
+      this.schema = schema;
+    }
+
+    @Override
+    public void afterPropertiesSet() {
+      // Runs on the thread refreshing the context (never an event loop), and nothing may use
+      // the table before it exists, so waiting here is right.
+      OutboxSchema.createIfMissing(connectionFactory, table).block(schema.timeout());
+    }
+  }
+
+  @Bean
+  @ConditionalOnMissingBean
+  OutboxTable outboxTable(OutboxProperties properties) {
+    return OutboxTable.of(properties.table());
+  }
+
+  @Bean
+  @ConditionalOnMissingBean
+  OutboxWriter outboxWriter(ObjectProvider<ConnectionFactory> connectionFactory, OutboxTable table,
+      OutboxProperties properties) {
+    OutboxWriter.Builder writer = OutboxWriter.builder()
+        .table(table)
+        // The ConnectionFactory bean is the very instance Boot's R2dbcTransactionManager binds
+        // its connections under, which is what the resolver looks up.
+        .connectionResolver(SpringTransactionConnectionResolver.create(
+            requireConnectionFactory(connectionFactory)));
+    if (properties.notifyOnWrite()) {
+      writer.notifyChannel(table.notifyChannel());
+    }
+    return writer.build();
+  }
+
+  @Bean
+  @ConditionalOnMissingBean
+  OutboxStore outboxStore(ObjectProvider<ConnectionFactory> connectionFactory, OutboxTable table) {
+    return OutboxStore.create(requireConnectionFactory(connectionFactory), table);
+  }
+
+  @Bean
+  @ConditionalOnProperty(prefix = "outbox.schema", name = "create-if-missing", havingValue = "true")
+  SchemaInitializer outboxSchemaInitializer(ObjectProvider<ConnectionFactory> connectionFactory,
+      OutboxTable table, OutboxProperties properties) {
+    return new SchemaInitializer(requireConnectionFactory(connectionFactory), table,
+        properties.schema());
+  }
+
+  /** The embedded relay, unless {@code outbox.relay.enabled=false}. */
+  @Configuration(proxyBeanMethods = false)
+  @ConditionalOnProperty(prefix = "outbox.relay", name = "enabled", havingValue = "true",
+      matchIfMissing = true)
+  static class RelayConfiguration {
+
+    @Bean
+    EmbeddedRelay outboxRelay(ObjectProvider<ConnectionFactory> connectionFactory,
+        OutboxTable table, OutboxProperties properties, Environment environment,
+        ObjectProvider<RelayOptionsCustomizer> customizers,
+        ObjectProvider<MicrometerBinding> micrometer,
+        ObjectProvider<SchemaInitializer> schema) {
+      ConnectionFactory connections = requireConnectionFactory(connectionFactory);
+      schema.ifAvailable(created -> {}); // the tables exist before the relay starts
+      RelayMetrics meters = micrometer.getIfAvailable(() -> t -> RelayMetrics.none())
+          .metrics(table);
+      RelayObservations observations = new RelayObservations(meters);
+      RelayOptions.Builder options = relayOptions(properties, table, environment)
+          .metrics(observations);
+      customizers.orderedStream().forEach(customizer -> customizer.customize(options));
+      return new EmbeddedRelay(connections, options.build(), observations,
+          properties.relay().shutdownTimeout());
+    }
+
+    /** Nested here: there is a relay to report on exactly when this configuration applies. */
+    @Configuration(proxyBeanMethods = false)
+    @ConditionalOnClass(HealthIndicator.class)
+    @ConditionalOnEnabledHealthIndicator("outbox")
+    static class HealthConfiguration {
+
+      @Bean
+      @ConditionalOnMissingBean(name = "outboxHealthIndicator")
+      HealthIndicator outboxHealthIndicator(EmbeddedRelay relay, OutboxProperties properties) {
+        return new OutboxHealthIndicator(relay,
+            properties.relay().health().backlogAgeThreshold());
+      }
+    }
+  }
+
+  /** The relay's meters go to the application's registry when there is one. */
+  @FunctionalInterface
+  interface MicrometerBinding {
+    RelayMetrics metrics(OutboxTable table);
+  }
+
+  @Configuration(proxyBeanMethods = false)
+  @ConditionalOnClass(MeterRegistry.class)
+  static class MicrometerConfiguration {
+
+    @Bean
+    MicrometerBinding outboxMicrometerBinding(ObjectProvider<MeterRegistry> registry) {
+      // Looked up when the relay bean is created, so the order of auto-configurations (and
+      // whether Boot's metrics auto-configuration runs at all) does not matter.
+      return table -> {
+        MeterRegistry found = registry.getIfUnique();
+        return found == null ? RelayMetrics.none()
+            : MicrometerRelayMetrics.create(found, table.qualifiedName());
+      };
+    }
+  }
+
+  @Configuration(proxyBeanMethods = false)
+  @ConditionalOnClass({Endpoint.class, ConditionalOnAvailableEndpoint.class})
+  static class EndpointConfiguration {
+
+    @Bean
+    @ConditionalOnMissingBean
+    @ConditionalOnAvailableEndpoint
+    OutboxDeadLettersEndpoint outboxDeadLettersEndpoint(OutboxStore store,
+        ObjectProvider<EmbeddedRelay> relay) {
+      // Decode with the relay's codec when a customizer changed it.
+      EmbeddedRelay embedded = relay.getIfAvailable();
+      return new OutboxDeadLettersEndpoint(store,
+          embedded == null ? Codec.protobuf() : embedded.options().codec());
+    }
+  }
+
+  /** The properties as a builder, before customizers; package-private for the tests. */
+  static RelayOptions.Builder relayOptions(OutboxProperties properties, OutboxTable table,
+      Environment environment) {
+    OutboxProperties.Relay relay = properties.relay();
+    OutboxProperties.Retry retry = relay.retry();
+    RelayOptions.Builder options = RelayOptions.builder()
+        .table(table)
+        .mode(relay.mode())
+        .pollInterval(relay.pollInterval())
+        .maxInFlight(relay.maxInFlight())
+        .maxInFlightBytes(relay.maxInFlightBytes().toBytes())
+        .claimSize(relay.claimSize())
+        .leaseDuration(relay.leaseDuration())
+        .settleConcurrency(relay.settleConcurrency())
+        .statementTimeout(relay.statementTimeout())
+        .statsInterval(relay.statsInterval())
+        .retryPolicy(new RetryPolicy(retry.maxAttempts(), retry.initialBackoff(),
+            retry.maxBackoff(), retry.jitter()))
+        .kafka(kafkaProperties(relay, environment));
+    if (relay.leaseRenewal() != null) {
+      options.leaseRenewal(relay.leaseRenewal());
+    }
+    if (relay.instanceId() != null) {
+      options.instanceId(relay.instanceId());
+    }
+    if (relay.walSlot() != null) {
+      options.walSlot(relay.walSlot());
+    }
+    if (relay.walPublication() != null) {
+      options.walPublication(relay.walPublication());
+    }
+    if (properties.notifyOnWrite()) {
+      options.listen(table.notifyChannel());
+    }
+    return options;
+  }
+
+  /**
+   * Producer properties: Spring Boot's {@code spring.kafka.*} where set (read from the
+   * Environment, so spring-kafka need not be on the classpath), then {@code outbox.relay.kafka.*}
+   * over them.
+   */
+  static Map<String, Object> kafkaProperties(OutboxProperties.Relay relay, Environment environment) {
+    Binder binder = Binder.get(environment);
+    Bindable<Map<String, String>> map = Bindable.mapOf(String.class, String.class);
+    Map<String, Object> producer = new LinkedHashMap<>();
+    binder.bind("spring.kafka.properties", map).ifBound(producer::putAll);
+    binder.bind("spring.kafka.security.protocol", String.class)
+        .ifBound(protocol -> producer.put("security.protocol", protocol));
+    binder.bind("spring.kafka.producer.properties", map).ifBound(producer::putAll);
+    Bindable<List<String>> list = Bindable.listOf(String.class);
+    List<String> bootstrap = binder.bind("spring.kafka.producer.bootstrap-servers", list)
+        .orElseGet(() -> binder.bind("spring.kafka.bootstrap-servers", list).orElse(List.of()));
+    if (!bootstrap.isEmpty()) {
+      producer.put("bootstrap.servers", String.join(",", bootstrap));
+    }
+    producer.putAll(relay.kafka());
+    Object servers = producer.get("bootstrap.servers");
+    if (servers == null || servers.toString().isBlank()) {
+      throw new OutboxStartupException("The embedded outbox relay has no Kafka bootstrap servers.",
+          "Set spring.kafka.bootstrap-servers (or outbox.relay.kafka.bootstrap.servers) to the"
+              + " brokers, e.g. localhost:9092, or set outbox.relay.enabled=false if another"
+              + " process relays this table.");
+    }
+    return producer;
+  }
+
+  static ConnectionFactory requireConnectionFactory(ObjectProvider<ConnectionFactory> provider) {
+    ConnectionFactory found = provider.getIfAvailable();
+    if (found == null) {
+      throw new OutboxStartupException("The outbox needs an R2DBC ConnectionFactory bean and"
+          + " there is none.", "Set spring.r2dbc.url (with an R2DBC driver such as"
+          + " org.postgresql:r2dbc-postgresql on the classpath), or define a ConnectionFactory"
+          + " bean.");
+    }
+    return found;
+  }
+}
