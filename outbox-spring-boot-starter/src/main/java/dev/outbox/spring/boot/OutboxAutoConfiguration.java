@@ -207,6 +207,7 @@ public final class OutboxAutoConfiguration {
         .claimSize(relay.claimSize())
         .leaseDuration(relay.leaseDuration())
         .settleConcurrency(relay.settleConcurrency())
+        .rowsPerKeyInFlight(relay.rowsPerKeyInFlight())
         .statementTimeout(relay.statementTimeout())
         .statsInterval(relay.statsInterval())
         .retryPolicy(new RetryPolicy(retry.maxAttempts(), retry.initialBackoff(),

@@ -55,6 +55,8 @@ public record OutboxProperties(
    * @param leaseRenewal How often ownership or leases are renewed; default a third of
    *     "lease-duration"
    * @param settleConcurrency Settlement statements at once
+   * @param rowsPerKeyInFlight PARTITIONED: most consecutive rows of one key sent as one unit;
+   *     1 sends a key's rows one round trip at a time
    * @param statementTimeout Longest any statement of the relay may run
    * @param statsInterval How often the backlog (meters, health) is read
    * @param instanceId Lease owner name; default "relay-<pid>-<random>"
@@ -79,6 +81,7 @@ public record OutboxProperties(
       @DefaultValue("30s") Duration leaseDuration,
       @Nullable Duration leaseRenewal,
       @DefaultValue("8") int settleConcurrency,
+      @DefaultValue("64") int rowsPerKeyInFlight,
       @DefaultValue("30s") Duration statementTimeout,
       @DefaultValue("10s") Duration statsInterval,
       @Nullable String instanceId,

@@ -55,6 +55,7 @@ class OutboxAutoConfigurationTest {
           assertThat(options.leaseDuration()).isEqualTo(defaults.leaseDuration());
           assertThat(options.leaseRenewal()).isEqualTo(defaults.leaseRenewal());
           assertThat(options.settleConcurrency()).isEqualTo(defaults.settleConcurrency());
+          assertThat(options.rowsPerKeyInFlight()).isEqualTo(defaults.rowsPerKeyInFlight());
           assertThat(options.statementTimeout()).isEqualTo(defaults.statementTimeout());
           assertThat(options.statsInterval()).isEqualTo(defaults.statsInterval());
           assertThat(options.retryPolicy()).isEqualTo(RetryPolicy.DEFAULT);
@@ -78,6 +79,7 @@ class OutboxAutoConfigurationTest {
             "outbox.relay.lease-duration=12s",
             "outbox.relay.lease-renewal=3s",
             "outbox.relay.settle-concurrency=3",
+            "outbox.relay.rows-per-key-in-flight=1",
             "outbox.relay.statement-timeout=7s",
             "outbox.relay.instance-id=relay-under-test",
             "outbox.relay.retry.max-attempts=4",
@@ -106,6 +108,7 @@ class OutboxAutoConfigurationTest {
           assertThat(options.leaseDuration()).isEqualTo(Duration.ofSeconds(12));
           assertThat(options.leaseRenewal()).isEqualTo(Duration.ofSeconds(3));
           assertThat(options.settleConcurrency()).isEqualTo(3);
+          assertThat(options.rowsPerKeyInFlight()).isEqualTo(1);
           assertThat(options.statementTimeout()).isEqualTo(Duration.ofSeconds(7));
           assertThat(options.statsInterval()).isEqualTo(Duration.ofMillis(200));
           assertThat(options.instanceId()).isEqualTo("relay-under-test");
