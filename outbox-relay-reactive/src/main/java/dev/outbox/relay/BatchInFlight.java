@@ -44,7 +44,7 @@ final class BatchInFlight {
   }
 
   /** A record of this batch's group failed in the sink: the rest is not sent (see SendGuard). */
-  private final SendGroup group;
+  private volatile SendGroup group;
 
   /** Whether this batch still counts against the ledger's budgets; see {@link #uncount()}. */
   private final java.util.concurrent.atomic.AtomicBoolean counted =
@@ -121,6 +121,11 @@ final class BatchInFlight {
   void failed(Throwable error, boolean isFatal) {
     group.failed = true;
     (isFatal ? fatal : retriable).compareAndSet(null, error);
+  }
+
+  /** WAL: sends this batch in {@code other}'s group; before it is handed to the pipeline. */
+  void joinGroupOf(BatchInFlight other) {
+    group = other.group;
   }
 
   /** Counts one answered record; true for the last one. */

@@ -94,7 +94,8 @@ final class RunningRelay implements RelayHandle {
     } else {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL
-          ? new WalSource(unpooled, store, ledger, options)
+          ? new WalSource(unpooled, store, ledger, options,
+              sink instanceof GuardingSink ? options.rowsPerKeyInFlight() : 1)
           : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
     }
     wakeTarget[0] = source;

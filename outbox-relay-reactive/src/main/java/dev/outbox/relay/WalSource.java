@@ -66,6 +66,7 @@ final class WalSource implements BatchSource {
   private record Arrival(String batchId, @Nullable WalInsert insert) {}
 
   private final ConnectionFactory unpooled;
+  private final int batchesPerKeyInFlight;
   private final RelayStore store;
   private final Ledger ledger;
   private final RelayOptions options;
@@ -74,7 +75,13 @@ final class WalSource implements BatchSource {
   /** Completed (once) when room is freed in the ledger; set while a claim waits for room. */
   private final AtomicReference<Sinks.@Nullable Empty<Void>> roomWaiter = new AtomicReference<>();
 
-  WalSource(ConnectionFactory unpooled, RelayStore store, Ledger ledger, RelayOptions options) {
+  /**
+   * @param batchesPerKeyInFlight most claimed batches of one key handed over as one unit (1
+   *     behind a sink that ignores {@link SendGuard})
+   */
+  WalSource(ConnectionFactory unpooled, RelayStore store, Ledger ledger, RelayOptions options,
+      int batchesPerKeyInFlight) {
+    this.batchesPerKeyInFlight = batchesPerKeyInFlight;
     this.unpooled = unpooled;
     this.store = store;
     this.ledger = ledger;
@@ -372,6 +379,39 @@ final class WalSource implements BatchSource {
         return;
       }
       entry.sent = true;
+      emit(batch);
+      // The claimed batches right behind it on its one key go with it, as one unit: once a
+      // record of the unit fails, its later records are not sent (SendGuard), as for the
+      // messages of one batch; each stays in line until Kafka has acknowledged it.
+      List<String> keys = entry.keys;
+      ArrayDeque<Entry> line = keys != null && keys.size() == 1 && !entry.outOfLine
+          ? turns.get(keys.get(0)) : null;
+      if (line == null) {
+        return;
+      }
+      int unit = 1;
+      boolean behind = false;
+      for (Entry next : line) {
+        if (next == entry) {
+          behind = true;
+          continue;
+        }
+        if (!behind) {
+          continue;
+        }
+        BatchInFlight later = next.batch;
+        if (unit >= batchesPerKeyInFlight || later == null || next.sent || next.keys == null
+            || !next.keys.equals(keys)) {
+          break;
+        }
+        later.joinGroupOf(batch);
+        next.sent = true;
+        unit++;
+        emit(later);
+      }
+    }
+
+    private void emit(BatchInFlight batch) {
       if (out.tryEmitNext(batch).isFailure()) { // cancelled meanwhile: the ledger gives it back
         log.debug("Outbox relay {} could not hand {} to its pipeline", options.instanceId(), batch);
       }

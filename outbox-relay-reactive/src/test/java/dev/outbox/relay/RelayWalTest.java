@@ -332,6 +332,45 @@ class RelayWalTest {
     }
   }
 
+  /**
+   * One hot key: batches claimed behind the one in flight go with it as one unit (more than one
+   * record of the key outstanding at once); a failure stops the unit's later records, which are
+   * retried after it, so first deliveries stay in commit order.
+   */
+  @Test
+  void aHotKeysClaimedBatchesGoOutTogetherAndAFailureHoldsBackTheRestOfThem() {
+    java.util.concurrent.atomic.AtomicBoolean failedOnce = new java.util.concurrent.atomic.AtomicBoolean();
+    List<String> firstDeliveries = new java.util.concurrent.CopyOnWriteArrayList<>();
+    java.util.Set<String> seen = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    TestSinks.Guarding sink = new TestSinks.Guarding(r -> {
+      String text = text(r);
+      if (text.equals("m05") && failedOnce.compareAndSet(false, true)) {
+        return new org.apache.kafka.common.errors.TimeoutException("broker slow");
+      }
+      if (seen.add(text)) {
+        firstDeliveries.add(text);
+      }
+      return null;
+    }, Duration.ofMillis(20));
+    start().stop(Duration.ofSeconds(5)).block(QUICKLY); // the slot, so that the writes below reach it
+    for (int i = 0; i < 30; i++) {
+      commit(message(String.format("m%02d", i)));
+    }
+    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
+        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL).sink(sink)
+            .retryPolicy(RetryPolicy.builder().initialBackoff(Duration.ofMillis(100)).jitter(0).build())
+            .build());
+    try {
+      Poll.until("everything is published", Duration.ofSeconds(30), () -> outbox.rows() == 0);
+      assertThat(failedOnce).isTrue();
+      assertThat(firstDeliveries).hasSize(30).isSorted();
+      assertThat(sink.maxOutstanding.get()).as("records of the one key outstanding at once")
+          .isGreaterThan(1);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
+  }
+
   @Test
   void severalBatchesOfDifferentKeysAreInFlightAtOnceWithinTheBudget() {
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
