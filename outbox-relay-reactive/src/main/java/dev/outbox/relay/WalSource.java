@@ -63,7 +63,12 @@ final class WalSource implements BatchSource {
   private static final Duration MAX_NOT_VISIBLE_WAIT = Duration.ofMillis(200);
 
   /** A batch id to publish: from the slot ({@code insert} set) or from the start-up sweep. */
-  private record Arrival(String batchId, @Nullable WalInsert insert) {}
+  private record Arrival(String batchId, @Nullable WalInsert insert) {
+    /** Ids as the claim answers them: a CHAR(27) id shorter than 27 comes padded otherwise. */
+    Arrival {
+      batchId = batchId.strip();
+    }
+  }
 
   private final ConnectionFactory unpooled;
   private final int batchesPerKeyInFlight;

@@ -371,6 +371,24 @@ class RelayWalTest {
     }
   }
 
+  /** A batch id shorter than the column (another writer's) comes back padded; still published. */
+  @Test
+  void aRowWithAShortBatchIdIsPublished() {
+    start().stop(Duration.ofSeconds(5)).block(QUICKLY);
+    commit(message("short"));
+    String t = outbox.table.qualifiedName();
+    outbox.postgres.execute("BEGIN; INSERT INTO " + t + " (batch_id, message_count, raw_data, message_keys)"
+        + " SELECT 'short-1', message_count, raw_data, message_keys FROM " + t + ";"
+        + " DELETE FROM " + t + " WHERE batch_id <> 'short-1'; COMMIT");
+    RelayHandle relay = start();
+    try {
+      assertThat(published(1)).containsExactly("short");
+      Poll.until("the row is deleted", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
+  }
+
   @Test
   void severalBatchesOfDifferentKeysAreInFlightAtOnceWithinTheBudget() {
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
