@@ -27,8 +27,8 @@ class RelayOptionsTest {
   void defaultsAreApplied() {
     RelayOptions options = RelayOptions.builder().sink(NOWHERE).build();
     assertThat(options.table().qualifiedName()).isEqualTo("streams_egress");
-    assertThat(options.claimSize()).isEqualTo(100);
-    assertThat(options.maxInFlight()).isEqualTo(1000);
+    assertThat(options.claimSize()).isEqualTo(500);
+    assertThat(options.maxInFlight()).isEqualTo(10_000);
     assertThat(options.leaseDuration()).isEqualTo(Duration.ofSeconds(30));
     assertThat(options.leaseRenewal()).isEqualTo(Duration.ofSeconds(10));
     assertThat(options.pollInterval()).isEqualTo(Duration.ofSeconds(1));

@@ -53,8 +53,8 @@ import reactor.core.publisher.Mono;
  *   <tr><td>{@value #TABLE}</td><td>{@code streams_egress}</td><td>the outbox table</td></tr>
  *   <tr><td>{@value #MODE}</td><td>{@code PARTITIONED}</td><td>{@code PARTITIONED}, {@code WAL}, or the deprecated {@code PARALLEL} and {@code ORDERED}</td></tr>
  *   <tr><td>{@value #POLL_INTERVAL}</td><td>1s</td><td>how often to look for due batches</td></tr>
- *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>1000</td><td>records claimed, not yet settled</td></tr>
- *   <tr><td>{@value #CLAIM_SIZE}</td><td>100</td><td>batches per claim</td></tr>
+ *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>10000</td><td>records claimed, not yet settled</td></tr>
+ *   <tr><td>{@value #CLAIM_SIZE}</td><td>500</td><td>batches per claim</td></tr>
  *   <tr><td>{@value #LEASE}</td><td>30s</td><td>claim lease, at least 1 s</td></tr>
  *   <tr><td>{@value #DRAIN}</td><td>10s</td><td>how long a stop may wait for in-flight records</td></tr>
  *   <tr><td>{@value #HTTP_PORT}</td><td>8080</td><td>health and metrics port; 0 picks a free one</td></tr>
@@ -197,8 +197,8 @@ public record StandaloneConfig(
     OutboxTable table = tableFromEnvironment(env);
     return new StandaloneConfig(url, bootstrap, table, mode(env),
         duration(env, POLL_INTERVAL, Duration.ofSeconds(1)),
-        integer(env, MAX_IN_FLIGHT, 1_000),
-        integer(env, CLAIM_SIZE, 100),
+        integer(env, MAX_IN_FLIGHT, RelayOptions.DEFAULT_MAX_IN_FLIGHT),
+        integer(env, CLAIM_SIZE, RelayOptions.DEFAULT_CLAIM_SIZE),
         duration(env, LEASE, Duration.ofSeconds(30)),
         duration(env, DRAIN, Duration.ofSeconds(10)),
         integer(env, HTTP_PORT, 8080),

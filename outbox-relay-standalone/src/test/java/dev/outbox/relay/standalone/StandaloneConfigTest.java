@@ -37,8 +37,8 @@ class StandaloneConfigTest {
     assertThat(config.table()).isEqualTo(OutboxTable.of("streams_egress"));
     assertThat(config.mode()).isEqualTo(RelayMode.PARTITIONED);
     assertThat(config.pollInterval()).isEqualTo(Duration.ofSeconds(1));
-    assertThat(config.maxInFlight()).isEqualTo(1000);
-    assertThat(config.claimSize()).isEqualTo(100);
+    assertThat(config.maxInFlight()).isEqualTo(10_000);
+    assertThat(config.claimSize()).isEqualTo(500);
     assertThat(config.lease()).isEqualTo(Duration.ofSeconds(30));
     assertThat(config.drain()).isEqualTo(Duration.ofSeconds(10));
     assertThat(config.httpPort()).isEqualTo(8080);
