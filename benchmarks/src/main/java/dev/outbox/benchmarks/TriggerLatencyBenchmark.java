@@ -208,6 +208,11 @@ final class TriggerLatencyBenchmark {
       public Mono<Void> close() {
         return delegate.close();
       }
+
+      @Override
+      public boolean checksSendGuard() {
+        return delegate.checksSendGuard(); // records go to it unchanged
+      }
     };
   }
 

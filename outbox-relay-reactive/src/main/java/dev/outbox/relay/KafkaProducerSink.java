@@ -23,7 +23,7 @@ import reactor.core.scheduler.Schedulers;
  * arrive on the producer's I/O thread. One thread keeps the send order, so records with the
  * same key keep their order. Same producer defaults as {@link ReactorKafkaSink}. Thread-safe.
  */
-public final class KafkaProducerSink implements GuardingSink {
+public final class KafkaProducerSink implements RecordSink {
   private final Producer<String, byte[]> producer;
   private final int maxInFlight;
   private final Scheduler sendThread;
@@ -78,5 +78,11 @@ public final class KafkaProducerSink implements GuardingSink {
     return Mono.<Void>fromRunnable(() -> producer.close(Duration.ofSeconds(30)))
         .subscribeOn(Schedulers.boundedElastic())
         .doFinally(signal -> sendThread.dispose());
+  }
+
+  /** Yes: see the class description. */
+  @Override
+  public boolean checksSendGuard() {
+    return true;
   }
 }

@@ -31,7 +31,7 @@ import reactor.kafka.sender.SenderRecord;
  * {@code acks=all}, {@code linger.ms=5}. reactor-kafka 1.3.25 is its last release; {@link
  * KafkaProducerSink} is the drop-in alternative. Thread-safe.
  */
-public final class ReactorKafkaSink implements GuardingSink {
+public final class ReactorKafkaSink implements RecordSink {
   /** Errors remembered per {@code send} to recognise reactor-kafka's terminal repeat of one. */
   static final int ANSWERED_ERRORS_KEPT = 64;
 
@@ -152,5 +152,11 @@ public final class ReactorKafkaSink implements GuardingSink {
   public Mono<Void> close() {
     // KafkaSender.close() waits for the producer to flush: keep it off non-blocking threads.
     return Mono.<Void>fromRunnable(sender::close).subscribeOn(Schedulers.boundedElastic());
+  }
+
+  /** Yes: see the class description. */
+  @Override
+  public boolean checksSendGuard() {
+    return true;
   }
 }

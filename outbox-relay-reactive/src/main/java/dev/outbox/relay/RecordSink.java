@@ -33,4 +33,16 @@ public interface RecordSink {
 
   /** Releases the client (producer); waits for nothing that was not already acknowledged. */
   Mono<Void> close();
+
+  /**
+   * Whether this sink, right before it hands each record to the producer, asks the record's
+   * correlation whether an earlier record of the same unit already failed, and then answers the
+   * record as failed instead of sending it. Both of the library's sinks do. Only behind such a
+   * sink does the relay send several rows of one key as one unit ({@link
+   * RelayOptions.Builder#rowsPerKeyInFlight}); behind any other, a key has one row in flight.
+   * A wrapper that hands records unchanged to another sink may return that sink's answer.
+   */
+  default boolean checksSendGuard() {
+    return false;
+  }
 }

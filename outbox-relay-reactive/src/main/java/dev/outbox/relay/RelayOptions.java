@@ -412,7 +412,7 @@ public final class RelayOptions {
      * the producer are not sent. {@code 1} sends a key's rows one round trip at a time, so that
      * a failure the producer reports only after it accepted later records (a delivery timeout)
      * can never let a later row of the key through first. Behind a custom {@link #sink} it is
-     * always 1 (such a sink cannot see which records to hold back).
+     * 1 unless that sink {@linkplain RecordSink#checksSendGuard() checks the guard}.
      */
     public Builder rowsPerKeyInFlight(int rowsPerKeyInFlight) {
       this.rowsPerKeyInFlight = rowsPerKeyInFlight;

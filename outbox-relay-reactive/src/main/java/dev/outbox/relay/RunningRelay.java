@@ -87,7 +87,7 @@ final class RunningRelay implements RelayHandle {
       // Several rows of a key go out as one unit only behind a sink that honours SendGuard.
       PartitionedSource partitioned = new PartitionedSource(partitions, ledger, options,
           externalWakeups.asFlux(), owner,
-          sink instanceof GuardingSink ? options.rowsPerKeyInFlight() : 1);
+          sink.checksSendGuard() ? options.rowsPerKeyInFlight() : 1);
       this.settler = new Settler(Settlements.partitioned(partitions, owner,
           partitioned::returned), ledger, outcomes, options);
       this.source = partitioned;
@@ -95,7 +95,7 @@ final class RunningRelay implements RelayHandle {
       this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL
           ? new WalSource(unpooled, store, ledger, options,
-              sink instanceof GuardingSink ? options.rowsPerKeyInFlight() : 1)
+              sink.checksSendGuard() ? options.rowsPerKeyInFlight() : 1)
           : new ClaimLoop(store, ledger, options, externalWakeups.asFlux(), mayClaim);
     }
     wakeTarget[0] = source;

@@ -9,7 +9,8 @@ import org.jspecify.annotations.Nullable;
  * itself in Kafka: without this, a record whose {@code send} failed (say after {@code
  * max.block.ms} in an outage) could be overtaken by the batch's later records, sent once the
  * broker was back, and each key's order broken when the batch is retried. The relay's own
- * correlation ({@link BatchInFlight.RecordRef}) implements it; a custom sink may check it too.
+ * correlation ({@link BatchInFlight.RecordRef}) implements it; a sink that checks it says so
+ * ({@link RecordSink#checksSendGuard()}).
  */
 interface SendGuard {
   /** True once a record of this batch failed: do not send the rest. */

@@ -106,6 +106,7 @@ abstract class RecordSinkContract {
     Map<String, Object> props = new java.util.HashMap<>(kafka.producerProperties());
     props.put("max.block.ms", 1_000);
     RecordSink guarded = create(props, MAX_IN_FLIGHT);
+    assertThat(guarded.checksSendGuard()).as("it says so: the relay relies on it").isTrue();
     Batch failing = new Batch("failing");
     Batch other = new Batch("other");
     List<OutboundRecord<Batch>> records = List.of(

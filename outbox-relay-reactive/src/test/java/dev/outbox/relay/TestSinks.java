@@ -77,7 +77,7 @@ final class TestSinks {
    * being "sent"; a failure marks the unit. Answers wait {@code delay} each (in order), and the
    * most records outstanding at once is recorded.
    */
-  static final class Guarding implements GuardingSink {
+  static final class Guarding implements RecordSink {
     private final Function<OutboundRecord<?>, @Nullable Throwable> failure;
     private final Duration delay;
     final AtomicLong outstanding = new AtomicLong();
@@ -111,6 +111,11 @@ final class TestSinks {
     @Override
     public Mono<Void> close() {
       return Mono.empty();
+    }
+
+    @Override
+    public boolean checksSendGuard() {
+      return true;
     }
   }
 }
