@@ -169,8 +169,13 @@ final class TriggerLatencyBenchmark {
           for (int i = 0; i < 10; i++) {
             messages.add(Message.builder().stream(topic).key("k" + i).data(new byte[200]).build());
           }
-          Mono<Void> commit = OutboxTransactions.inTransaction(pool, c -> Flux.fromIterable(messages)
-                  .concatMap(m -> writer.write(m)).then())
+          // The test server runs with synchronous_commit=off, so a commit reaches the WAL (and
+          // logical replication) only when the WAL writer flushes it, up to wal_writer_delay
+          // (200 ms) later. These transactions commit as with PostgreSQL's default (on).
+          Mono<Void> commit = OutboxTransactions.inTransaction(pool, c -> Flux.from(c.createStatement(
+                      "SET LOCAL synchronous_commit = on").execute())
+                  .concatMap(r -> r.getRowsUpdated())
+                  .thenMany(Flux.fromIterable(messages).concatMap(m -> writer.write(m))).then())
               .doOnSuccess(v -> {
                 long now = System.nanoTime();
                 messages.forEach(m -> committedAt.put(m.id(), now));
