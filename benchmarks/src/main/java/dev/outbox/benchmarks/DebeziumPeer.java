@@ -143,6 +143,11 @@ final class DebeziumPeer {
       byte[] payload = new byte[PAYLOAD];
       String sql = insertSql(name, BATCH);
       try (Connection c = jdbc(postgres); PreparedStatement insert = c.prepareStatement(sql)) {
+        // As the relay's latency benchmark: commits flushed at once (the test server's default
+        // synchronous_commit=off hands WAL to logical replication up to 200 ms late).
+        try (java.sql.Statement set = c.createStatement()) {
+          set.execute("SET synchronous_commit = on");
+        }
         c.setAutoCommit(false);
         long start = System.nanoTime();
         long end = start + run.toNanos();
