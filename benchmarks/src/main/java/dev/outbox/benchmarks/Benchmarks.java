@@ -12,7 +12,7 @@ import java.util.Map;
 
 /**
  * Entry point: {@code
- * Benchmarks [all|writer|relay|latency|scaling|heap|keyfailure|partitioned-scaling|debezium]} (default
+ * Benchmarks [all|writer|relay|latency|scaling|heap|keyfailure|partitioned-scaling|debezium|wal-lag]} (default
  * {@code all}). Each benchmark prints its own detailed table as it finishes; at the end the
  * summary table (every figure against a baseline measured in the same run) is printed and written
  * to {@code -Dbench.output} (default {@code target/benchmark-results.md}). Never fails on a
@@ -32,6 +32,7 @@ public final class Benchmarks {
     ALL.put("keyfailure", KeyFailureBenchmark::main);
     ALL.put("partitioned-scaling", PartitionedScalingBenchmark::main);
     ALL.put("debezium", DebeziumPeerBenchmark::main);
+    ALL.put("wal-lag", WalLagBenchmark::main);
   }
 
   @FunctionalInterface
