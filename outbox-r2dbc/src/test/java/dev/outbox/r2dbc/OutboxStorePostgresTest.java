@@ -119,6 +119,23 @@ class OutboxStorePostgresTest {
     assertThat(store.claimByIds(List.of(), LONG_LEASE, "relay-wal").collectList().block()).isEmpty();
   }
 
+  /** 32-bit ids from the log widened to the full id nearest xmax, across epochs (review finding). */
+  @Test
+  void aLogTransactionIdIsWidenedToTheFullIdNearestXmax() {
+    long epoch = 1L << 32;
+    long[][] cases = { // {32-bit id, xmax, expected}
+        {5, epoch + 3, epoch + 5}, // committing, not yet below xmax: the same epoch, not the last
+        {epoch - 1, epoch + 3, epoch - 1}, // just before the epoch turned
+        {1000, 2000, 1000},
+        {2000, 2000, 2000},
+        {epoch - 10, 100, 2}, // before the first epoch: as old as can be (visible)
+    };
+    for (long[] c : cases) {
+      assertThat(postgres.queryLong("SELECT " + RelayStore.widenedXid(c[0] + "::bigint", c[1] + "::bigint")))
+          .as("xid %d near xmax %d", c[0], c[1]).isEqualTo(c[2]);
+    }
+  }
+
   @Test
   void claimCommittedByIdsClaimsNothingUntilTheNamedTransactionsAreVisible() {
     List<String> ids = writeBatches(1);

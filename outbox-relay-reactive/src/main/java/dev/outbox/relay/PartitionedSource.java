@@ -354,6 +354,11 @@ final class PartitionedSource implements BatchSource {
                 continue;
               }
               if (row.keys().stream().anyMatch(heldKeys::containsKey)) {
+                // Come back to it when its keys are free, not only when the row that holds them
+                // is due: rows sent as one unit can be due at different times (review finding).
+                row.keys().stream().map(heldKeys::get).filter(java.util.Objects::nonNull)
+                    .max(java.util.Comparator.naturalOrder())
+                    .ifPresent(until -> rewinds.merge(until, seq, Math::min));
                 blocking.addAll(row.keys());
                 chainable.keySet().removeAll(row.keys());
                 position = advancing ? seq : position; // behind a retry: read again with it

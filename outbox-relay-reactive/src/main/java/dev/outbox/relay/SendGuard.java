@@ -24,7 +24,8 @@ interface SendGuard {
     private static final long serialVersionUID = 1L;
 
     EarlierRecordFailedException() {
-      super("not sent: an earlier record of the same stored batch failed; the batch is retried whole");
+      super("not sent: an earlier record sent with it (of its batch, or of an earlier batch of its"
+          + " key) failed; retried after that one");
     }
   }
 

@@ -20,7 +20,8 @@ interface Settlements {
   /** Deletes published batches; emits the ids deleted. */
   Flux<String> deleteAll(List<BatchInFlight> batches);
 
-  Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait);
+  /** {@code attempted} false: held back, not tried; its attempts are not counted. */
+  Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait, boolean attempted);
 
   Mono<Boolean> deadLetter(BatchInFlight batch, String reason);
 
@@ -43,8 +44,9 @@ interface Settlements {
       }
 
       @Override
-      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
-        return store.retryLater(batch.claim(), reason, wait);
+      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait,
+          boolean attempted) {
+        return store.retryLater(batch.claim(), reason, wait, attempted);
       }
 
       @Override
@@ -84,9 +86,10 @@ interface Settlements {
       }
 
       @Override
-      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait) {
+      public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait,
+          boolean attempted) {
         return store.retryLater(relay, batch.claim().batchId(), fence(batch).partition(),
-            fence(batch).epoch(), reason, wait)
+            fence(batch).epoch(), reason, wait, attempted)
             .doOnNext(kept -> {
               if (kept) {
                 onReturned.accept(batch, wait);

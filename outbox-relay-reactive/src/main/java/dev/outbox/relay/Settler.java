@@ -73,12 +73,20 @@ final class Settler {
     Throwable retriable = batch.retriable();
     int failedAttempts = claimed.writeRetries() + 1;
     Mono<RelayOutcome> settlement;
-    if (fatal != null) {
+    if (fatal == null && retriable instanceof SendGuard.EarlierRecordFailedException) {
+      // Held back, not tried: an earlier batch of its unit failed. No attempt is counted (it
+      // would be dead-lettered with that batch otherwise) and it is due at once: its keys stay
+      // held by that batch's retry, and the read comes back to it when they are free.
+      String reason = describe(retriable);
+      settlement = store.retryLater(batch, reason, Duration.ZERO, false).map(kept -> kept
+          ? outcome(Kind.RETRY_SCHEDULED, claimed, claimed.writeRetries(), reason, Duration.ZERO)
+          : outcome(Kind.LEASE_LOST, claimed, claimed.writeRetries(), reason, null));
+    } else if (fatal != null) {
       settlement = deadLetter(batch, describe(fatal), failedAttempts);
     } else if (retriable != null && options.retryPolicy().allowsAnotherAttempt(failedAttempts)) {
       Duration wait = options.retryPolicy().backoff(failedAttempts);
       String reason = describe(retriable);
-      settlement = store.retryLater(batch, reason, wait).map(kept -> kept
+      settlement = store.retryLater(batch, reason, wait, true).map(kept -> kept
           ? outcome(Kind.RETRY_SCHEDULED, claimed, failedAttempts, reason, wait)
           : outcome(Kind.LEASE_LOST, claimed, failedAttempts, reason, null));
     } else {

@@ -342,6 +342,60 @@ class PartitionedRelayTest {
         .isGreaterThan(2);
   }
 
+  /**
+   * Two rows of one key sent as one unit both fail (the first on its own, the second by
+   * the guard) and get different retry times; the first is due first, is passed while its key is
+   * still held for the second, the read position moves past it, and the second's rewind (to its
+   * own seq) then lets the second go out before the first.
+   */
+  @Test
+  void rowsOfAUnitDueAtDifferentTimesKeepTheirOrder() {
+    java.util.concurrent.atomic.AtomicBoolean failedOnce = new java.util.concurrent.atomic.AtomicBoolean();
+    List<Integer> firstDeliveries = new CopyOnWriteArrayList<>();
+    java.util.Set<Integer> seenValues = ConcurrentHashMap.newKeySet();
+    TestSinks.Guarding sink = new TestSinks.Guarding(r -> {
+      int value = ByteBuffer.wrap(r.value()).getInt();
+      if (value == 0 && failedOnce.compareAndSet(false, true)) {
+        return new TimeoutException("broker slow for " + r.key());
+      }
+      if (seenValues.add(value)) {
+        firstDeliveries.add(value);
+      }
+      return null;
+    }, Duration.ofMillis(20));
+    write(1, 2, 0); // k0: row A (0, 1), row B (2, 3)
+    // B failed three times before (say in an earlier outage): its next backoff is longer than A's.
+    outbox.postgres.queryLong("WITH u AS (UPDATE " + outbox.table.qualifiedName()
+        + " SET write_retries = 3 WHERE insert_seq = (SELECT max(insert_seq) FROM "
+        + outbox.table.qualifiedName() + ") RETURNING 1) SELECT count(*) FROM u");
+    start(options("relay-a", sink).leaseDuration(Duration.ofSeconds(10)).build(),
+        new CopyOnWriteArrayList<>());
+
+    Poll.until("everything is published", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(failedOnce).isTrue();
+    assertThat(firstDeliveries).as("first deliveries of k0").containsExactly(0, 1, 2, 3);
+  }
+
+
+  /**
+   * a key's first row fails (retriably) on every attempt; the rows behind it in its unit
+   * are never tried on their own, yet each attempt of the first costs them one too, and when the
+   * first is dead-lettered for exhausted retries, they are as well (before the units, only the
+   * failing row was dead-lettered and the next rows went out).
+   */
+  @Test
+  void onlyTheFailingRowOfAUnitIsDeadLettered() {
+    TestSinks.Guarding sink = new TestSinks.Guarding(r -> ByteBuffer.wrap(r.value()).getInt() == 0
+        ? new TimeoutException("broker slow for " + r.key()) : null, Duration.ofMillis(5));
+    write(1, 4, 0); // k0: rows (0,1) (2,3) (4,5) (6,7)
+    List<RelayOutcome> outcomes = new CopyOnWriteArrayList<>();
+    start(options("relay-a", sink).retryPolicy(RetryPolicy.builder()
+        .initialBackoff(Duration.ofMillis(100)).jitter(0).maxAttempts(3).build()).build(), outcomes);
+
+    Poll.until("everything is settled", QUICKLY, () -> outbox.rows() == 0);
+    assertThat(outcomes).filteredOn(o -> o.kind() == Kind.DEAD_LETTERED).as("dead letters").hasSize(1);
+  }
+
   @Test
   void behindASinkThatCannotSeeTheGuardAKeyHasOneRowInFlight() {
     TestSinks.Probe probe = new TestSinks.Probe(TestSinks.slow(recording(r -> false), Duration.ofMillis(5)));

@@ -134,7 +134,7 @@ public final class PartitionStore {
         + " WHERE o.batch_id = settled.batch_id AND o.outbox_partition = settled.outbox_partition"
         + " RETURNING o.batch_id";
     retrySql = "WITH " + owned.replace("$OWNER", "$3").replace("$PARTS", "$6") + " UPDATE " + t + " AS o"
-        + " SET write_retries = o.write_retries + 1, last_write_error = left($4, " + ERROR_TEXT_LIMIT
+        + " SET write_retries = o.write_retries + $7, last_write_error = left($4, " + ERROR_TEXT_LIMIT
         + "), next_attempt_at = now() + $5 * INTERVAL '1 millisecond' FROM owned"
         + " WHERE o.batch_id = $1 AND owned.outbox_partition = o.outbox_partition"
         + " AND owned.epoch = $2";
@@ -278,9 +278,18 @@ public final class PartitionStore {
   /** A failed attempt: retries + 1, the error, not read again before {@code delay}; fenced. */
   public Mono<Boolean> retryLater(String relay, String batchId, int partition, long epoch,
       String error, Duration delay) {
+    return retryLater(relay, batchId, partition, epoch, error, delay, true);
+  }
+
+  /**
+   * As above; {@code attempted} false for a row that was held back, not tried (an earlier row
+   * sent with it failed): its {@code write_retries} stays.
+   */
+  public Mono<Boolean> retryLater(String relay, String batchId, int partition, long epoch,
+      String error, Duration delay, boolean attempted) {
     return Sql.updated(connections, statementTimeout, retrySql, s -> s.bind(0, batchId)
         .bind(1, epoch).bind(2, relay).bind(3, error).bind(4, Math.max(0, delay.toMillis()))
-        .bind(5, new Short[] {(short) partition}));
+        .bind(5, new Short[] {(short) partition}).bind(6, attempted ? 1 : 0));
   }
 
   /** Moves a row to the dead letters with {@code reason}; fenced. */

@@ -81,7 +81,7 @@ public final class RelayStore {
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
         + " RETURNING batch_id, insert_seq, message_count, write_retries, " + rawDataAsText("")
-        + ", insert_time, lease_expires_at";
+        + ", " + times("");
     // WAL mode: many ids in one statement. Rows another holder's lease covers come back
     // unclaimed (claimed = FALSE, no bytes) with their keys, so the relay can keep their place in
     // per-key order while it waits; ids of rows that are gone do not come back. The second part
@@ -91,22 +91,22 @@ public final class RelayStore {
     // others (the commit record is flushed first, then the transaction leaves the proc array):
     // a row of it is then not visible yet and would look gone. So the statement also checks, in
     // its own snapshot, that the transactions the log named are visible ($5, 32-bit xids as
-    // the log carries them, widened with the epoch of the snapshot's xmax); if one is not,
+    // the log carries them, widened to the full xid nearest the snapshot's xmax); if one is not,
     // nothing is claimed and one row with claimed = NULL says so.
-    claimByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot((CASE WHEN f.xid >= m.xmax"
-        + " THEN f.xid - 4294967296 ELSE f.xid END)::text::xid8, m.s)), TRUE) AS ok"
+    claimByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot("
+        + widenedXid("x", "m.xmax") + "::text::xid8, m.s)), TRUE) AS ok"
         + " FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s) AS m,"
-        + " unnest($5::bigint[]) AS x, LATERAL (SELECT ((m.xmax >> 32) << 32) | x AS xid) AS f),"
+        + " unnest($5::bigint[]) AS x),"
         + " wanted AS (SELECT DISTINCT w.batch_id FROM unnest($1::bpchar[]) AS w(batch_id), vis WHERE vis.ok),"
         + " taken AS (UPDATE " + t + " AS o SET in_flight = TRUE, lease_owner = $2,"
         + " lease_token = $3, lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " FROM wanted WHERE o.batch_id = wanted.batch_id"
         + " AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())"
         + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, "
-        + rawDataAsText("o.") + ", o.insert_time, o.lease_expires_at, o.message_keys)"
+        + rawDataAsText("o.") + ", " + times("o.") + ", o.message_keys)"
         + " SELECT TRUE AS claimed, taken.* FROM taken"
         + " UNION ALL SELECT FALSE, o.batch_id, o.insert_seq, o.message_count, o.write_retries,"
-        + " NULL::text, o.insert_time, o.lease_expires_at, o.message_keys FROM " + t + " AS o"
+        + " NULL::text, " + times("o.") + ", o.message_keys FROM " + t + " AS o"
         + " JOIN wanted ON o.batch_id = wanted.batch_id"
         + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)"
         + " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM vis WHERE NOT vis.ok";
@@ -127,7 +127,7 @@ public final class RelayStore {
         + " WHERE o.batch_id = free.batch_id"
         + " RETURNING o.batch_id";
     String unlease = "in_flight = FALSE, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
-    retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + 1,"
+    retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + $5,"
         + " last_write_error = left($3, " + ERROR_TEXT_LIMIT + "),"
         + " next_attempt_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND lease_token = $2";
@@ -182,8 +182,32 @@ public final class RelayStore {
         + " AND ((sized.running <= $5 AND sized.running_bytes <= $7)"
         + " OR (sized.position = 1 AND $6))"
         + " RETURNING o.batch_id, o.insert_seq, o.message_count, o.write_retries, "
-        + rawDataAsText("o.") + ","
-        + " o.insert_time, o.lease_expires_at";
+        + rawDataAsText("o.") + ", " + times("o.");
+  }
+
+  /**
+   * SQL: the full (64-bit) transaction id of the 32-bit {@code xid32} that lies nearest {@code
+   * xmax} (a full id, a snapshot's xmax), within 2^31 either way, as PostgreSQL itself widens
+   * 32-bit ids. Not simply xmax's epoch: a transaction still committing is at or past xmax, and
+   * taking it for the previous epoch made it look long visible (review finding). At least 2
+   * (frozen), so that an id from before the first epoch still reads as visible.
+   */
+  public static String widenedXid(String xid32, String xmax) {
+    return "greatest(" + xmax + " + (((" + xid32 + " - (" + xmax + " & 4294967295) + 2147483648)"
+        + " % 4294967296 + 4294967296) % 4294967296) - 2147483648, 2)";
+  }
+
+  /**
+   * The two timestamps of a claimed row as microseconds since the epoch: r2dbc parses timestamp
+   * text with a general formatter, several microseconds per value (async-profiler), per row.
+   */
+  private static String times(String alias) {
+    return "(date_part('epoch', " + alias + "insert_time) * 1e6)::int8 AS insert_micros,"
+        + " (date_part('epoch', " + alias + "lease_expires_at) * 1e6)::int8 AS lease_micros";
+  }
+
+  private static @Nullable Instant micros(@Nullable Long epochMicros) {
+    return epochMicros == null ? null : Instant.EPOCH.plus(epochMicros, java.time.temporal.ChronoUnit.MICROS);
   }
 
   /**
@@ -363,8 +387,16 @@ public final class RelayStore {
    * delay} has passed. {@code false} when the lease was lost.
    */
   public Mono<Boolean> retryLater(ClaimedBatch batch, String error, Duration delay) {
+    return retryLater(batch, error, delay, true);
+  }
+
+  /**
+   * As above; {@code attempted} false for a batch that was held back, not tried (an earlier
+   * batch sent with it failed): its {@code write_retries} stays.
+   */
+  public Mono<Boolean> retryLater(ClaimedBatch batch, String error, Duration delay, boolean attempted) {
     return update(retrySql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
-        .bind(2, error).bind(3, Math.max(0, delay.toMillis())));
+        .bind(2, error).bind(3, Math.max(0, delay.toMillis())).bind(4, attempted ? 1 : 0));
   }
 
   /** Gives a claim back untouched (it was not attempted), e.g. on shutdown. */
@@ -416,9 +448,9 @@ public final class RelayStore {
         row.get("message_count", Integer.class),
         row.get("write_retries", Integer.class),
         fromBase64(row),
-        row.get("insert_time", Instant.class),
+        micros(row.get("insert_micros", Long.class)),
         token,
-        row.get("lease_expires_at", Instant.class));
+        micros(row.get("lease_micros", Long.class)));
   }
 
   private Mono<Boolean> update(String sql, Function<Statement, Statement> binder) {
