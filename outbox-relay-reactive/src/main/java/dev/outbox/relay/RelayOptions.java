@@ -198,7 +198,7 @@ public final class RelayOptions {
     return settleConcurrency;
   }
 
-  /** PARTITIONED: most rows of one key sent as one unit; see {@link Builder#rowsPerKeyInFlight}. */
+  /** PARTITIONED and WAL: most rows of one key sent as one unit; see {@link Builder#rowsPerKeyInFlight}. */
   public int rowsPerKeyInFlight() {
     return rowsPerKeyInFlight;
   }
@@ -406,8 +406,9 @@ public final class RelayOptions {
     }
 
     /**
-     * PARTITIONED, default {@value #DEFAULT_ROWS_PER_KEY_IN_FLIGHT}: most consecutive rows of
-     * one key that one read takes and sends as one unit. A key's unit is in flight alone until
+     * PARTITIONED and WAL, default {@value #DEFAULT_ROWS_PER_KEY_IN_FLIGHT}: most consecutive
+     * rows of one key sent as one unit (PARTITIONED: taken by one read; WAL: claimed right
+     * behind the key's batch in flight). A key's unit is in flight alone until
      * Kafka has acknowledged all of it; once a record of it fails, its records not yet handed to
      * the producer are not sent. {@code 1} sends a key's rows one round trip at a time, so that
      * a failure the producer reports only after it accepted later records (a delivery timeout)

@@ -38,10 +38,13 @@ import reactor.core.scheduler.Schedulers;
  * would double the bytes PostgreSQL reads and decodes for every row. One round trip per group of
  * batches instead of per batch.
  *
- * <p>Order: one batch per key is handed to the pipeline at a time; a later batch of that key waits
- * (claimed, in the ledger) until the earlier one is settled for good. A retry (or a settlement
- * that failed) keeps the keys held until the batch is claimed and sent again; a dead letter or a
- * lost lease lets them go. Batches without keys are unordered.
+ * <p>Order: the batches of a key wait in line (claimed, in the ledger). The first goes to the
+ * pipeline together with the claimed batches right behind it on that one key, as one unit (at
+ * most {@code rowsPerKeyInFlight}; SendGuard across the unit); each leaves the line once Kafka
+ * has acknowledged it, not only once it is settled (a batch whose DELETE then fails is published
+ * again after the later ones: a duplicate). A retry (or a settlement that failed) keeps the keys
+ * held until the batch is claimed and sent again; a dead letter or a lost lease lets them go.
+ * Batches without keys are unordered.
  *
  * <p>Log position: each insert is acknowledged to the {@link WalFollower} once its batch is
  * settled for good; the follower confirms only up to the end of the oldest transaction not yet
