@@ -119,8 +119,10 @@ class WalSlotCommandsTest {
     Run[] last = new Run[1];
     Poll.until("wal-slot show reports the relay following slot " + slot, QUICKLY, () -> {
       last[0] = run(env, "wal-slot", "show");
+      // Creating the slot also shows it active, with no confirmed position until it is ready.
       return last[0].status() == 0
-          && Pattern.compile("active\\s+yes, followed by pid \\d+").matcher(last[0].out()).find();
+          && Pattern.compile("active\\s+yes, followed by pid \\d+").matcher(last[0].out()).find()
+          && Pattern.compile("confirmed LSN\\s+[0-9A-F]+/[0-9A-F]+").matcher(last[0].out()).find();
     });
     Run shown = last[0];
 
