@@ -75,10 +75,6 @@ class TracePropagationTest {
 
   @BeforeAll
   static void start() {
-    // OpenTelemetry picks its context storage with a ServiceLoader (reading jars) the first time
-    // a context is asked for: here on the test thread, not on the first request's event loop,
-    // where BlockHound would rightly refuse the file read.
-    io.opentelemetry.context.Context.current();
     TestKafka.get().createTopic(TOPIC, 2);
     app = new SpringApplicationBuilder(App.class).web(WebApplicationType.REACTIVE).run(
         "--server.port=0",
