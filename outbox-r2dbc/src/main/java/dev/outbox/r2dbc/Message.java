@@ -80,6 +80,16 @@ public final class Message {
     return new Builder();
   }
 
+  /**
+   * This message with {@code added} headers after its own, sharing the payload (never modified);
+   * for the writer's {@link ContextHeaders}. The names and values were checked by the caller.
+   */
+  Message withAddedHeaders(Map<String, String> added) {
+    Map<String, String> all = new LinkedHashMap<>(headers);
+    all.putAll(added);
+    return new Message(id, stream, key, all, contentType, data, time);
+  }
+
   /** A builder pre-filled with this message's fields, for a modified copy. */
   public Builder toBuilder() {
     Builder b = new Builder().id(id).stream(stream).contentType(contentType).data(data).time(time);

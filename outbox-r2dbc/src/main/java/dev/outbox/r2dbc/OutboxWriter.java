@@ -56,6 +56,7 @@ public interface OutboxWriter {
     private @Nullable String notifyChannel;
     private boolean rowPerKey;
     private final List<ConnectionResolver> resolvers = new ArrayList<>();
+    private final List<ContextHeaders> contextHeaders = new ArrayList<>();
 
     private Builder() {}
 
@@ -103,11 +104,22 @@ public interface OutboxWriter {
       return this;
     }
 
+    /**
+     * Adds headers taken from the writing subscriber's Reactor Context to every message written,
+     * for example the trace context (see {@link ContextHeaders}; the Spring Boot starter sets one
+     * when Micrometer Tracing is present). Several are applied in the order added. Default: none.
+     */
+    public Builder contextHeaders(ContextHeaders headers) {
+      contextHeaders.add(Objects.requireNonNull(headers, "headers"));
+      return this;
+    }
+
     public OutboxWriter build() {
       if (notifyChannel != null) {
         OutboxTable.checkChannel(notifyChannel);
       }
-      return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, List.copyOf(resolvers));
+      return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, List.copyOf(resolvers),
+          List.copyOf(contextHeaders));
     }
   }
 }

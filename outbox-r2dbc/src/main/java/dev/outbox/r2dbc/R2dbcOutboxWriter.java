@@ -2,7 +2,9 @@ package dev.outbox.r2dbc;
 
 import io.r2dbc.spi.Connection;
 import io.r2dbc.spi.Statement;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -14,14 +16,16 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   private final @Nullable String notifyChannel;
   private final boolean rowPerKey;
   private final List<ConnectionResolver> resolvers;
+  private final List<ContextHeaders> contextHeaders;
   private final String insertSql;
 
   R2dbcOutboxWriter(OutboxTable table, Codec codec, @Nullable String notifyChannel,
-      boolean rowPerKey, List<ConnectionResolver> resolvers) {
+      boolean rowPerKey, List<ConnectionResolver> resolvers, List<ContextHeaders> contextHeaders) {
     this.codec = codec;
     this.notifyChannel = notifyChannel;
     this.rowPerKey = rowPerKey;
     this.resolvers = resolvers;
+    this.contextHeaders = contextHeaders;
     // The transaction id is taken before insert_seq is drawn (the CTE runs first), so no
     // transaction holds a sequence number from before its id: the PARTITIONED relay relies on
     // that to move its read position only past sequence numbers no open transaction can commit.
@@ -36,9 +40,10 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   }
 
   @Override
-  public Mono<Void> write(@Nullable List<Message> batch) {
+  public Mono<Void> write(@Nullable List<Message> given) {
     return Mono.deferContextual(context -> {
-      checkBatch(batch);
+      checkBatch(given);
+      List<Message> batch = withContextHeaders(given, context);
       List<List<Message>> rows = rowPerKey ? MessageKeys.rowPerKey(batch) : List.of(batch);
       // Encoded before anything is written: a codec error leaves the transaction untouched.
       List<byte[]> raw = rows.stream().map(codec::encode).toList();
@@ -64,6 +69,42 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     for (int i = 0; i < batch.size(); i++) {
       if (batch.get(i) == null) {
         throw new InvalidMessageException("Message " + i + " of the batch is null");
+      }
+    }
+  }
+
+  /** The batch with each {@link ContextHeaders}' headers added where they apply. */
+  private List<Message> withContextHeaders(List<Message> batch, ContextView context) {
+    List<Message> result = batch;
+    for (ContextHeaders source : contextHeaders) {
+      Map<String, String> added = source.headers(context);
+      if (added == null || added.isEmpty()) {
+        continue;
+      }
+      checkContextHeaders(source, added);
+      List<Message> next = new ArrayList<>(result.size());
+      for (Message message : result) {
+        boolean ownsOne = false;
+        for (String name : added.keySet()) {
+          ownsOne |= message.headers().containsKey(name);
+        }
+        next.add(ownsOne ? message : message.withAddedHeaders(added));
+      }
+      result = next;
+    }
+    return result;
+  }
+
+  private static void checkContextHeaders(ContextHeaders source, Map<String, String> added) {
+    // Map.copyOf and friends refuse nulls; a HashMap may hold them.
+    for (Map.Entry<String, String> header : added.entrySet()) {
+      String name = header.getKey();
+      if (name == null || header.getValue() == null
+          || name.equals(Message.MESSAGE_ID_HEADER) || name.equals(Message.CONTENT_TYPE_HEADER)) {
+        throw new InvalidMessageException("ContextHeaders " + source + " returned an invalid"
+            + " header " + name + "=" + header.getValue() + ": names and values must not be null,"
+            + " and '" + Message.MESSAGE_ID_HEADER + "' and '" + Message.CONTENT_TYPE_HEADER
+            + "' are reserved for the relay");
       }
     }
   }

@@ -238,6 +238,67 @@ class OutboxWriterPostgresTest {
     assertThat(outboxRows()).isZero();
   }
 
+  /** The stored messages of the table's only row. */
+  private List<Message> storedMessages() {
+    String batchId = (String) postgres.queryColumn(
+        "SELECT batch_id FROM " + table.qualifiedName()).get(0);
+    StoredBatch stored = OutboxStore.create(pool, table).find(batchId).block(Duration.ofSeconds(10));
+    assertThat(stored).isNotNull();
+    return Codec.protobuf().decode(stored.rawData());
+  }
+
+  /** Headers from the Context key "trace", as a tracing ContextHeaders would take them. */
+  private static final ContextHeaders TRACE = context -> context.<String>getOrEmpty("trace")
+      .map(trace -> java.util.Map.of("traceparent", trace, "tracestate", "k=v"))
+      .orElse(java.util.Map.of());
+
+  @Test
+  void contextHeadersAreAddedToEveryMessageThatHasNoneOfThem() {
+    OutboxWriter tracing = OutboxWriter.builder().table(table).contextHeaders(TRACE).build();
+    Message plain = message("orders", "a");
+    Message own = Message.builder().stream("orders").header("traceparent", "mine").data("b")
+        .build();
+
+    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> tracing.write(plain, own))
+            .contextWrite(ctx -> ctx.put("trace", "00-abc-def-01")))
+        .verifyComplete();
+
+    List<Message> stored = storedMessages();
+    assertThat(stored.get(0).headers()).containsOnly(java.util.Map.entry("h", "a"),
+        java.util.Map.entry("traceparent", "00-abc-def-01"), java.util.Map.entry("tracestate", "k=v"));
+    assertThat(stored.get(0).id()).isEqualTo(plain.id());
+    assertThat(stored.get(0).data()).isEqualTo(plain.data());
+    // The caller's traceparent stays, and is not paired with the other trace's tracestate.
+    assertThat(stored.get(1)).isEqualTo(own);
+    assertPoolDrained();
+  }
+
+  @Test
+  void withoutAnythingInTheContextContextHeadersAddNothing() {
+    OutboxWriter tracing = OutboxWriter.builder().table(table).contextHeaders(TRACE).build();
+    Message plain = message("orders", "a");
+
+    StepVerifier.create(OutboxTransactions.inTransaction(pool, c -> tracing.write(plain)))
+        .verifyComplete();
+
+    assertThat(storedMessages()).containsExactly(plain);
+    assertPoolDrained();
+  }
+
+  @Test
+  void contextHeadersWithAReservedNameFailTheWriteBeforeAnythingIsWritten() {
+    OutboxWriter broken = OutboxWriter.builder().table(table)
+        .contextHeaders(context -> java.util.Map.of(Message.MESSAGE_ID_HEADER, "x")).build();
+
+    StepVerifier.create(OutboxTransactions.inTransaction(pool,
+            c -> broken.write(message("orders", "a"))))
+        .expectErrorSatisfies(e -> assertThat(e).isInstanceOf(InvalidMessageException.class)
+            .hasMessageContaining("reserved"))
+        .verify(Duration.ofSeconds(10));
+    assertThat(outboxRows()).isZero();
+    assertPoolDrained();
+  }
+
   @Test
   void resolverSuppliesTheConnectionWhenNoneIsBound() {
     Object key = new Object();

@@ -3,13 +3,17 @@ package dev.outbox.relay;
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Optional;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
 
@@ -18,8 +22,15 @@ import reactor.core.publisher.Sinks;
  * decoded into records, answered record by record, settled once.
  */
 final class BatchInFlight {
-  /** Correlation of one record: its batch, and when it was handed to the sink. */
-  record RecordRef(BatchInFlight batch, long handedOffNanos) implements SendGuard {
+  private static final Logger log = LoggerFactory.getLogger(BatchInFlight.class);
+
+  /**
+   * Correlation of one record: its batch, when it was handed to the sink, and the {@link
+   * RecordInterceptor}'s interception of it ({@code null} without one: the records of a batch
+   * then share one ref).
+   */
+  record RecordRef(BatchInFlight batch, long handedOffNanos,
+      RecordInterceptor.@Nullable Interception interception) implements SendGuard {
     @Override
     public boolean sendAbandoned() {
       return batch.group.failed;
@@ -102,19 +113,58 @@ final class BatchInFlight {
    * The Kafka records of this batch, in batch order; from here on the stored bytes are no longer
    * held (they are what the byte budget bounds, and the records carry the payloads).
    */
-  List<OutboundRecord<RecordRef>> records(List<Message> messages) {
+  List<OutboundRecord<RecordRef>> records(List<Message> messages,
+      @Nullable RecordInterceptor interceptor) {
     claim = claim.withoutData();
     pending.set(messages.size());
-    RecordRef ref = new RecordRef(this, System.nanoTime());
+    long now = System.nanoTime();
+    RecordRef ref = new RecordRef(this, now, null);
     List<OutboundRecord<RecordRef>> records = new ArrayList<>(messages.size());
     for (Message m : messages) {
       Map<String, String> headers = new LinkedHashMap<>(m.headers());
       headers.put(Message.MESSAGE_ID_HEADER, m.id());
       headers.put(Message.CONTENT_TYPE_HEADER, m.contentType());
+      RecordRef recordRef = ref;
+      if (interceptor != null) {
+        RecordInterceptor.Interception interception = intercept(interceptor, m, headers);
+        if (interception != null) {
+          headers = interception.headers();
+          recordRef = new RecordRef(this, now, interception);
+        }
+      }
       records.add(new OutboundRecord<>(m.stream(), m.key().orElse(null), m.data(), m.time(),
-          headers, ref));
+          headers, recordRef));
     }
     return records;
+  }
+
+  /** The interceptor's decision; {@code null} (send as built) when it throws. */
+  private static RecordInterceptor.@Nullable Interception intercept(RecordInterceptor interceptor,
+      Message message, Map<String, String> headers) {
+    try {
+      RecordInterceptor.Interception interception =
+          interceptor.intercept(message, Collections.unmodifiableMap(headers));
+      if (interception != null) {
+        Objects.requireNonNull(interception.headers(), "Interception.headers()");
+      }
+      return interception;
+    } catch (RuntimeException e) {
+      log.warn("RecordInterceptor {} failed for message {}; the record goes as built",
+          interceptor, message.id(), e);
+      return null;
+    }
+  }
+
+  /** Tells the record's interception how its send ended, if it has one; never throws. */
+  static void answered(RecordRef ref, @Nullable Throwable error) {
+    RecordInterceptor.Interception interception = ref.interception();
+    if (interception != null) {
+      try {
+        interception.answered(error);
+      } catch (RuntimeException e) {
+        log.warn("RecordInterceptor answer callback failed for {}", ref.batch(), e);
+      }
+    }
   }
 
   /** Records one failed record; the first failure of each kind is kept as the reason. */

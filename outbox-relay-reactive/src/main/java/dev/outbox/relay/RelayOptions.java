@@ -74,6 +74,7 @@ public final class RelayOptions {
   private final String instanceId;
   private final boolean instanceIdGiven;
   private final RelayMetrics metrics;
+  private final @Nullable RecordInterceptor recordInterceptor;
 
   /** A copy with another {@code instanceId}. */
   private RelayOptions(RelayOptions o, String instanceId, boolean instanceIdGiven) {
@@ -102,6 +103,7 @@ public final class RelayOptions {
     this.instanceId = instanceId;
     this.instanceIdGiven = instanceIdGiven;
     this.metrics = o.metrics;
+    this.recordInterceptor = o.recordInterceptor;
   }
 
   private RelayOptions(Builder b, @Nullable Map<String, Object> kafka, Duration leaseRenewal,
@@ -132,6 +134,7 @@ public final class RelayOptions {
     this.instanceId = instanceId;
     this.instanceIdGiven = b.instanceId != null;
     this.metrics = b.metrics;
+    this.recordInterceptor = b.recordInterceptor;
   }
 
   /** The outbox table. */
@@ -277,6 +280,11 @@ public final class RelayOptions {
     return metrics;
   }
 
+  /** Sees each record built from a message (tracing); {@code null} for none. */
+  public @Nullable RecordInterceptor recordInterceptor() {
+    return recordInterceptor;
+  }
+
   @Override
   public String toString() {
     return "RelayOptions[table=" + table + ", mode=" + mode + ", sink="
@@ -320,6 +328,7 @@ public final class RelayOptions {
     private int outcomeBuffer = 1_024;
     private @Nullable String instanceId;
     private RelayMetrics metrics = RelayMetrics.none();
+    private @Nullable RecordInterceptor recordInterceptor;
 
     private Builder() {}
 
@@ -528,6 +537,17 @@ public final class RelayOptions {
     /** Default {@link RelayMetrics#none()}. */
     public Builder metrics(RelayMetrics metrics) {
       this.metrics = metrics;
+      return this;
+    }
+
+    /**
+     * Default none: sees each record the relay builds from a stored message and may replace its
+     * headers, and hears how its send ended (see {@link RecordInterceptor}; the Spring Boot
+     * starter sets one for trace propagation when Micrometer Tracing is present). {@code null}
+     * removes it.
+     */
+    public Builder recordInterceptor(@Nullable RecordInterceptor recordInterceptor) {
+      this.recordInterceptor = recordInterceptor;
       return this;
     }
 

@@ -99,13 +99,14 @@ final class RelayPipeline {
     } catch (RuntimeException error) {
       return settler.undecodable(batch, error).then(Mono.empty());
     }
-    return Mono.just(batch.records(messages));
+    return Mono.just(batch.records(messages, options.recordInterceptor()));
   }
 
   /** Accounts one record's answer; emits its batch when this was the batch's last record. */
   private void answered(SendResult<RecordRef> result, SynchronousSink<BatchInFlight> done) {
     BatchInFlight batch = result.correlation().batch();
     Throwable error = result.error();
+    BatchInFlight.answered(result.correlation(), error);
     if (error == null) {
       options.metrics().published(
           Duration.ofNanos(System.nanoTime() - result.correlation().handedOffNanos()));

@@ -104,6 +104,62 @@ class RelayKafkaTest {
   }
 
   @Test
+  void aRecordInterceptorReplacesTheHeadersOfTheRecordsItTakesAndHearsTheirAnswers() {
+    String topic = topic(2);
+    // Messages with header "trace" are intercepted; one of them makes the interceptor throw.
+    List<Message> written = outbox.write(4, 2, b -> List.of(message(topic, "k" + b, b, 10),
+        Message.builder().stream(topic).key("plain" + b).data(new byte[] {1}).build()));
+    Map<String, Throwable> answered = new java.util.concurrent.ConcurrentHashMap<>();
+    AtomicLong intercepted = new AtomicLong();
+    RecordInterceptor interceptor = (message, headers) -> {
+      if (!message.headers().containsKey("trace")) {
+        return null;
+      }
+      if (message.headers().get("trace").equals("t-3")) {
+        throw new IllegalStateException("interceptor bug");
+      }
+      intercepted.incrementAndGet();
+      Map<String, String> replaced = new HashMap<>(headers);
+      replaced.put("trace", headers.get("trace") + "-seen");
+      return new RecordInterceptor.Interception() {
+        @Override
+        public Map<String, String> headers() {
+          return replaced;
+        }
+
+        @Override
+        public void answered(Throwable error) {
+          answered.put(message.id(), error == null ? new Throwable("acked") : error);
+        }
+      };
+    };
+    List<RelayOutcome> seen = new CopyOnWriteArrayList<>();
+
+    start(options().kafka(kafka.producerProperties()).recordInterceptor(interceptor).build(), seen);
+
+    Poll.until("every outbox row is gone", Duration.ofSeconds(60), () -> outbox.rows() == 0);
+    List<ConsumerRecord<String, byte[]>> consumed =
+        kafka.consume(List.of(topic), 8, Duration.ofSeconds(30), Duration.ofMillis(200));
+    Map<String, String> traceByKey = new HashMap<>();
+    consumed.forEach(r -> {
+      var trace = r.headers().lastHeader("trace");
+      traceByKey.put(r.key(), trace == null ? null : new String(trace.value(), StandardCharsets.UTF_8));
+      assertThat(r.headers().lastHeader(Message.MESSAGE_ID_HEADER)).isNotNull();
+    });
+    assertThat(traceByKey).containsEntry("k0", "t-0-seen").containsEntry("k1", "t-1-seen")
+        .containsEntry("k2", "t-2-seen")
+        .containsEntry("k3", "t-3") // the interceptor threw: sent as built
+        .containsEntry("plain0", null);
+    assertThat(intercepted.get()).isEqualTo(3);
+    Poll.until("each intercepted record's answer is heard", Duration.ofSeconds(10),
+        () -> answered.size() == 3);
+    assertThat(answered.values()).allSatisfy(t -> assertThat(t).hasMessage("acked"));
+    assertThat(answered.keySet()).containsExactlyInAnyOrderElementsOf(written.stream()
+        .filter(m -> m.key().orElseThrow().startsWith("k") && !m.key().get().equals("k3"))
+        .map(Message::id).toList());
+  }
+
+  @Test
   void poisonBatchesAreDeadLetteredWhileOthersFlowAndAFixedBatchCanBeRedriven() {
     String good = topic(2);
     Map<String, Object> producer = new HashMap<>(kafka.producerProperties());

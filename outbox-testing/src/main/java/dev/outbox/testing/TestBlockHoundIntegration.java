@@ -21,5 +21,9 @@ public final class TestBlockHoundIntegration implements BlockHoundIntegration {
     builder.allowBlockingCallsInside("io.netty.buffer.AdaptivePoolingAllocator$MagazineGroup",
         "tryExpandMagazines");
     builder.allowBlockingCallsInside("io.netty.buffer.AdaptivePoolingAllocator$MagazineGroup", "free");
+    // OpenTelemetry (tests with tracing) picks its context storage once per JVM, with a
+    // ServiceLoader that reads jar files, the first time any thread asks for the current context:
+    // usually the first traced request's event loop.
+    builder.allowBlockingCallsInside("io.opentelemetry.context.LazyStorage", "createStorage");
   }
 }

@@ -11,10 +11,13 @@ import dev.outbox.relay.RelayOptions;
 import dev.outbox.relay.RetryPolicy;
 import dev.outbox.spring.SpringTransactionConnectionResolver;
 import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.tracing.Tracer;
+import io.micrometer.tracing.propagation.Propagator;
 import io.r2dbc.spi.ConnectionFactory;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.jspecify.annotations.Nullable;
 import org.springframework.beans.factory.InitializingBean;
 import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.boot.actuate.autoconfigure.endpoint.condition.ConditionalOnAvailableEndpoint;
@@ -46,7 +49,11 @@ import org.springframework.core.env.Environment;
  *   <li>unless {@code outbox.relay.enabled=false}, the relay embedded as a lifecycle bean (started
  *       with the context, drained on shutdown), with its meters in the application's {@code
  *       MeterRegistry} and an {@code outbox} health contributor when Actuator is present;
- *   <li>the Actuator endpoint {@code outboxdeadletters} ({@link OutboxDeadLettersEndpoint}).
+ *   <li>the Actuator endpoint {@code outboxdeadletters} ({@link OutboxDeadLettersEndpoint});
+ *   <li>with Micrometer Tracing (a {@code Tracer} and a {@code Propagator} bean), trace
+ *       propagation: the writer stores the active trace context with each message and the relay
+ *       publishes it inside a producer span that continues it; off with {@code
+ *       outbox.tracing.enabled=false}.
  * </ul>
  *
  * <p>Each bean backs off when the application defines its own of that type. Startup fails with a
@@ -89,7 +96,7 @@ public final class OutboxAutoConfiguration {
   @Bean
   @ConditionalOnMissingBean
   OutboxWriter outboxWriter(ObjectProvider<ConnectionFactory> connectionFactory, OutboxTable table,
-      OutboxProperties properties) {
+      OutboxProperties properties, ObjectProvider<TracingBinding> tracing) {
     OutboxWriter.Builder writer = OutboxWriter.builder()
         .table(table)
         // The ConnectionFactory bean is the very instance Boot's R2dbcTransactionManager binds
@@ -98,6 +105,10 @@ public final class OutboxAutoConfiguration {
             requireConnectionFactory(connectionFactory)));
     if (properties.notifyOnWrite()) {
       writer.notifyChannel(table.notifyChannel());
+    }
+    MicrometerTracePropagation propagation = propagation(tracing);
+    if (propagation != null) {
+      writer.contextHeaders(propagation);
     }
     return writer.build();
   }
@@ -127,14 +138,15 @@ public final class OutboxAutoConfiguration {
         OutboxTable table, OutboxProperties properties, Environment environment,
         ObjectProvider<RelayOptionsCustomizer> customizers,
         ObjectProvider<MicrometerBinding> micrometer,
-        ObjectProvider<SchemaInitializer> schema) {
+        ObjectProvider<SchemaInitializer> schema, ObjectProvider<TracingBinding> tracing) {
       ConnectionFactory connections = requireConnectionFactory(connectionFactory);
       schema.ifAvailable(created -> {}); // the tables exist before the relay starts
       RelayMetrics meters = micrometer.getIfAvailable(() -> t -> RelayMetrics.none())
           .metrics(table);
       RelayObservations observations = new RelayObservations(meters);
       RelayOptions.Builder options = relayOptions(properties, table, environment)
-          .metrics(observations);
+          .metrics(observations)
+          .recordInterceptor(propagation(tracing));
       customizers.orderedStream().forEach(customizer -> customizer.customize(options));
       return new EmbeddedRelay(connections, options.build(), observations,
           properties.relay().shutdownTimeout());
@@ -173,6 +185,39 @@ public final class OutboxAutoConfiguration {
         MeterRegistry found = registry.getIfUnique();
         return found == null ? RelayMetrics.none()
             : MicrometerRelayMetrics.create(found, table.qualifiedName());
+      };
+    }
+  }
+
+  /** Trace propagation when Micrometer Tracing is present; see {@link MicrometerTracePropagation}. */
+  @FunctionalInterface
+  interface TracingBinding {
+    @Nullable MicrometerTracePropagation propagation();
+  }
+
+  static @Nullable MicrometerTracePropagation propagation(ObjectProvider<TracingBinding> tracing) {
+    TracingBinding binding = tracing.getIfAvailable();
+    return binding == null ? null : binding.propagation();
+  }
+
+  @Configuration(proxyBeanMethods = false)
+  @ConditionalOnClass({Tracer.class, Propagator.class})
+  @ConditionalOnProperty(prefix = "outbox.tracing", name = "enabled", havingValue = "true",
+      matchIfMissing = true)
+  static class TracingConfiguration {
+
+    @Bean
+    TracingBinding outboxTracingBinding(ObjectProvider<Tracer> tracer,
+        ObjectProvider<Propagator> propagator) {
+      // Looked up when the writer and the relay are created, as the registry above: the order
+      // of auto-configurations does not matter. Boot's no-op tracer (Micrometer Tracing without
+      // a bridge) propagates nothing, so it counts as none.
+      return () -> {
+        Tracer found = tracer.getIfUnique();
+        Propagator propagation = propagator.getIfUnique();
+        return found == null || found == Tracer.NOOP || propagation == null
+            || propagation == Propagator.NOOP ? null
+            : new MicrometerTracePropagation(found, propagation);
       };
     }
   }

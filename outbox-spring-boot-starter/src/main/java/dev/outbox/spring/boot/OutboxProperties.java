@@ -19,13 +19,24 @@ import org.springframework.util.unit.DataSize;
  *     takes PostgreSQL's global notification lock)
  * @param schema Schema creation at startup
  * @param relay The embedded relay
+ * @param tracing Trace propagation through the outbox (with Micrometer Tracing)
  */
 @ConfigurationProperties(prefix = "outbox")
 public record OutboxProperties(
     @DefaultValue(OutboxTable.DEFAULT_NAME) String table,
     @DefaultValue("false") boolean notifyOnWrite,
     @DefaultValue Schema schema,
-    @DefaultValue Relay relay) {
+    @DefaultValue Relay relay,
+    @DefaultValue Tracing tracing) {
+
+  /**
+   * Trace propagation.
+   *
+   * @param enabled Whether, when Micrometer Tracing is present (a "Tracer" and a "Propagator"
+   *     bean), the writer stores the active trace context with each message and the embedded
+   *     relay publishes it inside a producer span that continues that trace
+   */
+  public record Tracing(@DefaultValue("true") boolean enabled) {}
 
   /**
    * Schema creation.

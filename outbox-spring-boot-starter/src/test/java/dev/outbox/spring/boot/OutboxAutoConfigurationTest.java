@@ -317,6 +317,41 @@ class OutboxAutoConfigurationTest {
         });
   }
 
+  /** Ours with Boot's OpenTelemetry tracing (a Tracer and a Propagator bean). */
+  private ApplicationContextRunner withTracing() {
+    return runner.withConfiguration(org.springframework.boot.autoconfigure.AutoConfigurations.of(
+        org.springframework.boot.micrometer.observation.autoconfigure.ObservationAutoConfiguration.class,
+        org.springframework.boot.micrometer.tracing.autoconfigure.MicrometerTracingAutoConfiguration.class,
+        org.springframework.boot.opentelemetry.autoconfigure.OpenTelemetrySdkAutoConfiguration.class,
+        org.springframework.boot.micrometer.tracing.opentelemetry.autoconfigure.OpenTelemetryTracingAutoConfiguration.class));
+  }
+
+  @Test
+  void withMicrometerTracingTheRelayPropagatesTraces() {
+    withTracing().run(context -> {
+      assertThat(context).hasNotFailed().hasSingleBean(io.micrometer.tracing.Tracer.class);
+      assertThat(context.getBean(EmbeddedRelay.class).options().recordInterceptor())
+          .isInstanceOf(MicrometerTracePropagation.class);
+    });
+  }
+
+  @Test
+  void tracePropagationIsOffWithoutATracerWithoutTheClassesOrWhenSwitchedOff() {
+    runner.run(context -> assertThat(
+        context.getBean(EmbeddedRelay.class).options().recordInterceptor()).isNull());
+    withTracing().withPropertyValues("outbox.tracing.enabled=false").run(context -> {
+      assertThat(context).hasNotFailed().hasSingleBean(io.micrometer.tracing.Tracer.class);
+      assertThat(context.getBean(EmbeddedRelay.class).options().recordInterceptor()).isNull();
+    });
+    runner.withClassLoader(new org.springframework.boot.test.context.FilteredClassLoader(
+            io.micrometer.tracing.Tracer.class))
+        .run(context -> {
+          assertThat(context).hasNotFailed().hasSingleBean(OutboxWriter.class);
+          assertThat(context).doesNotHaveBean(OutboxAutoConfiguration.TracingBinding.class);
+          assertThat(context.getBean(EmbeddedRelay.class).options().recordInterceptor()).isNull();
+        });
+  }
+
   @Test
   void theHealthContributorCanBeSwitchedOff() {
     runner.run(context -> assertThat(context).hasBean("outboxHealthIndicator"));
