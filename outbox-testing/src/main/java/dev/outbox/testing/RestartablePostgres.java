@@ -84,6 +84,40 @@ public final class RestartablePostgres implements AutoCloseable {
     } catch (IOException e) {
       throw new UncheckedIOException("Could not stop PostgreSQL on port " + port, e);
     }
+    stopImmediatelyIfStillRunning();
+  }
+
+  /**
+   * A fast shutdown ({@code pg_ctl stop -m fast -t 5}, which the embedded server logs and
+   * swallows when it times out) waits for each walsender until its client has confirmed what it
+   * was sent; an idle WAL-mode relay confirms only the ends of outbox transactions, so the
+   * postmaster can stay up. Then: an immediate shutdown (SIGQUIT), as an operator would, and
+   * crash recovery at the next start.
+   */
+  private void stopImmediatelyIfStillRunning() {
+    Path pidFile = dataDirectory.resolve("postmaster.pid");
+    try {
+      if (!java.nio.file.Files.exists(pidFile)) {
+        return;
+      }
+      long pid = Long.parseLong(java.nio.file.Files.readAllLines(pidFile).get(0).trim());
+      java.util.Optional<ProcessHandle> postmaster = ProcessHandle.of(pid);
+      if (postmaster.isEmpty() || !postmaster.get().isAlive()) {
+        return;
+      }
+      log.warn("PostgreSQL on port {} is still up after a fast shutdown; stopping it immediately", port);
+      new ProcessBuilder("kill", "-QUIT", Long.toString(pid)).inheritIO().start().waitFor();
+      postmaster.get().onExit().get(30, java.util.concurrent.TimeUnit.SECONDS);
+    } catch (java.util.concurrent.TimeoutException e) {
+      throw new IllegalStateException("PostgreSQL on port " + port + " did not stop", e);
+    } catch (IOException e) {
+      throw new UncheckedIOException("Could not stop PostgreSQL on port " + port, e);
+    } catch (java.util.concurrent.ExecutionException e) {
+      throw new IllegalStateException(e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException(e);
+    }
   }
 
   /** Stops the server; the data directory stays for inspection (the build cleans it). */
