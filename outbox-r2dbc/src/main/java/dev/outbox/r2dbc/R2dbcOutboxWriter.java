@@ -6,12 +6,16 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.jspecify.annotations.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.util.context.ContextView;
 
 /** {@link OutboxWriter} over an R2DBC connection found in the Reactor Context. */
 final class R2dbcOutboxWriter implements OutboxWriter {
+  private static final Logger log = LoggerFactory.getLogger(R2dbcOutboxWriter.class);
+
   private final Codec codec;
   private final @Nullable String notifyChannel;
   private final boolean rowPerKey;
@@ -77,7 +81,15 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   private List<Message> withContextHeaders(List<Message> batch, ContextView context) {
     List<Message> result = batch;
     for (ContextHeaders source : contextHeaders) {
-      Map<String, String> added = source.headers(context);
+      Map<String, String> added;
+      try {
+        added = source.headers(context);
+      } catch (RuntimeException e) {
+        // Headers are a courtesy (tracing): a failing source must not fail, and so roll back,
+        // the business transaction. Invalid names it returns are still an error (below).
+        log.warn("ContextHeaders {} failed; the batch is written without its headers", source, e);
+        continue;
+      }
       if (added == null || added.isEmpty()) {
         continue;
       }

@@ -300,6 +300,20 @@ class OutboxWriterPostgresTest {
   }
 
   @Test
+  void contextHeadersThatThrowDoNotFailTheWrite() {
+    OutboxWriter tolerant = OutboxWriter.builder().table(table)
+        .contextHeaders(context -> {
+          throw new IllegalStateException("tracer broken");
+        }).build();
+
+    StepVerifier.create(OutboxTransactions.inTransaction(pool,
+            c -> tolerant.write(message("orders", "a"))))
+        .verifyComplete();
+    assertThat(outboxRows()).isEqualTo(1);
+    assertPoolDrained();
+  }
+
+  @Test
   void resolverSuppliesTheConnectionWhenNoneIsBound() {
     Object key = new Object();
     OutboxWriter resolving = OutboxWriter.builder().table(table)

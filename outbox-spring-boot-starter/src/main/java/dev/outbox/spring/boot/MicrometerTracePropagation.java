@@ -57,7 +57,10 @@ final class MicrometerTracePropagation implements ContextHeaders, RecordIntercep
   @Override
   public Map<String, String> headers(ContextView context) {
     Span span = activeSpan(context);
-    if (span == null || span.isNoop()) {
+    // Not isNoop(): the OpenTelemetry bridge calls every unsampled span a no-op, and an
+    // unsampled trace must travel on too (with its sampling decision), or 90 % of consumers at
+    // Boot's default sampling start a trace of their own (review finding).
+    if (span == null || span.context().traceId() == null || span.context().traceId().isEmpty()) {
       return Map.of();
     }
     Map<String, String> carrier = new LinkedHashMap<>();
