@@ -1,6 +1,7 @@
 package dev.outbox.relay;
 
 import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.RelayStore;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
@@ -185,7 +186,8 @@ final class Ledger {
 
   /** The leases held now, for renewal. */
   List<ClaimedBatch> leases() {
-    return held.stream().map(BatchInFlight::claim).toList();
+    return held.stream().map(BatchInFlight::claim)
+        .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())).toList();
   }
 
   long records() {

@@ -1,5 +1,7 @@
 package dev.outbox.relay;
 
+import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.RelayStore;
 import io.netty.buffer.ByteBuf;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
 import io.r2dbc.postgresql.api.PostgresqlReplicationConnection;
@@ -11,6 +13,8 @@ import io.r2dbc.spi.ConnectionFactory;
 import io.r2dbc.spi.R2dbcException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -25,9 +29,12 @@ import reactor.core.publisher.SynchronousSink;
 import org.jspecify.annotations.Nullable;
 
 /**
- * Follows committed INSERTs into one table through a logical replication slot (pgoutput + a
- * publication restricted to that table, inserts only, and - PostgreSQL 15+ - only the batch_id
- * column, so raw_data never crosses the wire).
+ * Follows committed INSERTs into one table through a logical replication slot (pgoutput in
+ * binary mode + a publication restricted to that table, inserts only, and - PostgreSQL 15+ -
+ * only the columns a relay publishes from, {@link #LOGGED_COLUMNS}): each insert arrives with
+ * its row, so publishing it needs no read of the table. An insert decoded from WAL written
+ * before the publication carried those columns (it carried {@code batch_id} only) arrives
+ * without its row.
  *
  * <p>Inserts are emitted in commit order, grouped per transaction (emitted when the COMMIT arrives).
  * The slot's confirmed_flush_lsn only advances through {@link #acknowledge}: it moves to the end
@@ -37,15 +44,24 @@ import org.jspecify.annotations.Nullable;
 final class WalFollower {
   private static final Logger log = LoggerFactory.getLogger(WalFollower.class);
 
-  /** One inserted row. {@code endLsn} is the position to confirm (end of the commit record). */
+  /** The columns the publication carries: what a relay needs to publish a row. */
+  static final List<String> LOGGED_COLUMNS = List.of("batch_id", "insert_seq", "message_count",
+      "write_retries", "raw_data", "insert_time", "message_keys");
+  /** PostgreSQL's epoch (2000-01-01) in microseconds since the Unix epoch. */
+  private static final long POSTGRES_EPOCH_MICROS = 946_684_800_000_000L;
+
+  /**
+   * One inserted row. {@code endLsn} is the position to confirm (end of the commit record).
+   * {@code row}: the row as the log carries it, unleased ({@link RelayStore#UNLEASED}), with its
+   * {@code keys}; null when the log carried only its id.
+   */
   record WalInsert(String batchId, long xid, LogSequenceNumber commitLsn,
-      LogSequenceNumber endLsn) {}
+      LogSequenceNumber endLsn, @Nullable ClaimedBatch row, List<String> keys) {}
 
   private final PostgresqlConnectionFactory factory;
   private final String slot;
   private final String publication;
   private final String table; // unqualified relation name as in pg_class
-  private final String column;
   private final Duration statusInterval;
 
   private final AtomicReference<@Nullable ReplicationStream> stream = new AtomicReference<>();
@@ -54,66 +70,105 @@ final class WalFollower {
   private long confirmed;
 
   WalFollower(PostgresqlConnectionFactory factory, String slot, String publication,
-      String table, String column, Duration statusInterval) {
+      String table, Duration statusInterval) {
     this.factory = factory;
     this.slot = slot;
     this.publication = publication;
     this.table = table;
-    this.column = column;
     this.statusInterval = statusInterval;
   }
 
   // ---------------------------------------------------------------- setup
 
-  /** Creates the logical slot unless it exists. Waits for running write transactions to end. */
-  static Mono<Void> ensureSlot(ConnectionFactory regular, String slot, String plugin) {
+  /**
+   * Creates the logical slot unless it exists (waits for running write transactions to end);
+   * {@code beforeCreating} runs first when it is missing. Emits whether this call created it.
+   */
+  static Mono<Boolean> ensureSlot(ConnectionFactory regular, String slot, String plugin,
+      Mono<Void> beforeCreating) {
     return Mono.usingWhen(regular.create(),
         c -> Flux.from(c.createStatement(
-                "SELECT pg_create_logical_replication_slot($1, $2) "
-                    + "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)")
-                .bind("$1", slot).bind("$2", plugin).execute())
-            .flatMap(r -> r.getRowsUpdated())
-            .then()
-            .onErrorResume(e -> e instanceof R2dbcException r && "42710".equals(r.getSqlState()),
-                e -> Mono.empty()), // created concurrently by another instance
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS found")
+                .bind("$1", slot).execute())
+            .concatMap(r -> r.map(row -> Boolean.TRUE.equals(row.get("found", Boolean.class))))
+            .next()
+            .flatMap(found -> found ? Mono.just(false) : beforeCreating.then(
+                Flux.from(c.createStatement("SELECT pg_create_logical_replication_slot($1, $2)")
+                        .bind("$1", slot).bind("$2", plugin).execute())
+                    .flatMap(r -> r.getRowsUpdated())
+                    .then(Mono.just(true))
+                    .onErrorResume(e -> e instanceof R2dbcException r
+                        && "42710".equals(r.getSqlState()), // created concurrently by another relay
+                        e -> Mono.just(false)))),
         Connection::close);
   }
 
   /**
-   * Creates the publication unless it exists (inserts only, only {@code column}, PG 15+), and
-   * puts {@code table} back into it when it is missing: a table dropped and created again leaves
-   * the publication, and nothing of the new table would reach the slot.
+   * Creates the publication unless it exists (inserts only, only {@code columns}, PG 15+), puts
+   * {@code table} back into it when it is missing (a table dropped and created again leaves the
+   * publication, and nothing of the new table would reach the slot), and widens its column list
+   * when it lacks one of {@code columns} (a publication of an earlier version carried {@code
+   * batch_id} only). {@code beforeJoining} runs before the table is added. Emits whether the
+   * table joined the publication in this call: rows committed before then never reach the slot.
    */
-  static Mono<Void> ensurePublication(ConnectionFactory regular, String publication,
-      String table, String column) {
+  static Mono<Boolean> ensurePublication(ConnectionFactory regular, String publication,
+      String table, List<String> columns, Mono<Void> beforeJoining) {
     String state = "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication,"
         + " EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
-        + " WHERE p.pubname = $1 AND r.prrelid = to_regclass($2)) AS member";
+        + " WHERE p.pubname = $1 AND r.prrelid = to_regclass($2)) AS member,"
+        + " EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid,"
+        + " unnest($3::text[]) AS wanted(name) WHERE p.pubname = $1 AND r.prrelid = to_regclass($2)"
+        + " AND r.prattrs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute a"
+        + " WHERE a.attrelid = r.prrelid AND a.attname = wanted.name AND a.attnum = ANY (r.prattrs)))"
+        + " AS narrow";
+    String columnList = " (" + String.join(", ", columns) + ")";
     return Mono.usingWhen(regular.create(),
-        c -> Flux.from(c.createStatement(state).bind("$1", publication).bind("$2", table).execute())
+        c -> Flux.from(c.createStatement(state).bind("$1", publication).bind("$2", table)
+                .bind("$3", columns.toArray(String[]::new)).execute())
             .concatMap(r -> r.map(row -> new boolean[] {
                 Boolean.TRUE.equals(row.get("publication", Boolean.class)),
-                Boolean.TRUE.equals(row.get("member", Boolean.class))}))
+                Boolean.TRUE.equals(row.get("member", Boolean.class)),
+                Boolean.TRUE.equals(row.get("narrow", Boolean.class))}))
             .next()
             .flatMap(found -> {
-              if (found[0] && found[1]) {
-                return Mono.empty();
+              if (found[0] && found[1] && !found[2]) {
+                return Mono.just(false);
+              }
+              if (found[2]) {
+                log.info("Publication {} carried only some columns of {}: publishing {} from now"
+                    + " on", publication, table, columns);
+                return ddl(c, "ALTER PUBLICATION " + publication + " SET TABLE " + table
+                    + columnList).thenReturn(false);
               }
               String ddl = !found[0]
-                  ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + " (" + column
-                      + ") WITH (publish = 'insert')"
-                  : "ALTER PUBLICATION " + publication + " ADD TABLE " + table + " (" + column + ")";
+                  ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + columnList
+                      + " WITH (publish = 'insert')"
+                  : "ALTER PUBLICATION " + publication + " ADD TABLE " + table + columnList;
               if (found[0]) {
                 log.warn("Publication {} did not include {} (dropped and created again?): adding"
                     + " it; rows written meanwhile are published by the start-up sweep",
                     publication, table);
               }
-              return Flux.from(c.createStatement(ddl).execute()).flatMap(r -> r.getRowsUpdated())
-                  .then()
-                  // 42710: created or added concurrently by another relay
-                  .onErrorResume(e -> e instanceof R2dbcException r
-                      && "42710".equals(r.getSqlState()), e -> Mono.empty());
+              return beforeJoining.then(ddl(c, ddl)).thenReturn(true);
             }),
+        Connection::close);
+  }
+
+  /** Runs {@code ddl}; 42710 (created or added concurrently by another relay) counts as done. */
+  private static Mono<Void> ddl(Connection c, String ddl) {
+    return Flux.from(c.createStatement(ddl).execute()).flatMap(r -> r.getRowsUpdated())
+        .then()
+        .onErrorResume(e -> e instanceof R2dbcException r && "42710".equals(r.getSqlState()),
+            e -> Mono.empty());
+  }
+
+  /** The server's current WAL insert position. */
+  static Mono<LogSequenceNumber> currentInsertLsn(ConnectionFactory regular) {
+    return Mono.usingWhen(regular.create(),
+        c -> Flux.from(c.createStatement("SELECT pg_current_wal_insert_lsn()::text AS lsn").execute())
+            .concatMap(r -> r.map(row -> LogSequenceNumber.valueOf(
+                java.util.Objects.requireNonNull(row.get("lsn", String.class), "lsn"))))
+            .next(),
         Connection::close);
   }
 
@@ -129,6 +184,7 @@ final class WalFollower {
         .startPosition(LogSequenceNumber.valueOf(0)) // 0/0 = resume at the slot's confirmed_flush
         .slotOption("proto_version", "1")
         .slotOption("publication_names", publication)
+        .slotOption("binary", "true")
         .statusInterval(statusInterval)
         .build();
     // Never call ReplicationStream#close() here: in 1.1.3 it re-subscribes the driver's internal
@@ -189,14 +245,16 @@ final class WalFollower {
   private record Commit(long commitLsn, long endLsn) implements Msg {}
   private record Relation(int relId, String namespace, String name, List<String> columns)
       implements Msg {}
-  private record Insert(int relId, List<String> values) implements Msg {}
+  /** {@code row}: null when the relation does not carry {@link #LOGGED_COLUMNS}. */
+  private record Insert(int relId, String batchId, @Nullable ClaimedBatch row, List<String> keys)
+      implements Msg {}
   private record Other(char type) implements Msg {}
 
   /** Per-subscription state: relation cache and the transaction being assembled. */
   private final class Decoder {
     private final Map<Integer, Relation> relations = new HashMap<>();
     private @Nullable Begin begin;
-    private final List<String> batchIds = new ArrayList<>();
+    private final List<Insert> inserts = new ArrayList<>();
 
     Msg decode(ByteBuf buf) { // runs on the Netty event loop; buf is released after return
       char type = (char) buf.readByte();
@@ -224,67 +282,131 @@ final class WalFollower {
             cols.add(cstring(buf));
             buf.skipBytes(8); // type oid, typmod
           }
-          return new Relation(relId, ns, name, cols);
+          Relation relation = new Relation(relId, ns, name, cols);
+          relations.put(relId, relation); // decoded in order: the inserts after it use it
+          return relation;
         }
         case 'I': {
           int relId = buf.readInt();
           buf.skipBytes(1); // 'N'
-          int n = buf.readShort();
-          List<String> values = new ArrayList<>(n);
-          for (int i = 0; i < n; i++) {
-            char kind = (char) buf.readByte();
-            if (kind == 't') {
-              int len = buf.readInt();
-              values.add(buf.readCharSequence(len, StandardCharsets.UTF_8).toString());
-            } else {
-              values.add(""); // 'n' null, 'u' unchanged toast: batch_id is never either
-            }
+          Relation relation = relations.get(relId);
+          if (relation == null || !relation.name().equals(table)) {
+            return new Other(type); // another table (the publication has only ours)
           }
-          return new Insert(relId, values);
+          return insert(relation, buf);
         }
         default:
           return new Other(type); // 'O' origin, 'Y' type, 'U', 'D', 'T', 'M'
       }
     }
 
+    /**
+     * The row of an insert: binary values (the stream asks for binary) of the columns the
+     * relation message listed. Without all of {@link #LOGGED_COLUMNS} (a publication of an
+     * earlier version) or in text form, only the id is taken: the relay reads the row itself.
+     */
+    private Insert insert(Relation relation, ByteBuf buf) {
+      int n = buf.readShort();
+      String batchId = null;
+      long insertSeq = 0;
+      int messageCount = 0;
+      int writeRetries = 0;
+      byte[] rawData = null;
+      Instant insertTime = null;
+      List<String> keys = null;
+      int complete = 0;
+      for (int i = 0; i < n; i++) {
+        char kind = (char) buf.readByte();
+        if (kind != 't' && kind != 'b') {
+          continue; // 'n' null, 'u' unchanged TOAST: none of the columns taken is either
+        }
+        int len = buf.readInt();
+        String column = i < relation.columns().size() ? relation.columns().get(i) : "";
+        if (kind == 't') {
+          String text = buf.readCharSequence(len, StandardCharsets.UTF_8).toString();
+          if (column.equals("batch_id")) {
+            batchId = text.strip();
+          }
+          continue;
+        }
+        int end = buf.readerIndex() + len;
+        switch (column) {
+          case "batch_id" -> batchId = buf.readCharSequence(len, StandardCharsets.UTF_8)
+              .toString().strip(); // CHAR(n) is blank-padded
+          case "insert_seq" -> { insertSeq = buf.readLong(); complete++; }
+          case "message_count" -> { messageCount = buf.readInt(); complete++; }
+          case "write_retries" -> { writeRetries = buf.readInt(); complete++; }
+          case "raw_data" -> {
+            rawData = new byte[len];
+            buf.readBytes(rawData);
+            complete++;
+          }
+          case "insert_time" -> {
+            insertTime = Instant.EPOCH.plus(POSTGRES_EPOCH_MICROS + buf.readLong(), ChronoUnit.MICROS);
+            complete++;
+          }
+          case "message_keys" -> { keys = textArray(buf); complete++; }
+          default -> { }
+        }
+        buf.readerIndex(end);
+      }
+      if (batchId == null) {
+        throw new IllegalStateException("batch_id not published for " + table);
+      }
+      if (complete < LOGGED_COLUMNS.size() - 1 || rawData == null || insertTime == null
+          || keys == null) {
+        return new Insert(relation.relId(), batchId, null, List.of());
+      }
+      ClaimedBatch row = new ClaimedBatch(batchId, insertSeq, messageCount, writeRetries, rawData,
+          insertTime, RelayStore.UNLEASED, insertTime);
+      return new Insert(relation.relId(), batchId, row, keys);
+    }
+
     void assemble(Msg msg, SynchronousSink<List<WalInsert>> sink) {
       if (msg instanceof Begin b) {
         begin = b;
-        batchIds.clear();
-      } else if (msg instanceof Relation r) {
-        relations.put(r.relId(), r);
+        inserts.clear();
       } else if (msg instanceof Insert i) {
-        Relation r = relations.get(i.relId());
-        if (r == null) {
-          sink.error(new IllegalStateException("Insert for unknown relation " + i.relId()));
-          return;
-        }
-        if (r.name().equals(table)) {
-          int idx = r.columns().indexOf(column);
-          if (idx < 0) {
-            sink.error(new IllegalStateException(column + " not published for " + table));
-            return;
-          }
-          batchIds.add(i.values().get(idx).strip()); // CHAR(n) is blank-padded
-        }
+        inserts.add(i);
       } else if (msg instanceof Commit c) {
-        if (!batchIds.isEmpty()) {
+        if (!inserts.isEmpty()) {
           LogSequenceNumber commitLsn = LogSequenceNumber.valueOf(c.commitLsn());
           LogSequenceNumber endLsn = LogSequenceNumber.valueOf(c.endLsn());
-          List<WalInsert> out = new ArrayList<>(batchIds.size());
-          for (String id : batchIds) {
-            long xid = begin == null ? 0 : Integer.toUnsignedLong(begin.xid());
-            out.add(new WalInsert(id, xid, commitLsn, endLsn));
+          long xid = begin == null ? 0 : Integer.toUnsignedLong(begin.xid());
+          List<WalInsert> out = new ArrayList<>(inserts.size());
+          for (Insert i : inserts) {
+            out.add(new WalInsert(i.batchId(), xid, commitLsn, endLsn, i.row(), i.keys()));
           }
           synchronized (pending) {
             pending.put(c.endLsn(), new int[] {out.size()});
           }
-          batchIds.clear();
+          inserts.clear();
           sink.next(out);
         }
         begin = null;
       }
     }
+  }
+
+  /** A {@code text[]} in binary form: dimensions, then each element's length and bytes. */
+  private static List<String> textArray(ByteBuf buf) {
+    int dimensions = buf.readInt();
+    buf.skipBytes(8); // has-nulls flag, element type
+    if (dimensions == 0) {
+      return List.of();
+    }
+    int size = buf.readInt();
+    buf.skipBytes(4); // lower bound
+    for (int d = 1; d < dimensions; d++) {
+      size *= buf.readInt();
+      buf.skipBytes(4);
+    }
+    List<String> values = new ArrayList<>(size);
+    for (int i = 0; i < size; i++) {
+      int len = buf.readInt();
+      values.add(len < 0 ? "" : buf.readCharSequence(len, StandardCharsets.UTF_8).toString());
+    }
+    return List.copyOf(values);
   }
 
   private static String cstring(ByteBuf buf) {

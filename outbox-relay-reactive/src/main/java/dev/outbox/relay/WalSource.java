@@ -16,6 +16,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
@@ -65,11 +67,36 @@ final class WalSource implements BatchSource {
   private static final Duration NOT_VISIBLE_WAIT = Duration.ofMillis(1);
   private static final Duration MAX_NOT_VISIBLE_WAIT = Duration.ofMillis(200);
 
-  /** A batch id to publish: from the slot ({@code insert} set) or from the start-up sweep. */
-  private record Arrival(String batchId, @Nullable WalInsert insert) {
+  /**
+   * A batch id to publish: from the slot ({@code insert} set; {@code fromLog}: published as the
+   * log carries its row, without a claim, and {@code checkFirst}: once found still in the
+   * table) or from the start-up sweep; or the sweep's end.
+   */
+  private record Arrival(String batchId, @Nullable WalInsert insert, boolean fromLog,
+      boolean checkFirst, boolean endOfSweep) {
     /** Ids as the claim answers them: a CHAR(27) id shorter than 27 comes padded otherwise. */
     Arrival {
       batchId = batchId.strip();
+    }
+
+    static Arrival swept(String batchId) {
+      return new Arrival(batchId, null, false, false, false);
+    }
+
+    static Arrival sweepEnd() {
+      return new Arrival("", null, false, false, true);
+    }
+
+    /**
+     * An insert from the slot. Committed before the sweep's end, it may be a row the sweep took
+     * too: claimed, so that one already published (and deleted) is found gone, not published
+     * again. Committed before streaming started, a predecessor may have published it: taken
+     * from the log once found still in the table (one read, no write). Later: as it is.
+     */
+    static Arrival logged(WalInsert insert, long sweptBelow, long startedAt) {
+      long commit = insert.commitLsn().asLong();
+      boolean fromLog = insert.row() != null && commit >= sweptBelow;
+      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < startedAt, false);
     }
   }
 
@@ -104,13 +131,20 @@ final class WalSource implements BatchSource {
     }
     return Flux.defer(() -> {
       WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
-          options.table().name(), "batch_id", STATUS_INTERVAL);
-      Run run = new Run(follower);
+          options.table().name(), STATUS_INTERVAL);
+      WalSweeps sweeps = new WalSweeps(unpooled, options.table(), options.walSlot());
+      Run run = new Run(follower, sweeps);
+      AtomicLong sweptBelow = new AtomicLong();
+      AtomicLong startedAt = new AtomicLong();
       Flux<Arrival> arrivals = WalFollower.ensurePublication(unpooled, options.walPublication(),
-              options.table().qualifiedName(), "batch_id")
-          .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput"))
-          .thenMany(committedBefore(-1)
-              .concatWith(Flux.defer(follower::follow).map(i -> new Arrival(i.batchId(), i))))
+              options.table().qualifiedName(), WalFollower.LOGGED_COLUMNS, sweeps.forget())
+          .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput", sweeps.forget()))
+          .then(sweeps.swept())
+          .flatMapMany(swept -> (swept ? Flux.<Arrival>empty() : sweep(sweptBelow))
+              .concatWith(WalFollower.currentInsertLsn(unpooled)
+                  .doOnNext(lsn -> startedAt.set(lsn.asLong()))
+                  .thenMany(Flux.defer(follower::follow))
+                  .map(insert -> Arrival.logged(insert, sweptBelow.get(), startedAt.get()))))
           .takeUntilOther(stopped.asMono());
       Mono<Void> claiming = arrivals
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
@@ -122,18 +156,30 @@ final class WalSource implements BatchSource {
   }
 
   /**
-   * The start-up sweep: rows already committed when the slot is ready (before its consistent
-   * point they never reach it: rows written before the relay first started, while the slot
-   * waited for open transactions, or while the table was out of the publication), in insert
-   * order, ahead of everything from the slot. Rows of transactions still open are left to the
-   * slot, which sees them commit. A row the slot also delivers later is gone by then and
-   * skipped, or, still in flight, the same batch.
+   * The start-up sweep, unless one finished on this slot before ({@link WalSweeps}): rows already
+   * committed when the slot is ready (before its consistent point they never reach it: rows
+   * written before the relay first started, while the slot waited for open transactions, or
+   * while the table was out of the publication), in insert order, ahead of everything from the
+   * slot. Rows of transactions still open are left to the slot, which sees them commit. Then
+   * the end marker, after {@code sweptBelow} is set to the WAL position at the sweep's end:
+   * every row the sweep read committed before it, so the slot's inserts committed before it are
+   * claimed (a row the sweep published is gone by then and skipped, or, still in flight, the
+   * same batch), and only later ones are published as the log carries them.
    */
+  private Flux<Arrival> sweep(AtomicLong sweptBelow) {
+    return committedBefore(-1)
+        .concatWith(WalFollower.currentInsertLsn(unpooled)
+            .map(lsn -> {
+              sweptBelow.set(lsn.asLong());
+              return Arrival.sweepEnd();
+            }));
+  }
+
   private Flux<Arrival> committedBefore(long afterSeq) {
     return store.committedAfter(afterSeq, SWEEP_PAGE)
         .collectList()
         .flatMapMany(page -> page.isEmpty() ? Flux.empty()
-            : Flux.fromIterable(page).map(row -> new Arrival(row.batchId(), null))
+            : Flux.fromIterable(page).map(row -> Arrival.swept(row.batchId()))
                 .concatWith(Flux.defer(() -> committedBefore(page.get(page.size() - 1).insertSeq()))));
   }
 
@@ -166,34 +212,46 @@ final class WalSource implements BatchSource {
       int n = Math.min(ids.size(), Math.max(1, room.records()));
       List<String> now = List.copyOf(ids.subList(0, n));
       List<String> rest = List.copyOf(ids.subList(n, ids.size()));
-      return claimWhenVisible(run, now, run.transactionsOf(now), NOT_VISIBLE_WAIT)
+      long generation = ledger.generation();
+      List<String> toCheck = run.toCheck(now);
+      List<String> toClaim = run.toClaim(now);
+      Mono<Set<String>> present = toCheck.isEmpty() ? Mono.just(Set.of())
+          : whenVisible(run.transactionsOf(toCheck), NOT_VISIBLE_WAIT,
+              xids -> store.presentCommittedByIds(toCheck, xids));
+      Mono<List<IdClaim>> claims = toClaim.isEmpty() ? Mono.just(List.of())
+          : whenVisible(run.transactionsOf(toClaim), NOT_VISIBLE_WAIT,
+              xids -> store.claimCommittedByIds(toClaim, xids, options.leaseDuration(),
+                      options.instanceId())
+                  .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
+                      : Optional.<List<IdClaim>>empty()));
+      return present.zipWhen(found -> claims)
+          .doOnNext(both -> run.claimed(now, both.getT2(), both.getT1(), generation))
           .then(Mono.defer(() -> claimInGroups(run, rest)));
     });
   }
 
   /**
-   * Claims {@code ids} once the transactions the slot named for them are visible to the claim's
-   * snapshot (the slot can report a commit a moment before other sessions see it; a row not
-   * seen then would be taken for gone). Until then it waits and tries again; the groups after
-   * it wait too, so per-key commit order holds.
+   * Asks {@code ask} once the transactions the slot named ({@code xids}) are visible to its
+   * statement's snapshot (the slot can report a commit a moment before other sessions see it; a
+   * row not seen then would be taken for gone): until then it answers empty, and is asked again
+   * after a wait (doubling); the groups after it wait too, so per-key commit order holds. Empty
+   * when the relay stops meanwhile.
    */
-  private Mono<Void> claimWhenVisible(Run run, List<String> ids, List<Long> xids, Duration wait) {
-    long generation = ledger.generation();
-    return store.claimCommittedByIds(ids, xids, options.leaseDuration(), options.instanceId())
-        .flatMap(answer -> {
-          if (answer.committedVisible()) {
-            run.claimed(ids, answer.answers(), generation);
-            return Mono.empty();
-          }
-          if (stopping) {
-            return Mono.empty();
-          }
-          log.debug("Outbox relay {}: a committed transaction is not visible yet; claiming again in {}",
-              options.instanceId(), wait);
-          Duration next = wait.multipliedBy(2).compareTo(MAX_NOT_VISIBLE_WAIT) > 0 ? MAX_NOT_VISIBLE_WAIT
-              : wait.multipliedBy(2);
-          return Mono.delay(wait).then(Mono.defer(() -> claimWhenVisible(run, ids, xids, next)));
-        });
+  private <T> Mono<T> whenVisible(List<Long> xids, Duration wait,
+      java.util.function.Function<List<Long>, Mono<Optional<T>>> ask) {
+    return ask.apply(xids).flatMap(answer -> {
+      if (answer.isPresent()) {
+        return Mono.just(answer.get());
+      }
+      if (stopping) {
+        return Mono.empty();
+      }
+      log.debug("Outbox relay {}: a committed transaction is not visible yet; asking again in {}",
+          options.instanceId(), wait);
+      Duration next = wait.multipliedBy(2).compareTo(MAX_NOT_VISIBLE_WAIT) > 0 ? MAX_NOT_VISIBLE_WAIT
+          : wait.multipliedBy(2);
+      return Mono.delay(wait).then(Mono.defer(() -> whenVisible(xids, next, ask)));
+    });
   }
 
   /** The ledger's room once there is some; empty when the relay stops first. */
@@ -223,6 +281,13 @@ final class WalSource implements BatchSource {
     final List<WalInsert> inserts = new ArrayList<>(1);
     /** Its keys, once its row has been seen; null before. */
     @Nullable List<String> keys;
+    /** Its row as the log carried it, until taken in (then it is published without a claim). */
+    @Nullable ClaimedBatch logged;
+    List<String> loggedKeys = List.of();
+    /** Take {@link #logged} only once its row is found still in the table. */
+    boolean checkFirst;
+    /** Listed by the start-up sweep. */
+    boolean swept;
     /** Claimed and in the ledger, not yet settled; null while waiting to be claimed (again). */
     @Nullable BatchInFlight batch;
     /** Whether {@link #batch} was handed to the pipeline. */
@@ -247,6 +312,11 @@ final class WalSource implements BatchSource {
    */
   private final class Run {
     private final WalFollower follower;
+    private final WalSweeps sweeps;
+    /** Rows of the sweep not settled for good yet; whether all are listed; whether remembered. */
+    private int sweepLeft;
+    private boolean sweepListed;
+    private boolean sweepRemembered;
     final Sinks.Many<BatchInFlight> out = Sinks.many().unicast().onBackpressureBuffer();
     private final Map<String, Entry> entries = new HashMap<>();
     private final Map<String, ArrayDeque<Entry>> turns = new HashMap<>();
@@ -256,25 +326,67 @@ final class WalSource implements BatchSource {
     /** The source completed (stop): nothing more is emitted. */
     private boolean completed;
 
-    Run(WalFollower follower) {
+    Run(WalFollower follower, WalSweeps sweeps) {
       this.follower = follower;
+      this.sweeps = sweeps;
     }
 
     /** Takes a group of arrivals in; returns the ids to claim, in order. */
     synchronized List<String> admit(List<Arrival> group) {
       LinkedHashMap<String, Entry> fresh = new LinkedHashMap<>();
       for (Arrival arrival : group) {
+        if (arrival.endOfSweep()) {
+          sweepListed = true;
+          rememberSweep();
+          continue;
+        }
+        WalInsert insert = arrival.insert();
         Entry entry = entries.get(arrival.batchId());
         if (entry == null) {
           entry = new Entry(arrival.batchId());
           entries.put(arrival.batchId(), entry);
           fresh.put(arrival.batchId(), entry);
+          if (insert == null) {
+            entry.swept = true;
+            sweepLeft++;
+          } else if (arrival.fromLog()) {
+            entry.logged = insert.row();
+            entry.loggedKeys = insert.keys();
+            entry.checkFirst = arrival.checkFirst();
+          }
         }
-        if (arrival.insert() != null) { // the sweep's row, or a duplicate, in flight already
-          entry.inserts.add(arrival.insert());
+        if (insert != null) { // the sweep's row, or a duplicate, in flight already
+          entry.inserts.add(insert);
         }
       }
       return over ? List.of() : List.copyOf(fresh.keySet());
+    }
+
+    /** Of {@code ids}, those to claim: all but the rows taken from the log. */
+    synchronized List<String> toClaim(List<String> ids) {
+      return ids.stream().filter(id -> {
+        Entry entry = entries.get(id);
+        return entry == null || entry.logged == null;
+      }).toList();
+    }
+
+    /** Of {@code ids}, the rows taken from the log once found still in the table. */
+    synchronized List<String> toCheck(List<String> ids) {
+      return ids.stream().filter(id -> {
+        Entry entry = entries.get(id);
+        return entry != null && entry.logged != null && entry.checkFirst;
+      }).toList();
+    }
+
+    /** Once every row the sweep listed is settled for good, the next start needs none. */
+    private void rememberSweep() {
+      if (!sweepListed || sweepLeft > 0 || sweepRemembered || over) {
+        return;
+      }
+      sweepRemembered = true;
+      sweeps.remember().subscribe(done -> {}, error -> log.warn("Outbox relay {} could not"
+          + " record that slot {} is swept; its next start sweeps again: {}", options.instanceId(),
+          options.walSlot(), error.toString()));
     }
 
     /** The transaction ids the slot reported for {@code ids} (none for the sweep's rows). */
@@ -290,10 +402,25 @@ final class WalSource implements BatchSource {
       return xids;
     }
 
-    /** A group's claim answered: each batch takes its turn on its keys, in the group's order. */
-    void claimed(List<String> ids, List<IdClaim> answers, long generation) {
+    /**
+     * A group's claim answered: each batch takes its turn on its keys, in the group's order.
+     * {@code present}: the rows to check first that are still in the table.
+     */
+    void claimed(List<String> ids, List<IdClaim> answers, Set<String> present, long generation) {
       Map<String, IdClaim> byId = new HashMap<>();
       answers.forEach(a -> byId.put(a.batchId().strip(), a));
+      synchronized (this) {
+        for (String id : ids) {
+          Entry entry = entries.get(id);
+          ClaimedBatch logged = entry == null ? null : entry.logged;
+          if (logged != null) { // no claim: its row as the log carried it, unless gone
+            if (!entry.checkFirst || present.contains(id)) {
+              byId.put(id, new IdClaim(id, logged, entry.loggedKeys));
+            }
+            entry.logged = null;
+          }
+        }
+      }
       List<ClaimedBatch> taken = new ArrayList<>();
       for (String id : ids) {
         IdClaim answer = byId.get(id);
@@ -454,6 +581,13 @@ final class WalSource implements BatchSource {
         return;
       }
       RelayOutcome settled = outcome.get();
+      if (settled.kind() == Kind.LEASE_LOST && RelayStore.UNLEASED.equals(batch.claim().leaseToken())) {
+        // Taken from the log, and the settlement did not find the row unleased: its commit may
+        // not be visible to others yet (the log reports it a moment early), or another relay
+        // leased it. Claimed like any other now: found (published again), gone, or leased.
+        again(entry, NOT_VISIBLE_WAIT);
+        return;
+      }
       if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
         again(entry, settled.retryIn()); // its keys stay held until then
         return;
@@ -471,10 +605,18 @@ final class WalSource implements BatchSource {
           .takeUntilOther(stopped.asMono())
           .flatMap(tick -> {
             long generation = ledger.generation();
-            return store.claimByIds(List.of(entry.batchId), options.leaseDuration(),
+            List<String> id = List.of(entry.batchId);
+            return store.claimCommittedByIds(id, transactionsOf(id), options.leaseDuration(),
                     options.instanceId())
-                .collectList()
-                .doOnNext(answers -> reclaimed(entry, answers, generation));
+                .doOnNext(answer -> {
+                  if (answer.committedVisible()) {
+                    reclaimed(entry, answer.answers(), generation);
+                  } else {
+                    synchronized (this) {
+                      again(entry, MAX_NOT_VISIBLE_WAIT);
+                    }
+                  }
+                });
           })
           .doFinally(signal -> {
             Disposable me = self.get();
@@ -496,6 +638,10 @@ final class WalSource implements BatchSource {
     /** Settled for good: its keys go on, its inserts are acknowledged to the slot. */
     private void finish(Entry entry) {
       entries.remove(entry.batchId);
+      if (entry.swept) {
+        sweepLeft--;
+        rememberSweep();
+      }
       List<Entry> next = leaveLines(entry);
       entry.inserts.forEach(follower::acknowledge);
       next.forEach(this::send);
@@ -522,8 +668,10 @@ final class WalSource implements BatchSource {
     }
 
     private void giveBack(List<ClaimedBatch> claims) {
-      if (!claims.isEmpty()) {
-        store.releaseAll(claims).onErrorResume(e -> Mono.empty()).subscribe();
+      List<ClaimedBatch> leased = claims.stream()
+          .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())).toList();
+      if (!leased.isEmpty()) {
+        store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
       }
     }
 

@@ -12,6 +12,7 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.Set;
 import java.util.UUID;
 import java.util.function.Function;
 import org.jspecify.annotations.Nullable;
@@ -47,6 +48,18 @@ import reactor.core.publisher.Mono;
 public final class RelayStore {
   private static final int ERROR_TEXT_LIMIT = 255;
 
+  /**
+   * The lease token of a row taken without a claim (WAL mode publishes a row as the log carries
+   * it): its settlements match the row only while no one holds a lease on it. A replication slot
+   * streams to one relay at a time, which is what keeps two relays from publishing such a row
+   * at once; a predecessor that lost the slot can only publish it again (a duplicate).
+   */
+  public static final UUID UNLEASED = new UUID(0, 0);
+  /** The lease token a settlement matches: the row's, or {@link #UNLEASED} for a row without. */
+  private static String token(String alias) {
+    return "coalesce(" + alias + "lease_token, '00000000-0000-0000-0000-000000000000'::uuid)";
+  }
+
   private final ConnectionFactory connections;
   private final OutboxTable table;
   private final Duration statementTimeout;
@@ -55,6 +68,7 @@ public final class RelayStore {
   private final String deleteSql;
   private final String claimByIdSql;
   private final String claimByIdsSql;
+  private final String presentByIdsSql;
   private final String committedSql;
   private final String deleteAllSql;
   private final String retrySql;
@@ -73,7 +87,7 @@ public final class RelayStore {
     // them this claim takes. Locked but untaken rows are unlocked when the statement commits.
     claimSql = claimSql(t, false);
     orderedClaimSql = claimSql(t, true);
-    deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2";
+    deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND " + token("") + " = $2";
     // Rows whose writing transaction has ended (below the commit watermark), in insert order.
     committedSql = "SELECT batch_id, insert_seq FROM " + t + " WHERE insert_seq > $1"
         + " AND writer_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY insert_seq LIMIT $2";
@@ -110,11 +124,19 @@ public final class RelayStore {
         + " JOIN wanted ON o.batch_id = wanted.batch_id"
         + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)"
         + " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM vis WHERE NOT vis.ok";
+    // Which of the ids are still in the table, under the same visibility check; reads only.
+    presentByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot("
+        + widenedXid("x", "m.xmax") + "::text::xid8, m.s)), TRUE) AS ok"
+        + " FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s) AS m,"
+        + " unnest($2::bigint[]) AS x)"
+        + " SELECT TRUE AS visible, o.batch_id FROM " + t + " AS o, vis"
+        + " WHERE vis.ok AND o.batch_id = ANY ($1::bpchar[])"
+        + " UNION ALL SELECT FALSE, NULL FROM vis WHERE NOT vis.ok";
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
         + " AS settled(batch_id, lease_token)"
-        + " WHERE o.batch_id = settled.batch_id AND o.lease_token = settled.lease_token"
+        + " WHERE o.batch_id = settled.batch_id AND " + token("o.") + " = settled.lease_token"
         + " RETURNING o.batch_id";
     // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
     // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
@@ -130,12 +152,12 @@ public final class RelayStore {
     retrySql = "UPDATE " + t + " SET " + unlease + ", write_retries = write_retries + $5,"
         + " last_write_error = left($3, " + ERROR_TEXT_LIMIT + "),"
         + " next_attempt_at = now() + $4 * INTERVAL '1 millisecond'"
-        + " WHERE batch_id = $1 AND lease_token = $2";
+        + " WHERE batch_id = $1 AND " + token("") + " = $2";
     releaseSql = "UPDATE " + t + " SET " + unlease + " WHERE batch_id = $1 AND lease_token = $2";
     releaseHeldSql = "UPDATE " + t + " AS o SET " + unlease
         + " FROM unnest($1::bpchar[], $2::uuid[]) AS held(batch_id, lease_token)"
         + " WHERE o.batch_id = held.batch_id AND o.lease_token = held.lease_token";
-    deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND lease_token = $2"
+    deadLetterSql = "WITH moved AS (DELETE FROM " + t + " WHERE batch_id = $1 AND " + token("") + " = $2"
         + " RETURNING batch_id, message_count, write_retries, raw_data, insert_time, message_keys)"
         + " INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason, raw_data,"
         + " insert_time, message_keys)"
@@ -346,6 +368,26 @@ public final class RelayStore {
               ? new IdClaims(false, List.of())
               : new IdClaims(true, rows.stream().map(Optional::orElseThrow).toList()));
     });
+  }
+
+  /**
+   * Which of {@code batchIds} are still in the table, once every transaction in {@code
+   * committedXids} (as for {@link #claimCommittedByIds}) is visible to the statement's snapshot;
+   * empty while one is not. Reads only: no lock, no lease.
+   */
+  public Mono<Optional<Set<String>>> presentCommittedByIds(List<String> batchIds,
+      List<Long> committedXids) {
+    if (batchIds.isEmpty()) {
+      return Mono.just(Optional.of(Set.of()));
+    }
+    String[] ids = batchIds.toArray(String[]::new);
+    Long[] xids = committedXids.toArray(Long[]::new);
+    return query(presentByIdsSql, s -> s.bind(0, ids).bind(1, xids),
+        row -> Boolean.TRUE.equals(row.get("visible", Boolean.class))
+            ? Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip() : "")
+        .collectList()
+        .map(rows -> rows.contains("") ? Optional.<Set<String>>empty()
+            : Optional.of(Set.copyOf(rows)));
   }
 
   /** Deletes a published batch; {@code false} when the lease was lost (row left alone). */
