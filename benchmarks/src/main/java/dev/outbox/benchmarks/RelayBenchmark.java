@@ -100,6 +100,11 @@ final class RelayBenchmark {
     }
     fill(pool, writer, warmupTopic, payload, WARMUP);
     drain(pool, table, producer, false);
+    if (MODE == RelayMode.WAL) { // what the measured drain's slot replays of the warm-up
+      System.out.println("WAL behind the slot's confirmed position before the backlog: " + postgres.queryLong(
+          "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots"
+              + " WHERE slot_name = 'bench_relay_relay'") + " bytes");
+    }
     fill(pool, writer, relayTopic, payload, MESSAGES);
     // Statistics, as a table in service has them (Backlog.fill does the same): without them the
     // planner reads whole partitions for the PARTITIONED claim instead of walking insert_seq.

@@ -2,6 +2,7 @@ package dev.outbox.relay;
 
 import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.internal.RelayStore;
+import dev.outbox.r2dbc.internal.Sql;
 import io.netty.buffer.ByteBuf;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
 import io.r2dbc.postgresql.api.PostgresqlReplicationConnection;
@@ -20,6 +21,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -65,6 +68,10 @@ final class WalFollower {
   private final Duration statusInterval;
 
   private final AtomicReference<@Nullable ReplicationStream> stream = new AtomicReference<>();
+  private static final int SLOT_ADVANCE_TRIES = 10;
+  private static final Duration SLOT_ADVANCE_WAIT = Duration.ofMillis(200);
+  private final AtomicBoolean advancing = new AtomicBoolean();
+  private final AtomicLong advancedAfterClose = new AtomicLong();
   /** endLsn -> batches of that transaction not yet acknowledged (0 = done, waiting for older). */
   private final TreeMap<Long, int[]> pending = new TreeMap<>();
   private long confirmed;
@@ -235,7 +242,52 @@ final class WalFollower {
       LogSequenceNumber lsn = LogSequenceNumber.valueOf(advanceTo);
       s.setFlushedLSN(lsn);
       s.setAppliedLSN(lsn);
+    } else if (advanceTo != 0) {
+      advanceClosedSlot(SLOT_ADVANCE_TRIES);
     }
+  }
+
+  /**
+   * Batches settled after the stream closed (a stop: what was in flight drains after streaming
+   * ends) would leave the slot at the last status update, and the next start would replay them.
+   * So the position is moved with {@code pg_replication_slot_advance} once the slot is free
+   * (a few tries while the server still ends the walsender); never backwards, and not at all
+   * once another relay streams from the slot (it replays them then; its read skips them).
+   */
+  private void advanceClosedSlot(int tries) {
+    if (!advancing.compareAndSet(false, true)) {
+      return;
+    }
+    Mono.delay(SLOT_ADVANCE_WAIT)
+        .then(Mono.defer(() -> {
+          long target;
+          synchronized (pending) {
+            target = confirmed;
+          }
+          if (target <= advancedAfterClose.get()) {
+            return Mono.just(true);
+          }
+          return Sql.query(factory, "SELECT pg_replication_slot_advance($1, $2::pg_lsn) IS NOT NULL AS moved",
+                  st -> st.bind(0, slot).bind(1, LogSequenceNumber.valueOf(target).asString()),
+                  row -> Boolean.TRUE.equals(row.get("moved", Boolean.class)))
+              .next()
+              .doOnNext(moved -> advancedAfterClose.accumulateAndGet(target, Math::max));
+        }))
+        .onErrorResume(error -> {
+          log.debug("Could not move slot {} to its last settled transaction yet: {}", slot,
+              error.toString());
+          return Mono.just(false);
+        })
+        .subscribe(done -> {
+          advancing.set(false);
+          long target;
+          synchronized (pending) {
+            target = confirmed;
+          }
+          if (target > advancedAfterClose.get() && (done || tries > 1)) {
+            advanceClosedSlot(done ? tries : tries - 1);
+          }
+        });
   }
 
   // ---------------------------------------------------------------- pgoutput decoding

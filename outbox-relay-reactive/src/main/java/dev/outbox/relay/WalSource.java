@@ -571,7 +571,14 @@ final class WalSource implements BatchSource {
 
     private synchronized void settled(Entry entry, BatchInFlight batch,
         Optional<RelayOutcome> outcome) {
-      if (over || entry.batch != batch) {
+      if (entry.batch != batch) {
+        return;
+      }
+      if (over) { // draining after the stream ended: nothing goes on, but the slot may move
+        Kind kind = outcome.map(RelayOutcome::kind).orElse(Kind.RELEASED);
+        if (kind == Kind.PUBLISHED || kind == Kind.DEAD_LETTERED) {
+          entry.inserts.forEach(follower::acknowledge);
+        }
         return;
       }
       entry.batch = null;

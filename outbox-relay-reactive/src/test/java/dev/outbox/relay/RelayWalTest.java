@@ -511,6 +511,36 @@ class RelayWalTest {
     }
   }
 
+  /**
+   * What settles after streaming ended (a graceful stop drains what is in flight) still moves the
+   * slot: the next start does not replay it.
+   */
+  @Test
+  void aGracefulStopLeavesTheSlotPastItsLastSettledTransaction() {
+    Sinks.Empty<Void> gate = Sinks.empty();
+    List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
+    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
+        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+            .sink(gated(kafkaSink, gate.asMono(), seen)).build());
+    long beforeLastCommit;
+    try {
+      commit(message("a", "m0"));
+      beforeLastCommit = outbox.postgres.queryLong(
+          "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint");
+      commit(message("b", "m1"));
+      Poll.until("the relay sends both rows", QUICKLY, () -> seen.size() == 2);
+    } finally {
+      // Stopping ends the stream first; the held sends are let go while the stop drains them.
+      Mono.delay(Duration.ofMillis(300)).subscribe(tick -> gate.tryEmitEmpty());
+      relay.stop(Duration.ofSeconds(10)).block(QUICKLY);
+      kafkaSink.close().block(QUICKLY);
+    }
+    assertThat(outbox.rows()).isZero();
+    Poll.until("the slot is past the last transaction", QUICKLY,
+        () -> confirmedMinus(beforeLastCommit) > 0);
+  }
+
   /** A batch id shorter than the column (another writer's) comes back padded; still published. */
   @Test
   void aRowWithAShortBatchIdIsPublished() {
