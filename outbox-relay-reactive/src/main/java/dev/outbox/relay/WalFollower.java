@@ -210,7 +210,12 @@ final class WalFollower {
               return s.map(decoder::decode)
                   .handle(decoder::assemble)
                   .concatMapIterable(list -> list)
-                  .doFinally(signal -> stream.compareAndSet(s, null));
+                  .doFinally(signal -> {
+                    // The last status update may not carry the newest position: send it now.
+                    if (stream.compareAndSet(s, null) && confirmed() > 0) {
+                      advanceClosedSlot(SLOT_ADVANCE_TRIES);
+                    }
+                  });
             }),
         PostgresqlReplicationConnection::close);
   }
@@ -247,9 +252,16 @@ final class WalFollower {
     }
   }
 
+  private long confirmed() {
+    synchronized (pending) {
+      return confirmed;
+    }
+  }
+
   /**
    * Batches settled after the stream closed (a stop: what was in flight drains after streaming
-   * ends) would leave the slot at the last status update, and the next start would replay them.
+   * ends), and those settled since the last status update before it closed, would leave the
+   * slot at that update, and the next start would replay them.
    * So the position is moved with {@code pg_replication_slot_advance} once the slot is free
    * (a few tries while the server still ends the walsender); never backwards, and not at all
    * once another relay streams from the slot (it replays them then; its read skips them).
