@@ -59,13 +59,19 @@ final class WalFollower {
    * {@code keys}; null when the log carried only its id.
    */
   record WalInsert(String batchId, long xid, LogSequenceNumber commitLsn,
-      LogSequenceNumber endLsn, @Nullable ClaimedBatch row, List<String> keys) {}
+      LogSequenceNumber endLsn, @Nullable ClaimedBatch row, List<String> keys) {
+    /** This insert without its row (what acknowledging it needs), not to hold raw_data twice. */
+    WalInsert withoutRow() {
+      return row == null ? this : new WalInsert(batchId, xid, commitLsn, endLsn, null, List.of());
+    }
+  }
 
   private final PostgresqlConnectionFactory factory;
   private final String slot;
   private final String publication;
   private final String table; // unqualified relation name as in pg_class
   private final Duration statusInterval;
+  private final Runnable onStreaming;
 
   private final AtomicReference<@Nullable ReplicationStream> stream = new AtomicReference<>();
   private static final int SLOT_ADVANCE_TRIES = 10;
@@ -76,8 +82,12 @@ final class WalFollower {
   private final TreeMap<Long, int[]> pending = new TreeMap<>();
   private long confirmed;
 
+  /**
+   * @param onStreaming runs once streaming has started (the slot is this relay's)
+   */
   WalFollower(PostgresqlConnectionFactory factory, String slot, String publication,
-      String table, Duration statusInterval) {
+      String table, Duration statusInterval, Runnable onStreaming) {
+    this.onStreaming = onStreaming;
     this.factory = factory;
     this.slot = slot;
     this.publication = publication;
@@ -144,8 +154,11 @@ final class WalFollower {
               if (found[2]) {
                 log.info("Publication {} carried only some columns of {}: publishing {} from now"
                     + " on", publication, table, columns);
-                return ddl(c, "ALTER PUBLICATION " + publication + " SET TABLE " + table
-                    + columnList).thenReturn(false);
+                // One implicit transaction (a simple query of two statements): no insert falls
+                // between them; and other tables of a shared publication stay in it.
+                return ddl(c, "ALTER PUBLICATION " + publication + " DROP TABLE " + table
+                    + "; ALTER PUBLICATION " + publication + " ADD TABLE " + table + columnList)
+                    .thenReturn(false);
               }
               String ddl = !found[0]
                   ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + columnList
@@ -167,6 +180,11 @@ final class WalFollower {
         .then()
         .onErrorResume(e -> e instanceof R2dbcException r && "42710".equals(r.getSqlState()),
             e -> Mono.empty());
+  }
+
+  /** Whether this follower streams from the slot now. */
+  boolean streaming() {
+    return stream.get() != null;
   }
 
   /** The server's current WAL insert position. */
@@ -206,6 +224,7 @@ final class WalFollower {
                 confirmed = 0;
               }
               stream.set(s);
+              onStreaming.run();
               Decoder decoder = new Decoder();
               return s.map(decoder::decode)
                   .handle(decoder::assemble)

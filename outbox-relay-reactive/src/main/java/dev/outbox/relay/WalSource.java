@@ -130,10 +130,17 @@ final class WalSource implements BatchSource {
           "WAL mode needs an r2dbc-postgresql ConnectionFactory, got " + unpooled.getClass()));
     }
     return Flux.defer(() -> {
-      WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
-          options.table().name(), STATUS_INTERVAL);
       WalSweeps sweeps = new WalSweeps(unpooled, options.table(), options.walSlot());
+      AtomicReference<@Nullable Run> runs = new AtomicReference<>();
+      WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
+          options.table().name(), STATUS_INTERVAL, () -> {
+            Run started = runs.get();
+            if (started != null) {
+              started.rememberSweep();
+            }
+          });
       Run run = new Run(follower, sweeps);
+      runs.set(run);
       AtomicLong sweptBelow = new AtomicLong();
       AtomicLong startedAt = new AtomicLong();
       Flux<Arrival> arrivals = WalFollower.ensurePublication(unpooled, options.walPublication(),
@@ -356,7 +363,7 @@ final class WalSource implements BatchSource {
           }
         }
         if (insert != null) { // the sweep's row, or a duplicate, in flight already
-          entry.inserts.add(insert);
+          entry.inserts.add(insert.withoutRow()); // the row is held once, in logged
         }
       }
       return over ? List.of() : List.copyOf(fresh.keySet());
@@ -378,9 +385,13 @@ final class WalSource implements BatchSource {
       }).toList();
     }
 
-    /** Once every row the sweep listed is settled for good, the next start needs none. */
-    private void rememberSweep() {
-      if (!sweepListed || sweepLeft > 0 || sweepRemembered || over) {
+    /**
+     * Once every row the sweep listed is settled for good, and this relay streams from the slot
+     * (so the slot was ready, not still being created by another relay, when the sweep read the
+     * table), the next start needs none.
+     */
+    synchronized void rememberSweep() {
+      if (!sweepListed || sweepLeft > 0 || sweepRemembered || over || !follower.streaming()) {
         return;
       }
       sweepRemembered = true;
@@ -588,18 +599,21 @@ final class WalSource implements BatchSource {
         return;
       }
       RelayOutcome settled = outcome.get();
-      if (settled.kind() == Kind.LEASE_LOST && RelayStore.UNLEASED.equals(batch.claim().leaseToken())) {
-        // Taken from the log, and the settlement did not find the row unleased: its commit may
-        // not be visible to others yet (the log reports it a moment early), or another relay
-        // leased it. Claimed like any other now: found (published again), gone, or leased.
-        again(entry, NOT_VISIBLE_WAIT);
+      if (settled.kind() == Kind.LEASE_LOST) {
+        // Not settled for good: another relay holds a lease on the row (or, taken from the log,
+        // its commit is not visible to others yet: the log reports it a moment early). Claimed
+        // again until it is found (published again), gone (the other holder published it), or
+        // dead-lettered; its keys stay held meanwhile. Finishing it here let the slot and the
+        // sweep mark pass a row that other holder might still give back (review finding).
+        again(entry, RelayStore.UNLEASED.equals(batch.claim().leaseToken()) ? NOT_VISIBLE_WAIT
+            : LEASED_WAIT);
         return;
       }
       if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
         again(entry, settled.retryIn()); // its keys stay held until then
         return;
       }
-      finish(entry); // published, dead-lettered, or another holder took it over
+      finish(entry); // published or dead-lettered
     }
 
     /** Claims the entry again after {@code wait}, unless the relay stops meanwhile. */

@@ -496,15 +496,22 @@ class RelayWalTest {
    */
   @Test
   void aPublicationOfAnEarlierVersionIsWidenedToTheRowsColumns() {
-    outbox.postgres.execute("CREATE PUBLICATION " + slot + " FOR TABLE "
-        + outbox.table.qualifiedName() + " (batch_id) WITH (publish = 'insert')");
+    String other = outbox.table.qualifiedName() + "_other";
+    outbox.postgres.execute("CREATE TABLE " + other + " (id INT PRIMARY KEY)",
+        "CREATE PUBLICATION " + slot + " FOR TABLE " + outbox.table.qualifiedName()
+            + " (batch_id), " + other + " WITH (publish = 'insert')");
     RelayHandle relay = start();
     try {
       commit(message("m0"));
       assertThat(published(1)).containsExactly("m0");
       assertThat(outbox.postgres.queryLong("SELECT cardinality(r.prattrs) FROM pg_publication_rel r"
-          + " JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = '" + slot + "'"))
+          + " JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = '" + slot + "'"
+          + " AND r.prrelid = '" + outbox.table.qualifiedName() + "'::regclass"))
           .isEqualTo(WalFollower.LOGGED_COLUMNS.size());
+      assertThat(outbox.postgres.queryLong("SELECT count(*) FROM pg_publication_rel r"
+          + " JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = '" + slot + "'"
+          + " AND r.prrelid = '" + other + "'::regclass"))
+          .as("another table of a shared publication stays in it").isEqualTo(1);
       Poll.until("the row is deleted", QUICKLY, () -> outbox.rows() == 0);
     } finally {
       relay.stop(Duration.ofSeconds(5)).block(QUICKLY);

@@ -88,9 +88,11 @@ public final class RelayStore {
     claimSql = claimSql(t, false);
     orderedClaimSql = claimSql(t, true);
     deleteSql = "DELETE FROM " + t + " WHERE batch_id = $1 AND " + token("") + " = $2";
-    // Rows whose writing transaction has ended (below the commit watermark), in insert order.
+    // Committed rows (every row the statement sees), in insert order. Not only those below the
+    // commit watermark: a committed row above it (an older transaction still open elsewhere)
+    // may be one the slot never delivers (review finding).
     committedSql = "SELECT batch_id, insert_seq FROM " + t + " WHERE insert_seq > $1"
-        + " AND writer_xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY insert_seq LIMIT $2";
+        + " ORDER BY insert_seq LIMIT $2";
     claimByIdSql = "UPDATE " + t + " SET in_flight = TRUE, lease_owner = $2, lease_token = $3,"
         + " lease_expires_at = now() + $4 * INTERVAL '1 millisecond'"
         + " WHERE batch_id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
@@ -292,9 +294,8 @@ public final class RelayStore {
   public record RowPosition(String batchId, long insertSeq) {}
 
   /**
-   * Up to {@code limit} rows after insert position {@code afterSeq}, in insert order, whose
-   * writing transaction has ended (committed: an aborted one leaves no row); rows of
-   * transactions still open are left out. No lock, no lease.
+   * Up to {@code limit} committed rows after insert position {@code afterSeq}, in insert order
+   * (rows of transactions still open are not visible). No lock, no lease.
    */
   public Flux<RowPosition> committedAfter(long afterSeq, int limit) {
     return query(committedSql, s -> s.bind(0, afterSeq).bind(1, limit),
