@@ -160,6 +160,16 @@ final class TriggerLatencyBenchmark {
         });
     RelayHandle relay = OutboxRelay.create(pool, trigger.apply(RelayOptions.builder().table(table)
         .mode(RelayBenchmark.MODE).sink(sink)).build()).start();
+    if (name.equals("lat_wal")) {
+      // Steady state: a WAL relay's start (publication, slot, sweep check) takes a few hundred
+      // ms on this box; rows committed meanwhile would measure the start, not the stream.
+      long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+      while (TestPostgres.get().queryLong("SELECT count(*) FROM pg_replication_slots s"
+          + " JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE a.backend_type = 'walsender'"
+          + " AND s.slot_name = '" + name + "_relay'") == 0 && System.nanoTime() < deadline) {
+        Mono.delay(Duration.ofMillis(20)).block();
+      }
+    }
     long end = System.nanoTime() + RUN.toNanos();
     Flux.interval(Duration.ofMillis(10))
         .takeWhile(t -> System.nanoTime() < end)

@@ -7,6 +7,7 @@ import dev.outbox.r2dbc.internal.RelayStore.IdClaim;
 import dev.outbox.relay.RelayOutcome.Kind;
 import dev.outbox.relay.WalFollower.WalInsert;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
+import io.r2dbc.postgresql.replication.LogSequenceNumber;
 import io.r2dbc.spi.ConnectionFactory;
 import java.time.Duration;
 import java.util.ArrayDeque;
@@ -148,8 +149,10 @@ final class WalSource implements BatchSource {
           .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput", sweeps.forget()))
           .then(sweeps.swept())
           .flatMapMany(swept -> (swept ? Flux.<Arrival>empty() : sweep(sweptBelow))
-              .concatWith(WalFollower.currentInsertLsn(unpooled)
-                  .doOnNext(lsn -> startedAt.set(lsn.asLong()))
+              // Where streaming starts: the sweep's end when there was one (a round trip less).
+              .concatWith(Mono.defer(() -> sweptBelow.get() > 0 ? Mono.just(sweptBelow.get())
+                      : WalFollower.currentInsertLsn(unpooled).map(LogSequenceNumber::asLong))
+                  .doOnNext(startedAt::set)
                   .thenMany(Flux.defer(follower::follow))
                   .map(insert -> Arrival.logged(insert, sweptBelow.get(), startedAt.get()))))
           .takeUntilOther(stopped.asMono());

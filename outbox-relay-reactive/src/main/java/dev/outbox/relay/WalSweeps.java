@@ -25,6 +25,8 @@ final class WalSweeps {
   private final ConnectionFactory connections;
   private final String table;
   private final String slot;
+  /** The table exists (checked once per instance: each start makes a new one). */
+  private volatile boolean created;
 
   WalSweeps(ConnectionFactory connections, OutboxTable outbox, String slot) {
     this.connections = connections;
@@ -53,10 +55,14 @@ final class WalSweeps {
   }
 
   private Mono<Void> created() {
+    if (created) {
+      return Mono.empty();
+    }
     return Sql.rowsUpdated(connections, "CREATE TABLE IF NOT EXISTS " + table
             + " (slot_name TEXT PRIMARY KEY, swept_at TIMESTAMPTZ NOT NULL DEFAULT now())", s -> s)
         .then()
         .onErrorResume(e -> e instanceof R2dbcException r
-            && CREATED_CONCURRENTLY.contains(r.getSqlState()), e -> Mono.empty());
+            && CREATED_CONCURRENTLY.contains(r.getSqlState()), e -> Mono.empty())
+        .doOnSuccess(done -> created = true);
   }
 }
