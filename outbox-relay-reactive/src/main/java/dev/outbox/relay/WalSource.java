@@ -4,6 +4,7 @@ import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.r2dbc.internal.RelayStore.IdClaim;
+import dev.outbox.r2dbc.internal.Sql;
 import dev.outbox.relay.RelayOutcome.Kind;
 import dev.outbox.relay.WalFollower.WalInsert;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
@@ -71,21 +72,23 @@ final class WalSource implements BatchSource {
   /**
    * A batch id to publish: from the slot ({@code insert} set; {@code fromLog}: published as the
    * log carries its row, without a claim, and {@code checkFirst}: once found still in the
-   * table) or from the start-up sweep; or the sweep's end.
+   * table) or from the start-up sweep; or the sweep's end ({@code sweepComplete}: it may be
+   * remembered).
    */
   private record Arrival(String batchId, @Nullable WalInsert insert, boolean fromLog,
-      boolean checkFirst, boolean endOfSweep) {
+      boolean checkFirst, boolean endOfSweep, boolean sweepComplete) {
     /** Ids as the claim answers them: a CHAR(27) id shorter than 27 comes padded otherwise. */
     Arrival {
       batchId = batchId.strip();
     }
 
     static Arrival swept(String batchId) {
-      return new Arrival(batchId, null, false, false, false);
+      return new Arrival(batchId, null, false, false, false, false);
     }
 
-    static Arrival sweepEnd() {
-      return new Arrival("", null, false, false, true);
+    /** {@code complete}: the sweep may be remembered (see {@link #sweep}). */
+    static Arrival sweepEnd(boolean complete) {
+      return new Arrival("", null, false, false, true, complete);
     }
 
     /**
@@ -97,7 +100,8 @@ final class WalSource implements BatchSource {
     static Arrival logged(WalInsert insert, long sweptBelow, long startedAt) {
       long commit = insert.commitLsn().asLong();
       boolean fromLog = insert.row() != null && commit >= sweptBelow;
-      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < startedAt, false);
+      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < startedAt, false,
+          false);
     }
   }
 
@@ -175,14 +179,27 @@ final class WalSource implements BatchSource {
    * every row the sweep read committed before it, so the slot's inserts committed before it are
    * claimed (a row the sweep published is gone by then and skipped, or, still in flight, the
    * same batch), and only later ones are published as the log carries them.
+   *
+   * <p>The sweep lists rows below the commit watermark only, so a committed row of a
+   * transaction younger than one still open elsewhere is left to the slot; should it have
+   * committed before the slot was ready (or the table rejoined the publication), only a later
+   * sweep finds it. So the end marker says the sweep is complete (may be remembered) only when,
+   * as it began, no committed row was above the watermark (the watermark only rises, so none of
+   * the rows committed by then was left out; later ones commit after the slot is ready and reach
+   * it). Otherwise the next start sweeps again, as every start did before the mark (review
+   * finding). The check reads the table once (no index on writer_xid).
    */
   private Flux<Arrival> sweep(AtomicLong sweptBelow) {
-    return committedBefore(-1)
-        .concatWith(WalFollower.currentInsertLsn(unpooled)
-            .map(lsn -> {
-              sweptBelow.set(lsn.asLong());
-              return Arrival.sweepEnd();
-            }));
+    return Sql.query(unpooled, "SELECT NOT EXISTS (SELECT 1 FROM " + options.table().qualifiedName()
+            + " WHERE writer_xid >= pg_snapshot_xmin(pg_current_snapshot())) AS complete", st -> st,
+            row -> Boolean.TRUE.equals(row.get("complete", Boolean.class)))
+        .next()
+        .flatMapMany(complete -> committedBefore(-1)
+            .concatWith(WalFollower.currentInsertLsn(unpooled)
+                .map(lsn -> {
+                  sweptBelow.set(lsn.asLong());
+                  return Arrival.sweepEnd(complete);
+                })));
   }
 
   private Flux<Arrival> committedBefore(long afterSeq) {
@@ -326,6 +343,7 @@ final class WalSource implements BatchSource {
     /** Rows of the sweep not settled for good yet; whether all are listed; whether remembered. */
     private int sweepLeft;
     private boolean sweepListed;
+    private boolean sweepComplete;
     private boolean sweepRemembered;
     final Sinks.Many<BatchInFlight> out = Sinks.many().unicast().onBackpressureBuffer();
     private final Map<String, Entry> entries = new HashMap<>();
@@ -347,6 +365,7 @@ final class WalSource implements BatchSource {
       for (Arrival arrival : group) {
         if (arrival.endOfSweep()) {
           sweepListed = true;
+          sweepComplete = arrival.sweepComplete();
           rememberSweep();
           continue;
         }
@@ -394,7 +413,8 @@ final class WalSource implements BatchSource {
      * table), the next start needs none.
      */
     synchronized void rememberSweep() {
-      if (!sweepListed || sweepLeft > 0 || sweepRemembered || over || !follower.streaming()) {
+      if (!sweepListed || !sweepComplete || sweepLeft > 0 || sweepRemembered || over
+          || !follower.streaming()) {
         return;
       }
       sweepRemembered = true;

@@ -494,6 +494,35 @@ class RelayWalTest {
   }
 
   /**
+   * A sweep that begins with a committed row above the commit watermark (a transaction with an
+   * id runs elsewhere) leaves that row out, and the slot may never deliver such a row: the sweep
+   * is not remembered, and the next start sweeps again. (Here the slot delivers it.)
+   */
+  @Test
+  void aSweepThatBeganBehindAnOpenTransactionIsNotRemembered() {
+    start().stop(Duration.ofSeconds(5)).block(QUICKLY);
+    Poll.until("the first start's sweep is remembered", QUICKLY, () -> sweepMarks() == 1);
+    outbox.postgres.execute("DELETE FROM " + outbox.table.qualifiedName() + "_wal_sweeps");
+    Connection open = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      Mono.from(open.beginTransaction()).block(QUICKLY);
+      run(open, "CREATE TEMP TABLE held_back (x INT)"); // an id: it holds the watermark back
+      commit(message("m0")); // committed, above the watermark: the sweep leaves it out
+      RelayHandle relay = start();
+      try {
+        assertThat(published(1)).containsExactly("m0");
+        Poll.until("the row is deleted", QUICKLY, () -> outbox.rows() == 0);
+        assertThat(sweepMarks()).isZero();
+      } finally {
+        relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+      }
+    } finally {
+      Mono.from(open.commitTransaction()).block(QUICKLY);
+      Mono.from(open.close()).block(QUICKLY);
+    }
+  }
+
+  /**
    * A publication of an earlier version carries {@code batch_id} only: the relay widens it to
    * the columns it publishes from, and rows are published either way.
    */
