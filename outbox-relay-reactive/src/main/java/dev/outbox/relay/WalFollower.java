@@ -189,12 +189,10 @@ final class WalFollower {
 
   /** The server's current WAL insert position. */
   static Mono<LogSequenceNumber> currentInsertLsn(ConnectionFactory regular) {
-    return Mono.usingWhen(regular.create(),
-        c -> Flux.from(c.createStatement("SELECT pg_current_wal_insert_lsn()::text AS lsn").execute())
-            .concatMap(r -> r.map(row -> LogSequenceNumber.valueOf(
-                java.util.Objects.requireNonNull(row.get("lsn", String.class), "lsn"))))
-            .next(),
-        Connection::close);
+    return Sql.query(regular, "SELECT pg_current_wal_insert_lsn()::text AS lsn", st -> st,
+            row -> LogSequenceNumber.valueOf(
+                java.util.Objects.requireNonNull(row.get("lsn", String.class), "lsn")))
+        .next();
   }
 
   // ---------------------------------------------------------------- following

@@ -375,6 +375,29 @@ class RelayWalTest {
     }
   }
 
+  /**
+   * A WAL relay whose sink sends nothing until {@link #open}, then sends to Kafka; {@code seen}:
+   * the records handed to it so far.
+   */
+  private final class GatedRelay {
+    final Sinks.Empty<Void> gate = Sinks.empty();
+    final List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+    final RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
+    final RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
+        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+            .sink(gated(kafkaSink, gate.asMono(), seen)).build());
+
+    void open() {
+      gate.tryEmitEmpty();
+    }
+
+    /** Stops the relay (its drain waits for the gate) and closes the sink. */
+    void close() {
+      relay.stop(Duration.ofSeconds(10)).block(QUICKLY);
+      kafkaSink.close().block(QUICKLY);
+    }
+  }
+
   /** A sink that sends nothing until {@code gate} completes, then sends through {@code delegate}. */
   private static RecordSink gated(RecordSink delegate, Mono<Void> gate, List<String> seen) {
     return new RecordSink() {
@@ -402,24 +425,18 @@ class RelayWalTest {
    */
   @Test
   void aRowCommittedWhileTheRelayStreamsIsPublishedFromTheLogWithoutAClaim() {
-    Sinks.Empty<Void> gate = Sinks.empty();
-    List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
-        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
-            .sink(gated(kafkaSink, gate.asMono(), seen)).build());
+    GatedRelay gated = new GatedRelay();
     try {
       commit(message("a", "m0"), message("b", "m1"));
       commit(message("c", "m2"));
-      Poll.until("the relay sends the rows", QUICKLY, () -> seen.size() == 3);
+      Poll.until("the relay sends the rows", QUICKLY, () -> gated.seen.size() == 3);
       assertThat(outbox.rows()).isEqualTo(2);
       assertThat(outbox.leasedRows()).as("rows in flight with a lease").isZero();
-      gate.tryEmitEmpty();
+      gated.open();
       assertThat(published(3)).containsExactlyInAnyOrder("m0", "m1", "m2");
       Poll.until("the rows are deleted", QUICKLY, () -> outbox.rows() == 0);
     } finally {
-      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
-      kafkaSink.close().block(QUICKLY);
+      gated.close();
     }
   }
 
@@ -430,25 +447,19 @@ class RelayWalTest {
    */
   @Test
   void aLoggedRowTheSettlementMissesIsClaimedAndPublishedAgainNotLeftBehind() {
-    Sinks.Empty<Void> gate = Sinks.empty();
-    List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
-        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
-            .sink(gated(kafkaSink, gate.asMono(), seen)).build());
+    GatedRelay gated = new GatedRelay();
     try {
       commit(message("m0"));
-      Poll.until("the relay sends the row", QUICKLY, () -> seen.size() == 1);
+      Poll.until("the relay sends the row", QUICKLY, () -> gated.seen.size() == 1);
       outbox.postgres.execute("UPDATE " + outbox.table.qualifiedName() + " SET in_flight = TRUE,"
           + " lease_owner = 'another', lease_token = gen_random_uuid(),"
           + " lease_expires_at = now() + INTERVAL '1 second'");
-      gate.tryEmitEmpty();
+      gated.open();
       Poll.until("the row is published again and deleted", Duration.ofSeconds(30),
           () -> outbox.rows() == 0);
       assertThat(published(2)).containsExactly("m0", "m0");
     } finally {
-      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
-      kafkaSink.close().block(QUICKLY);
+      gated.close();
     }
   }
 
@@ -556,24 +567,18 @@ class RelayWalTest {
    */
   @Test
   void aGracefulStopLeavesTheSlotPastItsLastSettledTransaction() {
-    Sinks.Empty<Void> gate = Sinks.empty();
-    List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RelayHandle relay = start(new java.util.concurrent.CopyOnWriteArrayList<>(),
-        RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
-            .sink(gated(kafkaSink, gate.asMono(), seen)).build());
+    GatedRelay gated = new GatedRelay();
     long beforeLastCommit;
     try {
       commit(message("a", "m0"));
       beforeLastCommit = outbox.postgres.queryLong(
           "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint");
       commit(message("b", "m1"));
-      Poll.until("the relay sends both rows", QUICKLY, () -> seen.size() == 2);
+      Poll.until("the relay sends both rows", QUICKLY, () -> gated.seen.size() == 2);
     } finally {
       // Stopping ends the stream first; the held sends are let go while the stop drains them.
-      Mono.delay(Duration.ofMillis(300)).subscribe(tick -> gate.tryEmitEmpty());
-      relay.stop(Duration.ofSeconds(10)).block(QUICKLY);
-      kafkaSink.close().block(QUICKLY);
+      Mono.delay(Duration.ofMillis(300)).subscribe(tick -> gated.open());
+      gated.close();
     }
     assertThat(outbox.rows()).isZero();
     Poll.until("the slot is past the last transaction", QUICKLY,
