@@ -112,8 +112,10 @@ class PoisonInputTest {
     relay = created.start();
     if (mode == RelayMode.WAL) {
       walSlot = outbox.table.name() + "_relay";
+      // A walsender: the backend creating the slot also shows it active, before it streams.
       Poll.until("the relay follows the slot", Duration.ofSeconds(15), () -> outbox.postgres.queryLong(
-          "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + walSlot + "'") == 1);
+          "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid"
+              + " WHERE a.backend_type = 'walsender' AND s.slot_name = '" + walSlot + "'") == 1);
     }
   }
 

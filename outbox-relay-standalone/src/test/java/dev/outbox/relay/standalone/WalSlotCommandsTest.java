@@ -82,6 +82,13 @@ class WalSlotCommandsTest {
         + " slot_name = '" + slot + "'") == 1;
   }
 
+  /** A walsender streams from the slot (not the backend creating it, which also shows it active). */
+  private boolean streamed(String slot) {
+    return postgres.queryLong("SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a"
+        + " ON a.pid = s.active_pid WHERE a.backend_type = 'walsender' AND s.slot_name = '" + slot
+        + "'") == 1;
+  }
+
   private boolean publicationExists(String name) {
     return postgres.queryLong("SELECT count(*) FROM pg_publication WHERE pubname = '" + name
         + "'") == 1;
@@ -120,7 +127,8 @@ class WalSlotCommandsTest {
     Poll.until("wal-slot show reports the relay following slot " + slot, QUICKLY, () -> {
       last[0] = run(env, "wal-slot", "show");
       // Creating the slot also shows it active, with no confirmed position until it is ready.
-      return last[0].status() == 0
+      // Between creating it and streaming (start-up checks, the sweep) it is inactive again.
+      return streamed(slot) && last[0].status() == 0
           && Pattern.compile("active\\s+yes, followed by pid \\d+").matcher(last[0].out()).find()
           && Pattern.compile("confirmed LSN\\s+[0-9A-F]+/[0-9A-F]+").matcher(last[0].out()).find();
     });
