@@ -11,11 +11,10 @@ import java.util.Objects;
 import java.util.Optional;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 import org.jspecify.annotations.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import reactor.core.publisher.Mono;
-import reactor.core.publisher.Sinks;
 
 /**
  * One claimed batch from claim to settlement: registered in the {@link Ledger} when claimed,
@@ -81,11 +80,12 @@ final class BatchInFlight {
   private final AtomicInteger pending = new AtomicInteger();
   private final AtomicReference<@Nullable Throwable> fatal = new AtomicReference<>();
   private final AtomicReference<@Nullable Throwable> retriable = new AtomicReference<>();
-  /**
-   * The settlement, once, for a source that waits for it (WAL); empty when settling failed (the
-   * row keeps its lease until expiry). {@code null} when nobody waits: one object less per batch.
-   */
-  private final Sinks.@Nullable One<Optional<RelayOutcome>> settled;
+  /** Whether a source waits for the settlement (WAL): see {@link #onSettled}. */
+  private final boolean awaited;
+  /** The settlement once known (empty: settling failed); guarded by this. */
+  private @Nullable Optional<RelayOutcome> settlement;
+  /** Told the settlement once, on the thread that settles; guarded by this. */
+  private @Nullable Consumer<Optional<RelayOutcome>> onSettled;
 
   BatchInFlight(ClaimedBatch claim, boolean awaited) {
     this(claim, awaited, null);
@@ -102,7 +102,7 @@ final class BatchInFlight {
     this.fence = fence;
     this.claim = claim;
     this.bytes = claim.rawData().length;
-    this.settled = awaited ? Sinks.one() : null;
+    this.awaited = awaited;
   }
 
   ClaimedBatch claim() {
@@ -220,23 +220,44 @@ final class BatchInFlight {
     return retriable.get();
   }
 
-  /** Called by the settler, once per batch. */
+  /** Called by the settler, once per batch; later calls change nothing. */
   void settled(@Nullable RelayOutcome outcome) {
-    if (settled != null) {
-      settled.tryEmitValue(Optional.ofNullable(outcome));
+    if (!awaited) {
+      return;
+    }
+    Optional<RelayOutcome> result = Optional.ofNullable(outcome);
+    Consumer<Optional<RelayOutcome>> action;
+    synchronized (this) {
+      if (settlement != null) {
+        return;
+      }
+      settlement = result;
+      action = onSettled;
+    }
+    if (action != null) {
+      action.accept(result);
     }
   }
 
   /**
-   * Completes when the batch is settled: with its outcome, or empty when settling failed.
+   * Runs {@code action} once the batch is settled: with its outcome, or empty when settling
+   * failed (at once when it already is). A plain callback, not a {@code Mono}: one per batch,
+   * on the hot path of WAL mode.
    *
    * @throws IllegalStateException unless registered as awaited
    */
-  Mono<Optional<RelayOutcome>> settlement() {
-    if (settled == null) {
+  void onSettled(Consumer<Optional<RelayOutcome>> action) {
+    if (!awaited) {
       throw new IllegalStateException(this + " was not registered as awaited");
     }
-    return settled.asMono();
+    Optional<RelayOutcome> done;
+    synchronized (this) {
+      onSettled = action;
+      done = settlement;
+    }
+    if (done != null) {
+      action.accept(done);
+    }
   }
 
   @Override

@@ -76,7 +76,7 @@ final class Ledger {
    * Takes claimed batches into the ledger; each is released exactly once later. {@code null}
    * when everything was released ({@link #releaseAll}) since the claim started: the pipeline that
    * asked for it is gone, so the caller must give those leases back itself. {@code awaited}: the
-   * caller will wait for each batch's {@link BatchInFlight#settlement()}.
+   * caller will wait for each batch's settlement ({@link BatchInFlight#onSettled}).
    */
   @Nullable List<BatchInFlight> register(List<ClaimedBatch> claimed, long claimGeneration,
       boolean awaited) {

@@ -6,6 +6,7 @@ import dev.outbox.r2dbc.internal.RelayStore;
 import java.time.Duration;
 import java.util.List;
 import java.util.Objects;
+import java.util.stream.Collectors;
 import java.util.function.BiConsumer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -17,7 +18,7 @@ import reactor.core.publisher.Mono;
  */
 interface Settlements {
 
-  /** Deletes published batches; emits the ids deleted. */
+  /** Deletes published batches; emits the ids <em>not</em> deleted (their fence no longer held). */
   Flux<String> deleteAll(List<BatchInFlight> batches);
 
   /** {@code attempted} false: held back, not tried; its attempts are not counted. */
@@ -81,8 +82,12 @@ interface Settlements {
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
         return store.deleteAll(relay, batches.stream().map(b -> b.claim().batchId()).toList(),
-            batches.stream().map(b -> fence(b).epoch()).toList(),
-            batches.stream().map(b -> fence(b).partition()).toList());
+                batches.stream().map(b -> fence(b).epoch()).toList(),
+                batches.stream().map(b -> fence(b).partition()).toList())
+            .map(String::strip)
+            .collect(Collectors.toSet())
+            .flatMapIterable(deleted -> batches.stream().map(b -> b.claim().batchId().strip())
+                .filter(id -> !deleted.contains(id)).toList());
       }
 
       @Override

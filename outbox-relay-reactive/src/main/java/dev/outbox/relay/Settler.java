@@ -42,8 +42,8 @@ final class Settler {
     Mono<Void> deletions = published.isEmpty() ? Mono.empty()
         : store.deleteAll(published)
             .collect(Collectors.toSet())
-            .doOnNext(deleted -> published.forEach(b -> finish(b, outcome(
-                deleted.contains(b.claim().batchId()) ? Kind.PUBLISHED : Kind.LEASE_LOST,
+            .doOnNext(missed -> published.forEach(b -> finish(b, outcome(
+                missed.contains(b.claim().batchId().strip()) ? Kind.LEASE_LOST : Kind.PUBLISHED,
                 b.claim(), 0, null, null))))
             .onErrorResume(error -> {
               log.warn("Outbox relay {} could not delete {} published batches; they will be"

@@ -35,19 +35,23 @@ import reactor.core.scheduler.Schedulers;
  * WAL mode: first the rows already committed when the slot is ready (in insert order), then
  * committed inserts in commit order, many batches in flight at once within the ledger's budgets.
  *
- * <p>Claiming: the ids that arrived meanwhile are claimed in one statement ({@link
- * RelayStore#claimByIds}), which also returns each row's keys. The row data is not taken from the
- * WAL: the lease the claim writes is what fences settlement against another relay (a successor
- * after a crash, the start-up sweep of a restart), and sending {@code raw_data} through the slot
- * would double the bytes PostgreSQL reads and decodes for every row. One round trip per group of
- * batches instead of per batch.
+ * <p>Rows from the log: an insert committed while the relay streams is published as the log
+ * carries it (the publication carries the row's columns), with no claim and no read; its
+ * settlement is fenced by "no lease on the row" ({@link RelayStore#UNLEASED}). A replayed insert
+ * committed before streaming started is taken from the log once a read-only lookup finds it still
+ * in the table (a predecessor may have published it). Rows of the start-up sweep, rows whose log
+ * entry carries only the id, and every retry are claimed by id ({@link
+ * RelayStore#claimCommittedByIds}), many per statement. Lookups run for up to {@link
+ * #LOOKUPS_AHEAD} groups at once and are applied in arrival order: a round trip overlaps the
+ * next group's arrival instead of stopping it.
  *
  * <p>Order: the batches of a key wait in line (claimed, in the ledger). The first goes to the
  * pipeline together with the claimed batches right behind it on that one key, as one unit (at
  * most {@code rowsPerKeyInFlight}; SendGuard across the unit); each leaves the line once Kafka
  * has acknowledged it, not only once it is settled (a batch whose DELETE then fails is published
- * again after the later ones: a duplicate). A retry (or a settlement that failed) keeps the keys
- * held until the batch is claimed and sent again; a dead letter or a lost lease lets them go.
+ * again after the later ones: a duplicate). A retry, a settlement that failed or a lost lease
+ * keeps the keys held until the batch is claimed and sent again (or found gone); a dead letter
+ * lets them go.
  * Batches without keys are unordered.
  *
  * <p>Log position: each insert is acknowledged to the {@link WalFollower} once its batch is
@@ -65,6 +69,8 @@ final class WalSource implements BatchSource {
   /** Most ids claimed by one statement, and how long arrivals wait to fill a group. */
   private static final int CLAIM_GROUP = 256;
   private static final Duration CLAIM_WINDOW = Duration.ofMillis(2);
+  /** Parts of arrivals asked about at once (each a round trip), answered in arrival order. */
+  private static final int LOOKUPS_AHEAD = 2;
   /** First wait, doubling up to the most, for a committed transaction to become visible. */
   private static final Duration NOT_VISIBLE_WAIT = Duration.ofMillis(1);
   private static final Duration MAX_NOT_VISIBLE_WAIT = Duration.ofMillis(200);
@@ -160,9 +166,13 @@ final class WalSource implements BatchSource {
                   .thenMany(Flux.defer(follower::follow))
                   .map(insert -> Arrival.logged(insert, sweptBelow.get(), startedAt.get()))))
           .takeUntilOther(stopped.asMono());
+      // Parts are asked about a few at a time (each is a round trip), and answered in order.
       Mono<Void> claiming = arrivals
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
-          .concatMap(group -> claimInGroups(run, run.admit(group)), 1)
+          .concatMap(group -> parts(run, run.admit(group)), 1)
+          .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)
+          .doOnNext(answered -> run.claimed(answered.part().ids(), answered.claims(),
+              answered.present(), answered.part().generation()))
           .then(Mono.fromRunnable(run::complete));
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
           .doFinally(signal -> run.cancel());
@@ -226,42 +236,56 @@ final class WalSource implements BatchSource {
   }
 
   /**
-   * Claims {@code ids} in order, as many per statement as the ledger has room for (at least one
-   * batch, and each batch has at least one record); waits for room in between. Batches can
-   * still exceed the record budget by their extra messages and the byte budget by one group:
-   * sizes are known only once claimed.
+   * Splits {@code ids} into parts, in order, each as large as the ledger has room for when it is
+   * cut (at least one batch, and each batch has at least one record); waits for room in
+   * between. Batches can still exceed the record budget by their extra messages, and both
+   * budgets by the parts asked ahead ({@link #LOOKUPS_AHEAD}): sizes are known, and batches
+   * registered, only once a part is answered.
    */
-  private Mono<Void> claimInGroups(Run run, List<String> ids) {
+  private Flux<Part> parts(Run run, List<String> ids) {
     if (ids.isEmpty()) {
-      return Mono.empty();
+      return Flux.empty();
     }
-    return room().flatMap(room -> {
+    return room().flatMapMany(room -> {
       int n = Math.min(ids.size(), Math.max(1, room.records()));
       List<String> now = List.copyOf(ids.subList(0, n));
       List<String> rest = List.copyOf(ids.subList(n, ids.size()));
-      long generation = ledger.generation();
-      List<String> toCheck = run.toCheck(now);
-      List<String> toClaim = run.toClaim(now);
-      Mono<Set<String>> present = toCheck.isEmpty() ? Mono.just(Set.of())
-          : whenVisible(run.transactionsOf(toCheck), NOT_VISIBLE_WAIT,
-              xids -> store.presentCommittedByIds(toCheck, xids));
-      Mono<List<IdClaim>> claims = toClaim.isEmpty() ? Mono.just(List.of())
-          : whenVisible(run.transactionsOf(toClaim), NOT_VISIBLE_WAIT,
-              xids -> store.claimCommittedByIds(toClaim, xids, options.leaseDuration(),
-                      options.instanceId())
-                  .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
-                      : Optional.<List<IdClaim>>empty()));
-      return present.zipWhen(found -> claims)
-          .doOnNext(both -> run.claimed(now, both.getT2(), both.getT1(), generation))
-          .then(Mono.defer(() -> claimInGroups(run, rest)));
+      Part part = new Part(now, run.toCheck(now), run.toClaim(now), ledger.generation());
+      return Flux.just(part).concatWith(Flux.defer(() -> parts(run, rest)));
     });
   }
+
+  /**
+   * Asks the table about one part: which of its rows to check first are still there, and
+   * claims the others. Read-only for the rows taken from the log; the answers are applied in
+   * arrival order ({@link Run#claimed}), whatever order they come back in.
+   */
+  private Mono<Answered> ask(Run run, Part part) {
+    Mono<Set<String>> present = part.toCheck().isEmpty() ? Mono.just(Set.of())
+        : whenVisible(run.transactionsOf(part.toCheck()), NOT_VISIBLE_WAIT,
+            xids -> store.presentCommittedByIds(part.toCheck(), xids));
+    Mono<List<IdClaim>> claims = part.toClaim().isEmpty() ? Mono.just(List.of())
+        : whenVisible(run.transactionsOf(part.toClaim()), NOT_VISIBLE_WAIT,
+            xids -> store.claimCommittedByIds(part.toClaim(), xids, options.leaseDuration(),
+                    options.instanceId())
+                .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
+                    : Optional.<List<IdClaim>>empty()));
+    return present.zipWhen(found -> claims, (found, claimed) -> new Answered(part, found, claimed));
+  }
+
+  /** Ids to look up together: those to check first, those to claim; the ledger's generation. */
+  private record Part(List<String> ids, List<String> toCheck, List<String> toClaim,
+      long generation) {}
+
+  /** A part's answer: its rows found still there, its claims. */
+  private record Answered(Part part, Set<String> present, List<IdClaim> claims) {}
 
   /**
    * Asks {@code ask} once the transactions the slot named ({@code xids}) are visible to its
    * statement's snapshot (the slot can report a commit a moment before other sessions see it; a
    * row not seen then would be taken for gone): until then it answers empty, and is asked again
-   * after a wait (doubling); the groups after it wait too, so per-key commit order holds. Empty
+   * after a wait (doubling); the groups after it are applied after it, so per-key commit order
+   * holds. Empty
    * when the relay stops meanwhile.
    */
   private <T> Mono<T> whenVisible(List<Long> xids, Duration wait,
@@ -529,7 +553,7 @@ final class WalSource implements BatchSource {
       entry.batch = batch;
       entry.sent = false;
       batch.onPublished(() -> published(entry, batch));
-      batch.settlement().subscribe(outcome -> settled(entry, batch, outcome));
+      batch.onSettled(outcome -> settled(entry, batch, outcome));
     }
 
     /** Kafka has all of the entry's batch: its keys' next batches go now, not after its DELETE. */

@@ -9,6 +9,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.Base64;
 import java.util.Comparator;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Objects;
 import java.util.Optional;
@@ -68,7 +69,7 @@ public final class RelayStore {
   private final String deleteSql;
   private final String claimByIdSql;
   private final String claimByIdsSql;
-  private final String presentByIdsSql;
+  private final String absentByIdsSql;
   private final String committedSql;
   private final String deleteAllSql;
   private final String retrySql;
@@ -127,20 +128,26 @@ public final class RelayStore {
         + " JOIN wanted ON o.batch_id = wanted.batch_id"
         + " WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.batch_id = o.batch_id)"
         + " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM vis WHERE NOT vis.ok";
-    // Which of the ids are still in the table, under the same visibility check; reads only.
-    presentByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot("
+    // Which of the ids are gone from the table, under the same visibility check; reads only.
+    // Only the missing ones come back (usually none): a row per id present cost the relay a
+    // decoded row per published row.
+    absentByIdsSql = "WITH vis AS (SELECT coalesce(bool_and(pg_visible_in_snapshot("
         + widenedXid("x", "m.xmax") + "::text::xid8, m.s)), TRUE) AS ok"
         + " FROM (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s) AS m,"
         + " unnest($2::bigint[]) AS x)"
-        + " SELECT TRUE AS visible, o.batch_id FROM " + t + " AS o, vis"
-        + " WHERE vis.ok AND o.batch_id = ANY ($1::bpchar[])"
+        + " SELECT TRUE AS visible, wanted.batch_id FROM unnest($1::bpchar[]) AS wanted(batch_id), vis"
+        + " WHERE vis.ok AND NOT EXISTS (SELECT 1 FROM " + t + " AS o"
+        + " WHERE o.batch_id = wanted.batch_id)"
         + " UNION ALL SELECT FALSE, NULL FROM vis WHERE NOT vis.ok";
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
-    deleteAllSql = "DELETE FROM " + t + " AS o USING unnest($1::bpchar[], $2::uuid[])"
-        + " AS settled(batch_id, lease_token)"
+    // Only the ids not deleted come back (usually none), as for absentByIdsSql.
+    deleteAllSql = "WITH settled AS (SELECT * FROM unnest($1::bpchar[], $2::uuid[])"
+        + " AS s(batch_id, lease_token)), gone AS (DELETE FROM " + t + " AS o USING settled"
         + " WHERE o.batch_id = settled.batch_id AND " + token("o.") + " = settled.lease_token"
-        + " RETURNING o.batch_id";
+        + " RETURNING o.batch_id)"
+        + " SELECT settled.batch_id FROM settled"
+        + " WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = settled.batch_id)";
     // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
     // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
     // the same rows in another order.
@@ -386,12 +393,18 @@ public final class RelayStore {
     }
     String[] ids = batchIds.toArray(String[]::new);
     Long[] xids = committedXids.toArray(Long[]::new);
-    return query(presentByIdsSql, s -> s.bind(0, ids).bind(1, xids),
+    return query(absentByIdsSql, s -> s.bind(0, ids).bind(1, xids),
         row -> Boolean.TRUE.equals(row.get("visible", Boolean.class))
             ? Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip() : "")
         .collectList()
-        .map(rows -> rows.contains("") ? Optional.<Set<String>>empty()
-            : Optional.of(Set.copyOf(rows)));
+        .map(absent -> {
+          if (absent.contains("")) {
+            return Optional.<Set<String>>empty();
+          }
+          Set<String> present = new HashSet<>(batchIds);
+          absent.forEach(present::remove);
+          return Optional.of(present);
+        });
   }
 
   /** Deletes a published batch; {@code false} when the lease was lost (row left alone). */
@@ -401,7 +414,8 @@ public final class RelayStore {
 
   /**
    * Deletes many published batches in one statement, each fenced by its own lease token as in
-   * {@link #delete}. Emits the ids that were deleted; a missing id means that lease was lost.
+   * {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
+   * row is gone), usually none: the database sends back one row per miss, not per batch.
    */
   public Flux<String> deleteAll(List<ClaimedBatch> batches) {
     if (batches.isEmpty()) {
@@ -410,7 +424,7 @@ public final class RelayStore {
     String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
     UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
     return query(deleteAllSql, s -> s.bind(0, ids).bind(1, tokens),
-        row -> row.get("batch_id", String.class));
+        row -> Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip());
   }
 
   /**
