@@ -26,6 +26,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.SynchronousSink;
@@ -81,6 +82,13 @@ final class WalFollower {
   /** endLsn -> batches of that transaction not yet acknowledged (0 = done, waiting for older). */
   private final TreeMap<Long, int[]> pending = new TreeMap<>();
   private long confirmed;
+  /** Guarded by pending: a transaction's BEGIN is decoded and its COMMIT is not yet. */
+  private boolean inTransaction;
+  /** Messages decoded so far (see {@link #confirmIdle}). */
+  private final AtomicLong decoded = new AtomicLong();
+  /** Guarded by pending: what the previous idle check saw (received position, messages decoded). */
+  private long idleReceived;
+  private long idleDecoded = -1;
 
   /**
    * @param onStreaming runs once streaming has started (the slot is this relay's)
@@ -220,14 +228,19 @@ final class WalFollower {
               synchronized (pending) {
                 pending.clear();
                 confirmed = 0;
+                inTransaction = false;
+                idleDecoded = -1;
               }
               stream.set(s);
               onStreaming.run();
               Decoder decoder = new Decoder();
+              Disposable idleChecks = Flux.interval(statusInterval)
+                  .subscribe(tick -> confirmIdle(s));
               return s.map(decoder::decode)
                   .handle(decoder::assemble)
                   .concatMapIterable(list -> list)
                   .doFinally(signal -> {
+                    idleChecks.dispose();
                     // The last status update may not carry the newest position: send it now.
                     if (stream.compareAndSet(s, null) && confirmed() > 0) {
                       advanceClosedSlot(SLOT_ADVANCE_TRIES);
@@ -244,6 +257,7 @@ final class WalFollower {
    */
   void acknowledge(WalInsert insert) {
     long advanceTo = 0;
+    ReplicationStream s;
     synchronized (pending) {
       int[] left = pending.get(insert.endLsn().asLong());
       if (left == null || left[0] == 0) {
@@ -258,14 +272,44 @@ final class WalFollower {
       } else {
         advanceTo = 0;
       }
+      s = stream.get();
+      // Inside the lock: with confirmIdle, the position reported never goes down.
+      if (advanceTo != 0 && s != null) {
+        LogSequenceNumber lsn = LogSequenceNumber.valueOf(advanceTo);
+        s.setFlushedLSN(lsn);
+        s.setAppliedLSN(lsn);
+      }
     }
-    ReplicationStream s = stream.get();
-    if (advanceTo != 0 && s != null) {
-      LogSequenceNumber lsn = LogSequenceNumber.valueOf(advanceTo);
-      s.setFlushedLSN(lsn);
-      s.setAppliedLSN(lsn);
-    } else if (advanceTo != 0) {
+    if (advanceTo != 0 && s == null) {
       advanceClosedSlot(SLOT_ADVANCE_TRIES);
+    }
+  }
+
+  /**
+   * While nothing of this table is in flight, confirms the position the server reported at the
+   * previous check (its keepalive's end of WAL: past WAL of other tables, checkpoints):
+   * otherwise an idle relay holds the slot at its last commit, so the server keeps all later
+   * WAL, and a fast shutdown waits for ever (the walsender exits only once the client confirmed
+   * all it sent). Only when both checks, one status interval apart, saw no transaction pending
+   * or half-decoded, and no message was decoded in between: a message the driver had received
+   * before that position was read was decoded by then (the driver queues messages only while
+   * the relay asks for none, that is while something is pending), so the position lies past no
+   * commit still owed, and a restart skips nothing.
+   */
+  private void confirmIdle(ReplicationStream s) {
+    long received = s.getLastReceiveLSN().asLong(); // read before the state it goes with
+    long seen = decoded.get();
+    synchronized (pending) {
+      boolean idle = pending.isEmpty() && !inTransaction;
+      long candidate = idleReceived;
+      if (idle && seen == idleDecoded && candidate > confirmed && stream.get() == s) {
+        confirmed = candidate;
+        LogSequenceNumber lsn = LogSequenceNumber.valueOf(candidate);
+        s.setFlushedLSN(lsn);
+        s.setAppliedLSN(lsn);
+      }
+      idleReceived = idle ? received : 0;
+      idleDecoded = idle ? seen : -1;
     }
   }
 
@@ -338,6 +382,7 @@ final class WalFollower {
     private final List<Insert> inserts = new ArrayList<>();
 
     Msg decode(ByteBuf buf) { // runs on the Netty event loop; buf is released after return
+      decoded.incrementAndGet();
       char type = (char) buf.readByte();
       switch (type) {
         case 'B': {
@@ -447,6 +492,9 @@ final class WalFollower {
       if (msg instanceof Begin b) {
         begin = b;
         inserts.clear();
+        synchronized (pending) {
+          inTransaction = true;
+        }
       } else if (msg instanceof Insert i) {
         inserts.add(i);
       } else if (msg instanceof Commit c) {
@@ -460,9 +508,14 @@ final class WalFollower {
           }
           synchronized (pending) {
             pending.put(c.endLsn(), new int[] {out.size()});
+            inTransaction = false;
           }
           inserts.clear();
           sink.next(out);
+        } else {
+          synchronized (pending) {
+            inTransaction = false;
+          }
         }
         begin = null;
       }

@@ -733,4 +733,32 @@ class RelayWalTest {
     }
     assertThat(all.stream().distinct().toList()).containsExactlyInAnyOrderElementsOf(expected);
   }
+
+  /**
+   * An idle relay confirms the server's position past WAL that never reaches the slot's output
+   * (another table's rows): the slot does not hold that WAL, and a fast shutdown (the walsender
+   * waits until the client confirmed all it sent) is not held up. A row written afterwards is
+   * still published: the position confirmed passed nothing owed.
+   */
+  @Test
+  void anIdleRelayConfirmsPastOtherTablesWalAndStillPublishesWhatComesLater() {
+    String other = outbox.table.name() + "_other";
+    RelayHandle relay = start();
+    try {
+      commit(message("first"));
+      assertThat(published(1)).containsExactly("first");
+      Poll.until("the row is settled", QUICKLY, () -> outbox.rows() == 0);
+      outbox.postgres.execute("CREATE TABLE " + other + " (v int)",
+          "INSERT INTO " + other + " SELECT generate_series(1, 10000)");
+      long afterOtherWal = currentLsn();
+      Poll.until("the slot confirms past the other table's WAL", QUICKLY,
+          () -> confirmedMinus(afterOtherWal) >= 0);
+      commit(message("later"));
+      assertThat(published(2)).containsExactly("first", "later");
+      Poll.until("the later row is settled", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+      outbox.postgres.execute("DROP TABLE IF EXISTS " + other);
+    }
+  }
 }

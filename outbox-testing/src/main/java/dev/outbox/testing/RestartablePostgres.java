@@ -72,11 +72,14 @@ public final class RestartablePostgres implements AutoCloseable {
     }
   }
 
-  /** Stops the server ({@code pg_ctl stop}); clients see their connections closed. */
-  public synchronized void stopServer() {
+  /**
+   * Stops the server ({@code pg_ctl stop}); clients see their connections closed. Returns
+   * whether the fast shutdown stopped it (false: it had to be stopped immediately, see below).
+   */
+  public synchronized boolean stopServer() {
     EmbeddedPostgres running = server;
     if (running == null) {
-      return;
+      return true;
     }
     server = null;
     try {
@@ -84,30 +87,32 @@ public final class RestartablePostgres implements AutoCloseable {
     } catch (IOException e) {
       throw new UncheckedIOException("Could not stop PostgreSQL on port " + port, e);
     }
-    stopImmediatelyIfStillRunning();
+    return !stopImmediatelyIfStillRunning();
   }
 
   /**
    * A fast shutdown ({@code pg_ctl stop -m fast -t 5}, which the embedded server logs and
    * swallows when it times out) waits for each walsender until its client has confirmed what it
-   * was sent; an idle WAL-mode relay confirms only the ends of outbox transactions, so the
-   * postmaster can stay up. Then: an immediate shutdown (SIGQUIT), as an operator would, and
-   * crash recovery at the next start.
+   * was sent; a WAL-mode relay with rows in flight cannot confirm past them (their DELETEs fail
+   * while the server shuts down), so the postmaster can stay up. Then: an immediate shutdown
+   * (SIGQUIT), as an operator would, and crash recovery at the next start. Returns whether it
+   * was needed.
    */
-  private void stopImmediatelyIfStillRunning() {
+  private boolean stopImmediatelyIfStillRunning() {
     Path pidFile = dataDirectory.resolve("postmaster.pid");
     try {
       if (!java.nio.file.Files.exists(pidFile)) {
-        return;
+        return false;
       }
       long pid = Long.parseLong(java.nio.file.Files.readAllLines(pidFile).get(0).trim());
       java.util.Optional<ProcessHandle> postmaster = ProcessHandle.of(pid);
       if (postmaster.isEmpty() || !postmaster.get().isAlive()) {
-        return;
+        return false;
       }
       log.warn("PostgreSQL on port {} is still up after a fast shutdown; stopping it immediately", port);
       new ProcessBuilder("kill", "-QUIT", Long.toString(pid)).inheritIO().start().waitFor();
       postmaster.get().onExit().get(30, java.util.concurrent.TimeUnit.SECONDS);
+      return true;
     } catch (java.util.concurrent.TimeoutException e) {
       throw new IllegalStateException("PostgreSQL on port " + port + " did not stop", e);
     } catch (IOException e) {
