@@ -4,6 +4,7 @@ import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.r2dbc.internal.RelayStore.IdClaim;
+import dev.outbox.r2dbc.internal.RelayStore.IdClaims;
 import dev.outbox.r2dbc.internal.Sql;
 import dev.outbox.relay.RelayOutcome.Kind;
 import dev.outbox.relay.WalFollower.WalInsert;
@@ -17,8 +18,10 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jspecify.annotations.Nullable;
@@ -266,11 +269,32 @@ final class WalSource implements BatchSource {
             xids -> store.presentCommittedByIds(part.toCheck(), xids));
     Mono<List<IdClaim>> claims = part.toClaim().isEmpty() ? Mono.just(List.of())
         : whenVisible(run.transactionsOf(part.toClaim()), NOT_VISIBLE_WAIT,
-            xids -> store.claimCommittedByIds(part.toClaim(), xids, options.leaseDuration(),
-                    options.instanceId())
+            xids -> givenBackIfCancelled(store.claimCommittedByIds(part.toClaim(), xids,
+                    options.leaseDuration(), options.instanceId()))
                 .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
                     : Optional.<List<IdClaim>>empty()));
     return present.zipWhen(found -> claims, (found, claimed) -> new Answered(part, found, claimed));
+  }
+
+  /**
+   * {@code claim}, not cancelled with its subscriber once sent: the statement runs on anyway
+   * (the driver does not cancel it), and the leases it writes would be left to expire, holding
+   * those rows back from a successor for a lease duration. Cancelled meanwhile (a stop, a
+   * pipeline restart), its answer's leases are given back once it arrives.
+   */
+  private Mono<IdClaims> givenBackIfCancelled(Mono<IdClaims> claim) {
+    return Mono.defer(() -> {
+      CompletableFuture<IdClaims> sent = claim.toFuture();
+      return Mono.fromFuture(sent, true).doOnCancel(() -> sent.thenAccept(answer -> {
+        List<ClaimedBatch> leased = answer.answers().stream().map(IdClaim::claim)
+            .filter(Objects::nonNull).toList();
+        if (!leased.isEmpty()) {
+          log.debug("Outbox relay {} gives back {} leases of a claim it stopped waiting for",
+              options.instanceId(), leased.size());
+          store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
+        }
+      }));
+    });
   }
 
   /** Ids to look up together: those to check first, those to claim; the ledger's generation. */
@@ -674,8 +698,8 @@ final class WalSource implements BatchSource {
           .flatMap(tick -> {
             long generation = ledger.generation();
             List<String> id = List.of(entry.batchId);
-            return store.claimCommittedByIds(id, transactionsOf(id), options.leaseDuration(),
-                    options.instanceId())
+            return givenBackIfCancelled(store.claimCommittedByIds(id, transactionsOf(id),
+                    options.leaseDuration(), options.instanceId()))
                 .doOnNext(answer -> {
                   if (answer.committedVisible()) {
                     reclaimed(entry, answer.answers(), generation);

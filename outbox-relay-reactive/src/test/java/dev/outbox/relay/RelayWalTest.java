@@ -761,4 +761,37 @@ class RelayWalTest {
       outbox.postgres.execute("DROP TABLE IF EXISTS " + other);
     }
   }
+
+  /**
+   * A claim the relay stops waiting for (stopped while the claim waits for a row lock) gives its
+   * lease back once it is answered, instead of leaving it to expire: a successor would wait a
+   * lease duration for that row.
+   */
+  @Test
+  void aClaimCancelledByAStopGivesItsLeaseBackOnceAnswered() {
+    // The slot first (creating it waits for open transactions, the locker's too); without the
+    // sweep mark the next start sweeps, and claims the row by id.
+    start().stop(Duration.ofSeconds(5)).block(QUICKLY);
+    commit(message("claimed"));
+    String table = outbox.table.qualifiedName();
+    outbox.postgres.execute("DELETE FROM " + table + "_wal_sweeps");
+    String claim = "query LIKE '%lease_token = $3%' AND pid <> pg_backend_pid()";
+    Connection locker = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      Flux.from(locker.beginTransaction()).blockLast(QUICKLY);
+      run(locker, "SELECT 1 FROM " + table + " FOR UPDATE");
+      RelayHandle relay = start();
+      Poll.until("the claim waits for the row lock", QUICKLY, () -> outbox.postgres.queryLong(
+          "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND " + claim) == 1);
+      relay.stop(Duration.ofSeconds(1)).block(QUICKLY);
+      Flux.from(locker.rollbackTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(locker.close()).block(QUICKLY);
+    }
+    Poll.until("the claim has run", QUICKLY, () -> outbox.postgres.queryLong(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND " + claim) == 0);
+    Poll.until("its lease is given back", QUICKLY, () -> outbox.postgres.queryLong(
+        "SELECT count(*) FROM " + table + " WHERE lease_token IS NOT NULL") == 0);
+    assertThat(outbox.rows()).as("the row waits for the next start").isEqualTo(1);
+  }
 }
