@@ -14,7 +14,7 @@ import reactor.core.publisher.Mono;
 /**
  * How the {@link Settler} changes the table, fenced the way the mode claims: by each batch's
  * lease token (PARALLEL, ORDERED, WAL) or by its partition's epoch (PARTITIONED). Every method
- * answers {@code false} (or leaves an id out) when the fence no longer holds.
+ * answers {@code false} ({@link #deleteAll}: emits the id) when the fence no longer holds.
  */
 interface Settlements {
 

@@ -41,9 +41,10 @@ import org.jspecify.annotations.Nullable;
  * without its row.
  *
  * <p>Inserts are emitted in commit order, grouped per transaction (emitted when the COMMIT arrives).
- * The slot's confirmed_flush_lsn only advances through {@link #acknowledge}: it moves to the end
- * LSN of the newest transaction whose batches - and those of every earlier transaction - have all
- * been acknowledged. Unacknowledged transactions are re-delivered after a restart.
+ * The slot's confirmed_flush_lsn advances through {@link #acknowledge}: to the end LSN of the
+ * newest transaction whose batches - and those of every earlier transaction - have all been
+ * acknowledged; and, while nothing delivered is unacknowledged, to the server's reported position
+ * (see {@link #confirmIdle}). Unacknowledged transactions are re-delivered after a restart.
  */
 final class WalFollower {
   private static final Logger log = LoggerFactory.getLogger(WalFollower.class);
@@ -82,6 +83,8 @@ final class WalFollower {
   /** endLsn -> batches of that transaction not yet acknowledged (0 = done, waiting for older). */
   private final TreeMap<Long, int[]> pending = new TreeMap<>();
   private long confirmed;
+  /** Guarded by pending: the newest position {@link #acknowledge} confirmed on this stream. */
+  private long acknowledgedUpTo;
   /** Guarded by pending: a transaction's BEGIN is decoded and its COMMIT is not yet. */
   private boolean inTransaction;
   /** Messages decoded so far (see {@link #confirmIdle}). */
@@ -228,7 +231,9 @@ final class WalFollower {
               synchronized (pending) {
                 pending.clear();
                 confirmed = 0;
+                acknowledgedUpTo = 0;
                 inTransaction = false;
+                idleReceived = 0;
                 idleDecoded = -1;
               }
               stream.set(s);
@@ -242,7 +247,10 @@ final class WalFollower {
                   .doFinally(signal -> {
                     idleChecks.dispose();
                     // The last status update may not carry the newest position: send it now.
-                    if (stream.compareAndSet(s, null) && confirmed() > 0) {
+                    // Only after acknowledgements: a position confirmed while idle went out with
+                    // the status updates, and advancing holds the slot a moment, which a
+                    // successor's START_REPLICATION would meet as "slot is active" (review).
+                    if (stream.compareAndSet(s, null) && acknowledgedUpTo() > 0) {
                       advanceClosedSlot(SLOT_ADVANCE_TRIES);
                     }
                   });
@@ -269,6 +277,7 @@ final class WalFollower {
       }
       if (advanceTo > confirmed) {
         confirmed = advanceTo;
+        acknowledgedUpTo = advanceTo;
       } else {
         advanceTo = 0;
       }
@@ -289,8 +298,8 @@ final class WalFollower {
    * While nothing of this table is in flight, confirms the position the server reported at the
    * previous check (its keepalive's end of WAL: past WAL of other tables, checkpoints):
    * otherwise an idle relay holds the slot at its last commit, so the server keeps all later
-   * WAL, and a fast shutdown waits for ever (the walsender exits only once the client confirmed
-   * all it sent). Only when both checks, one status interval apart, saw no transaction pending
+   * WAL (seen: 1 MB of another table's WAL stayed as lag behind an idle relay until the next
+   * outbox row). Only when both checks, one status interval apart, saw no transaction pending
    * or half-decoded, and no message was decoded in between: a message the driver had received
    * before that position was read was decoded by then (the driver queues messages only while
    * the relay asks for none, that is while something is pending), so the position lies past no
@@ -300,9 +309,12 @@ final class WalFollower {
     long received = s.getLastReceiveLSN().asLong(); // read before the state it goes with
     long seen = decoded.get();
     synchronized (pending) {
+      if (stream.get() != s) {
+        return; // a tick of a stream that ended: its position is not this stream's
+      }
       boolean idle = pending.isEmpty() && !inTransaction;
       long candidate = idleReceived;
-      if (idle && seen == idleDecoded && candidate > confirmed && stream.get() == s) {
+      if (idle && seen == idleDecoded && candidate > confirmed) {
         confirmed = candidate;
         LogSequenceNumber lsn = LogSequenceNumber.valueOf(candidate);
         s.setFlushedLSN(lsn);
@@ -313,9 +325,9 @@ final class WalFollower {
     }
   }
 
-  private long confirmed() {
+  private long acknowledgedUpTo() {
     synchronized (pending) {
-      return confirmed;
+      return acknowledgedUpTo;
     }
   }
 

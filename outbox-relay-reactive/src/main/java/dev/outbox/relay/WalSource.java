@@ -174,8 +174,9 @@ final class WalSource implements BatchSource {
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
           .concatMap(group -> parts(run, run.admit(group)), 1)
           .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)
-          .doOnNext(answered -> run.claimed(answered.part().ids(), answered.claims(),
-              answered.present(), answered.part().generation()))
+          // An answer dropped on a cancel or an earlier lookup's failure: its leases go back.
+          .doOnDiscard(Answered.class, answered -> run.giveBack(answered.leases()))
+          .doOnNext(run::apply)
           .then(Mono.fromRunnable(run::complete));
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
           .doFinally(signal -> run.cancel());
@@ -273,7 +274,8 @@ final class WalSource implements BatchSource {
                     options.leaseDuration(), options.instanceId()))
                 .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
                     : Optional.<List<IdClaim>>empty()));
-    return present.zipWhen(found -> claims, (found, claimed) -> new Answered(part, found, claimed));
+    return present.zipWhen(found -> claims, (found, claimed) -> new Answered(part, found, claimed))
+        .defaultIfEmpty(new Answered(part, null, null)); // the relay stopped meanwhile
   }
 
   /**
@@ -301,16 +303,30 @@ final class WalSource implements BatchSource {
   private record Part(List<String> ids, List<String> toCheck, List<String> toClaim,
       long generation) {}
 
-  /** A part's answer: its rows found still there, its claims. */
-  private record Answered(Part part, Set<String> present, List<IdClaim> claims) {}
+  /**
+   * A part's answer: its rows found still there, its claims; both null when it was dropped (the
+   * relay stopped while a transaction it names was not visible yet).
+   */
+  private record Answered(Part part, @Nullable Set<String> present,
+      @Nullable List<IdClaim> claims) {
+    boolean dropped() {
+      return claims == null;
+    }
+
+    /** The leases its claims took. */
+    List<ClaimedBatch> leases() {
+      return claims == null ? List.of()
+          : claims.stream().map(IdClaim::claim).filter(Objects::nonNull).toList();
+    }
+  }
 
   /**
    * Asks {@code ask} once the transactions the slot named ({@code xids}) are visible to its
    * statement's snapshot (the slot can report a commit a moment before other sessions see it; a
    * row not seen then would be taken for gone): until then it answers empty, and is asked again
    * after a wait (doubling); the groups after it are applied after it, so per-key commit order
-   * holds. Empty
-   * when the relay stops meanwhile.
+   * holds. Empty when the relay stops meanwhile: then no later group is applied ({@link
+   * Run#apply}).
    */
   private <T> Mono<T> whenVisible(List<Long> xids, Duration wait,
       java.util.function.Function<List<Long>, Mono<Optional<T>>> ask) {
@@ -401,6 +417,8 @@ final class WalSource implements BatchSource {
     private boolean over;
     /** The source completed (stop): nothing more is emitted. */
     private boolean completed;
+    /** A part was dropped (stop): no later one is applied. */
+    private boolean partDropped;
 
     Run(WalFollower follower, WalSweeps sweeps) {
       this.follower = follower;
@@ -544,6 +562,26 @@ final class WalSource implements BatchSource {
         }
         ready.forEach(this::send);
       }
+    }
+
+    /**
+     * Applies a part's answer, in arrival order. Once a part was dropped, the later ones are not
+     * applied (their leases go back): a later row of a key would otherwise go out before the
+     * dropped one, which the next start replays (review finding).
+     */
+    void apply(Answered answered) {
+      synchronized (this) {
+        if (answered.dropped()) {
+          partDropped = true;
+          return;
+        }
+        if (partDropped) {
+          giveBack(answered.leases());
+          return;
+        }
+      }
+      claimed(answered.part().ids(), Objects.requireNonNull(answered.claims()),
+          Objects.requireNonNull(answered.present()), answered.part().generation());
     }
 
     /** A batch claimed again (after a retry's wait, a failed settlement, a lease). */
@@ -759,7 +797,7 @@ final class WalSource implements BatchSource {
       return next;
     }
 
-    private void giveBack(List<ClaimedBatch> claims) {
+    void giveBack(List<ClaimedBatch> claims) {
       List<ClaimedBatch> leased = claims.stream()
           .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())).toList();
       if (!leased.isEmpty()) {
