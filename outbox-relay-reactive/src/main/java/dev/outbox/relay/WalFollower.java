@@ -12,6 +12,7 @@ import io.r2dbc.postgresql.replication.ReplicationStream;
 import io.r2dbc.spi.Connection;
 import io.r2dbc.spi.ConnectionFactory;
 import io.r2dbc.spi.R2dbcException;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
@@ -29,7 +30,6 @@ import org.slf4j.LoggerFactory;
 import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.SynchronousSink;
 import org.jspecify.annotations.Nullable;
 
 /**
@@ -242,7 +242,6 @@ final class WalFollower {
               Disposable idleChecks = Flux.interval(statusInterval)
                   .subscribe(tick -> confirmIdle(s));
               return s.map(decoder::decode)
-                  .handle(decoder::assemble)
                   .concatMapIterable(list -> list)
                   .doFinally(signal -> {
                     idleChecks.dispose();
@@ -377,65 +376,69 @@ final class WalFollower {
 
   // ---------------------------------------------------------------- pgoutput decoding
 
-  private sealed interface Msg permits Begin, Commit, Relation, Insert, Other {}
-  private record Begin(long finalLsn, int xid) implements Msg {}
-  private record Commit(long commitLsn, long endLsn) implements Msg {}
-  private record Relation(int relId, String namespace, String name, List<String> columns)
-      implements Msg {}
-  /** {@code row}: null when the relation does not carry {@link #LOGGED_COLUMNS}. */
-  private record Insert(int relId, String batchId, @Nullable ClaimedBatch row, List<String> keys)
-      implements Msg {}
-  private record Other(char type) implements Msg {}
+  /** What most messages decode to: nothing to emit. */
+  private static final List<WalInsert> NOTHING = List.of();
 
-  /** Per-subscription state: relation cache and the transaction being assembled. */
+  private record Relation(int relId, String namespace, String name, List<String> columns) {}
+
+  /** An insert of the table before its COMMIT; {@code row} null when the log carried the id only. */
+  private record Inserted(String batchId, @Nullable ClaimedBatch row, List<String> keys) {}
+
+  /**
+   * Per-subscription state: relation cache and the transaction being assembled. Each message
+   * is read through one NIO view of its bytes: the Netty buffer's class varies from message to
+   * message (pooled, sliced, composite), and each new one deoptimized the code compiled for the
+   * others (JFR: class_check at every call on it, at every relay start).
+   */
   private final class Decoder {
     private final Map<Integer, Relation> relations = new HashMap<>();
-    private @Nullable Begin begin;
-    private final List<Insert> inserts = new ArrayList<>();
+    private long xid;
+    private final List<Inserted> inserts = new ArrayList<>();
 
-    Msg decode(ByteBuf buf) { // runs on the Netty event loop; buf is released after return
+    /**
+     * Decodes one pgoutput message (on the Netty event loop; {@code buf} is released after
+     * return): the transaction's inserts once its COMMIT arrives, nothing otherwise.
+     */
+    List<WalInsert> decode(ByteBuf buf) {
       decoded.incrementAndGet();
-      char type = (char) buf.readByte();
-      switch (type) {
-        case 'B': {
-          long finalLsn = buf.readLong();
-          buf.skipBytes(8); // commit timestamp
-          return new Begin(finalLsn, buf.readInt());
-        }
-        case 'C': {
-          buf.skipBytes(1); // flags
-          long commitLsn = buf.readLong();
-          long endLsn = buf.readLong();
-          return new Commit(commitLsn, endLsn);
-        }
-        case 'R': {
-          int relId = buf.readInt();
-          String ns = cstring(buf);
-          String name = cstring(buf);
-          buf.skipBytes(1); // replica identity
-          int n = buf.readShort();
-          List<String> cols = new ArrayList<>(n);
-          for (int i = 0; i < n; i++) {
-            buf.skipBytes(1); // flags
-            cols.add(cstring(buf));
-            buf.skipBytes(8); // type oid, typmod
-          }
-          Relation relation = new Relation(relId, ns, name, cols);
-          relations.put(relId, relation); // decoded in order: the inserts after it use it
-          return relation;
-        }
-        case 'I': {
-          int relId = buf.readInt();
-          buf.skipBytes(1); // 'N'
-          Relation relation = relations.get(relId);
-          if (relation == null || !relation.name().equals(table)) {
-            return new Other(type); // another table (the publication has only ours)
-          }
-          return insert(relation, buf);
-        }
-        default:
-          return new Other(type); // 'O' origin, 'Y' type, 'U', 'D', 'T', 'M'
+      ByteBuffer in = buf.nioBuffer();
+      byte type = in.get();
+      if (type == 'I') {
+        insert(in);
+        return NOTHING;
       }
+      if (type == 'C') {
+        return commit(in);
+      }
+      if (type == 'B') {
+        in.getLong(); // final LSN
+        in.getLong(); // commit timestamp
+        xid = Integer.toUnsignedLong(in.getInt());
+        inserts.clear();
+        synchronized (pending) {
+          inTransaction = true;
+        }
+        return NOTHING;
+      }
+      if (type == 'R') {
+        relation(in);
+      }
+      return NOTHING; // 'O' origin, 'Y' type, 'U', 'D', 'T', 'M'
+    }
+
+    private void relation(ByteBuffer in) {
+      int relId = in.getInt();
+      String namespace = cstring(in);
+      String name = cstring(in);
+      in.get(); // replica identity
+      int n = in.getShort();
+      List<String> columns = new ArrayList<>(n);
+      for (int i = 0; i < n; i++) {
+        in.get(); // flags
+        columns.add(cstring(in));
+        in.position(in.position() + 8); // type oid, typmod
+      }
+      relations.put(relId, new Relation(relId, namespace, name, columns)); // the inserts after it use it
     }
 
     /**
@@ -443,8 +446,13 @@ final class WalFollower {
      * relation message listed. Without all of {@link #LOGGED_COLUMNS} (a publication of an
      * earlier version) or in text form, only the id is taken: the relay reads the row itself.
      */
-    private Insert insert(Relation relation, ByteBuf buf) {
-      int n = buf.readShort();
+    private void insert(ByteBuffer in) {
+      Relation relation = relations.get(in.getInt());
+      in.get(); // 'N'
+      if (relation == null || !relation.name().equals(table)) {
+        return; // another table (the publication has only ours)
+      }
+      int n = in.getShort();
       String batchId = null;
       long insertSeq = 0;
       int messageCount = 0;
@@ -454,111 +462,112 @@ final class WalFollower {
       List<String> keys = null;
       int complete = 0;
       for (int i = 0; i < n; i++) {
-        char kind = (char) buf.readByte();
+        byte kind = in.get();
         if (kind != 't' && kind != 'b') {
           continue; // 'n' null, 'u' unchanged TOAST: none of the columns taken is either
         }
-        int len = buf.readInt();
+        int len = in.getInt();
+        int end = in.position() + len;
         String column = i < relation.columns().size() ? relation.columns().get(i) : "";
         if (kind == 't') {
-          String text = buf.readCharSequence(len, StandardCharsets.UTF_8).toString();
           if (column.equals("batch_id")) {
-            batchId = text.strip();
+            batchId = utf8(in, len).strip();
           }
+          in.position(end);
           continue;
         }
-        int end = buf.readerIndex() + len;
         switch (column) {
-          case "batch_id" -> batchId = buf.readCharSequence(len, StandardCharsets.UTF_8)
-              .toString().strip(); // CHAR(n) is blank-padded
-          case "insert_seq" -> { insertSeq = buf.readLong(); complete++; }
-          case "message_count" -> { messageCount = buf.readInt(); complete++; }
-          case "write_retries" -> { writeRetries = buf.readInt(); complete++; }
+          case "batch_id" -> batchId = utf8(in, len).strip(); // CHAR(n) is blank-padded
+          case "insert_seq" -> { insertSeq = in.getLong(); complete++; }
+          case "message_count" -> { messageCount = in.getInt(); complete++; }
+          case "write_retries" -> { writeRetries = in.getInt(); complete++; }
           case "raw_data" -> {
             rawData = new byte[len];
-            buf.readBytes(rawData);
+            in.get(rawData);
             complete++;
           }
           case "insert_time" -> {
-            insertTime = Instant.EPOCH.plus(POSTGRES_EPOCH_MICROS + buf.readLong(), ChronoUnit.MICROS);
+            insertTime = Instant.EPOCH.plus(POSTGRES_EPOCH_MICROS + in.getLong(), ChronoUnit.MICROS);
             complete++;
           }
-          case "message_keys" -> { keys = textArray(buf); complete++; }
+          case "message_keys" -> { keys = textArray(in); complete++; }
           default -> { }
         }
-        buf.readerIndex(end);
+        in.position(end);
       }
       if (batchId == null) {
         throw new IllegalStateException("batch_id not published for " + table);
       }
       if (complete < LOGGED_COLUMNS.size() - 1 || rawData == null || insertTime == null
           || keys == null) {
-        return new Insert(relation.relId(), batchId, null, List.of());
+        inserts.add(new Inserted(batchId, null, List.of()));
+        return;
       }
       ClaimedBatch row = new ClaimedBatch(batchId, insertSeq, messageCount, writeRetries, rawData,
           insertTime, RelayStore.UNLEASED, insertTime);
-      return new Insert(relation.relId(), batchId, row, keys);
+      inserts.add(new Inserted(batchId, row, keys));
     }
 
-    void assemble(Msg msg, SynchronousSink<List<WalInsert>> sink) {
-      if (msg instanceof Begin b) {
-        begin = b;
-        inserts.clear();
+    private List<WalInsert> commit(ByteBuffer in) {
+      in.get(); // flags
+      long commitLsn = in.getLong();
+      long endLsn = in.getLong();
+      if (inserts.isEmpty()) {
         synchronized (pending) {
-          inTransaction = true;
+          inTransaction = false;
         }
-      } else if (msg instanceof Insert i) {
-        inserts.add(i);
-      } else if (msg instanceof Commit c) {
-        if (!inserts.isEmpty()) {
-          LogSequenceNumber commitLsn = LogSequenceNumber.valueOf(c.commitLsn());
-          LogSequenceNumber endLsn = LogSequenceNumber.valueOf(c.endLsn());
-          long xid = begin == null ? 0 : Integer.toUnsignedLong(begin.xid());
-          List<WalInsert> out = new ArrayList<>(inserts.size());
-          for (Insert i : inserts) {
-            out.add(new WalInsert(i.batchId(), xid, commitLsn, endLsn, i.row(), i.keys()));
-          }
-          synchronized (pending) {
-            pending.put(c.endLsn(), new int[] {out.size()});
-            inTransaction = false;
-          }
-          inserts.clear();
-          sink.next(out);
-        } else {
-          synchronized (pending) {
-            inTransaction = false;
-          }
-        }
-        begin = null;
+        return NOTHING;
       }
+      LogSequenceNumber commit = LogSequenceNumber.valueOf(commitLsn);
+      LogSequenceNumber end = LogSequenceNumber.valueOf(endLsn);
+      List<WalInsert> out = new ArrayList<>(inserts.size());
+      for (Inserted i : inserts) {
+        out.add(new WalInsert(i.batchId(), xid, commit, end, i.row(), i.keys()));
+      }
+      inserts.clear();
+      synchronized (pending) {
+        pending.put(endLsn, new int[] {out.size()});
+        inTransaction = false;
+      }
+      return out;
     }
   }
 
   /** A {@code text[]} in binary form: dimensions, then each element's length and bytes. */
-  private static List<String> textArray(ByteBuf buf) {
-    int dimensions = buf.readInt();
-    buf.skipBytes(8); // has-nulls flag, element type
+  private static List<String> textArray(ByteBuffer in) {
+    int dimensions = in.getInt();
+    in.position(in.position() + 8); // has-nulls flag, element type
     if (dimensions == 0) {
       return List.of();
     }
-    int size = buf.readInt();
-    buf.skipBytes(4); // lower bound
+    int size = in.getInt();
+    in.getInt(); // lower bound
     for (int d = 1; d < dimensions; d++) {
-      size *= buf.readInt();
-      buf.skipBytes(4);
+      size *= in.getInt();
+      in.getInt();
     }
     List<String> values = new ArrayList<>(size);
     for (int i = 0; i < size; i++) {
-      int len = buf.readInt();
-      values.add(len < 0 ? "" : buf.readCharSequence(len, StandardCharsets.UTF_8).toString());
+      int len = in.getInt();
+      values.add(len < 0 ? "" : utf8(in, len));
     }
     return List.copyOf(values);
   }
 
-  private static String cstring(ByteBuf buf) {
-    int end = buf.indexOf(buf.readerIndex(), buf.writerIndex(), (byte) 0);
-    String s = buf.readCharSequence(end - buf.readerIndex(), StandardCharsets.UTF_8).toString();
-    buf.skipBytes(1);
-    return s;
+  private static String utf8(ByteBuffer in, int len) {
+    byte[] bytes = new byte[len];
+    in.get(bytes);
+    return new String(bytes, StandardCharsets.UTF_8);
+  }
+
+  private static String cstring(ByteBuffer in) {
+    int start = in.position();
+    int end = start;
+    while (in.get(end) != 0) {
+      end++;
+    }
+    String value = utf8(in, end - start);
+    in.get(); // the terminating zero
+    return value;
   }
 }

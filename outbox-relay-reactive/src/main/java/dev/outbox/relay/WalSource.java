@@ -22,6 +22,7 @@ import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.jspecify.annotations.Nullable;
@@ -174,8 +175,8 @@ final class WalSource implements BatchSource {
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
           .concatMap(group -> parts(run, run.admit(group)), 1)
           .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)
-          // An answer dropped on a cancel or an earlier lookup's failure: its leases go back.
-          .doOnDiscard(Answered.class, answered -> run.giveBack(answered.leases()))
+          // An answer dropped on a cancel or an earlier lookup's failure (flatMapSequential drops
+          // queued ones silently): its claim's cancel hook gives the leases back.
           .doOnNext(run::apply)
           .then(Mono.fromRunnable(run::complete));
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
@@ -265,32 +266,49 @@ final class WalSource implements BatchSource {
    * arrival order ({@link Run#claimed}), whatever order they come back in.
    */
   private Mono<Answered> ask(Run run, Part part) {
+    Handoff handoff = new Handoff();
     Mono<Set<String>> present = part.toCheck().isEmpty() ? Mono.just(Set.of())
         : whenVisible(run.transactionsOf(part.toCheck()), NOT_VISIBLE_WAIT,
             xids -> store.presentCommittedByIds(part.toCheck(), xids));
     Mono<List<IdClaim>> claims = part.toClaim().isEmpty() ? Mono.just(List.of())
         : whenVisible(run.transactionsOf(part.toClaim()), NOT_VISIBLE_WAIT,
             xids -> givenBackIfCancelled(store.claimCommittedByIds(part.toClaim(), xids,
-                    options.leaseDuration(), options.instanceId()))
+                    options.leaseDuration(), options.instanceId()), handoff)
                 .map(answer -> answer.committedVisible() ? Optional.of(answer.answers())
                     : Optional.<List<IdClaim>>empty()));
-    return present.zipWhen(found -> claims, (found, claimed) -> new Answered(part, found, claimed))
-        .defaultIfEmpty(new Answered(part, null, null)); // the relay stopped meanwhile
+    return present.zipWhen(found -> claims,
+            (found, claimed) -> new Answered(part, found, claimed, handoff))
+        .defaultIfEmpty(new Answered(part, null, null, handoff)); // the relay stopped meanwhile
+  }
+
+  /**
+   * Who owns a claim's leases once it has answered: whoever takes it first, the relay applying
+   * the answer or the claim's cancel hook giving the leases back; never both (a cancel can
+   * reach the hook after the answer went on: review finding).
+   */
+  private static final class Handoff {
+    private final AtomicBoolean taken = new AtomicBoolean();
+
+    boolean take() {
+      return taken.compareAndSet(false, true);
+    }
   }
 
   /**
    * {@code claim}, not cancelled with its subscriber once sent: the statement runs on anyway
    * (the driver does not cancel it), and the leases it writes would be left to expire, holding
    * those rows back from a successor for a lease duration. Cancelled meanwhile (a stop, a
-   * pipeline restart), its answer's leases are given back once it arrives.
+   * pipeline restart), its answer's leases are given back once it arrives, unless the relay
+   * took the answer first ({@code handoff}). An answer that took no lease (a transaction not
+   * visible yet, asked again) leaves the handoff alone.
    */
-  private Mono<IdClaims> givenBackIfCancelled(Mono<IdClaims> claim) {
+  private Mono<IdClaims> givenBackIfCancelled(Mono<IdClaims> claim, Handoff handoff) {
     return Mono.defer(() -> {
       CompletableFuture<IdClaims> sent = claim.toFuture();
       return Mono.fromFuture(sent, true).doOnCancel(() -> sent.thenAccept(answer -> {
         List<ClaimedBatch> leased = answer.answers().stream().map(IdClaim::claim)
             .filter(Objects::nonNull).toList();
-        if (!leased.isEmpty()) {
+        if (!leased.isEmpty() && handoff.take()) {
           log.debug("Outbox relay {} gives back {} leases of a claim it stopped waiting for",
               options.instanceId(), leased.size());
           store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
@@ -308,7 +326,7 @@ final class WalSource implements BatchSource {
    * relay stopped while a transaction it names was not visible yet).
    */
   private record Answered(Part part, @Nullable Set<String> present,
-      @Nullable List<IdClaim> claims) {
+      @Nullable List<IdClaim> claims, Handoff handoff) {
     boolean dropped() {
       return claims == null;
     }
@@ -570,6 +588,9 @@ final class WalSource implements BatchSource {
      * dropped one, which the next start replays (review finding).
      */
     void apply(Answered answered) {
+      if (!answered.dropped() && !answered.leases().isEmpty() && !answered.handoff().take()) {
+        return; // cancelled meanwhile: its leases are given back, nothing more is applied
+      }
       synchronized (this) {
         if (answered.dropped()) {
           partDropped = true;
@@ -736,9 +757,14 @@ final class WalSource implements BatchSource {
           .flatMap(tick -> {
             long generation = ledger.generation();
             List<String> id = List.of(entry.batchId);
+            Handoff handoff = new Handoff();
             return givenBackIfCancelled(store.claimCommittedByIds(id, transactionsOf(id),
-                    options.leaseDuration(), options.instanceId()))
+                    options.leaseDuration(), options.instanceId()), handoff)
                 .doOnNext(answer -> {
+                  boolean leased = answer.answers().stream().anyMatch(a -> a.claim() != null);
+                  if (leased && !handoff.take()) {
+                    return; // cancelled meanwhile: its lease is given back
+                  }
                   if (answer.committedVisible()) {
                     reclaimed(entry, answer.answers(), generation);
                   } else {
