@@ -14,6 +14,7 @@ import kafka.server.BrokerServer;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -206,7 +207,8 @@ public final class TestKafka {
           d = null; // created, but not yet in the metadata this admin sees
         }
         if (d != null && d.partitions().size() == partitions
-            && d.partitions().stream().allMatch(p -> p.leader() != null && !p.leader().isEmpty())) {
+            && d.partitions().stream().allMatch(p -> p.leader() != null && !p.leader().isEmpty())
+            && leadersServe(admin, name, partitions)) {
           return;
         }
         if (System.nanoTime() > deadline) {
@@ -216,6 +218,28 @@ public final class TestKafka {
       }
     } catch (Exception e) {
       throw new IllegalStateException("Could not create topic " + name, e);
+    }
+  }
+
+  /**
+   * Whether the leader of every partition answers a request only a leader serves (ListOffsets):
+   * the metadata can name a leader a moment before the broker acts as one. An idempotent
+   * producer whose first batch met NOT_LEADER_OR_FOLLOWER then, while later batches went
+   * through, stayed stuck on OutOfOrderSequenceException (CI, RelayKafkaTest on a new topic).
+   */
+  private static boolean leadersServe(Admin admin, String topic, int partitions) {
+    Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+    for (int p = 0; p < partitions; p++) {
+      latest.put(new TopicPartition(topic, p), OffsetSpec.latest());
+    }
+    try {
+      admin.listOffsets(latest).all().get(10, TimeUnit.SECONDS);
+      return true;
+    } catch (ExecutionException | java.util.concurrent.TimeoutException e) {
+      return false; // not the leader yet (or not known yet): asked again
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException(e);
     }
   }
 
