@@ -64,7 +64,7 @@ final class DebeziumPeer {
 
   /** Drain figures: the clock starts when the engine is started over the written backlog. */
   record Result(int messages, double seconds, double msgsPerSecond, double secondsToFirstAck,
-      double meanBatch) {}
+      double meanBatch, String cpu) {}
 
   /** Commit → acknowledgement latencies of one steady run. */
   record LatencyResult(double p50Millis, double p99Millis, double maxMillis, int messages,
@@ -101,6 +101,8 @@ final class DebeziumPeer {
       ThreadLocalRandom.current().nextBytes(payload);
       fill(postgres, name, topic, messages, batch, payload);
 
+      CpuProbe cpu = CpuProbe.of(postgres);
+      CpuProbe.Snapshot cpuBefore = cpu.now();
       long t0 = System.nanoTime();
       peer.start();
       long deadline = t0 + TimeUnit.MINUTES.toNanos(10);
@@ -112,8 +114,10 @@ final class DebeziumPeer {
         Thread.sleep(20);
       }
       double seconds = (System.nanoTime() - t0) / 1e9;
+      String cpuPerMessage = cpu.now().perMessage(cpuBefore, messages);
+      System.out.println("debezium drain " + cpuPerMessage);
       return new Result(messages, seconds, messages / seconds, (firstAck.get() - t0) / 1e9,
-          (double) peer.batchRecords.get() / Math.max(1, peer.batches.get()));
+          (double) peer.batchRecords.get() / Math.max(1, peer.batches.get()), cpuPerMessage);
     } finally {
       dropAll(postgres, name);
       Files.deleteIfExists(offsets);

@@ -77,8 +77,8 @@ final class DebeziumPeerBenchmark {
                 + " (idempotence, acks=all, linger.ms=5), offsets committed after each batch's acks;"
                 + " default poll.interval.ms=500; clock from engine start over the written backlog to the"
                 + " last ack, so it includes the connector's start (first ack after %.2f s), poll interval"
-                + " and queue batching (%.0f records a batch)",
-            version, dbz.secondsToFirstAck(), dbz.meanBatch()));
+                + " and queue batching (%.0f records a batch); %s",
+            version, dbz.secondsToFirstAck(), dbz.meanBatch(), dbz.cpu()));
   }
 
   private static void latency(TestPostgres postgres, TestKafka kafka, String version) throws Exception {

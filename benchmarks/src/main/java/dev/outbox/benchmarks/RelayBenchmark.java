@@ -59,6 +59,9 @@ final class RelayBenchmark {
   /** Messages of the warm-up drain (and of the minimal loop's warm-up). */
   static final int WARMUP = Integer.getInteger("bench.warmup", Math.min(1_000_000, MESSAGES));
 
+  /** CPU a message of the last measured drain (CpuProbe). */
+  private static String lastDrainCpu = "";
+
   private RelayBenchmark() {}
 
   public static void main(String[] args) {
@@ -172,8 +175,8 @@ final class RelayBenchmark {
             baselineSeconds, baselineBefore, baselineAfter),
         Results.ratio(relayRate, baselineRate),
         String.format(java.util.Locale.ROOT, MODE + "; maxInFlight %d, claimSize %d; %,d records in the topic; heap high-water %d MB"
-                + " (%d MB before) of this JVM, which also hosts the broker",
-            MAX_IN_FLIGHT, CLAIM_SIZE, records, heapPeak >> 20, heapBefore >> 20));
+                + " (%d MB before) of this JVM, which also hosts the broker; %s",
+            MAX_IN_FLIGHT, CLAIM_SIZE, records, heapPeak >> 20, heapBefore >> 20, lastDrainCpu));
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     pool.dispose();
@@ -238,6 +241,8 @@ final class RelayBenchmark {
   private static double drain(ConnectionPool pool, OutboxTable table, Map<String, Object> producer,
       boolean measured) {
     ProducerStats producerBefore = ProducerStats.now();
+    CpuProbe cpu = CpuProbe.of(TestPostgres.get());
+    CpuProbe.Snapshot cpuBefore = cpu.now();
     if (measured) {
       System.out.println("measured drain starts at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       Profiling.start();
@@ -264,6 +269,8 @@ final class RelayBenchmark {
     double seconds = (System.nanoTime() - t0) / 1e9;
     if (measured) {
       Profiling.stop("relay-" + MODE);
+      lastDrainCpu = cpu.now().perMessage(cpuBefore, MESSAGES);
+      System.out.println("relay drain " + lastDrainCpu);
       System.out.println("measured drain ends at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
     }

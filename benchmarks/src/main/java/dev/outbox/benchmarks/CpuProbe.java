@@ -1,0 +1,98 @@
+package dev.outbox.benchmarks;
+
+import dev.outbox.testing.TestPostgres;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import java.util.stream.Stream;
+
+/**
+ * CPU time spent by this JVM (which also hosts the broker) and by the embedded PostgreSQL
+ * between two snapshots, from {@code /proc}: on a CPU-bound box the CPU a message costs says
+ * more than wall time, which moves with whatever else the box runs. PostgreSQL's is its
+ * postmaster's own time, its reaped children's and that of every child alive at the snapshot.
+ * Linux only; elsewhere, or with an external PostgreSQL, the figures are absent.
+ */
+final class CpuProbe {
+  /** Clock ticks per second of {@code /proc/<pid>/stat} (USER_HZ; 100 on Linux). */
+  private static final double TICKS_PER_SECOND = 100.0;
+
+  private final long postmaster;
+
+  private CpuProbe(long postmaster) {
+    this.postmaster = postmaster;
+  }
+
+  /**
+   * A probe of this JVM and the test PostgreSQL (its postmaster: the parent of the checkpointer,
+   * which lives as long as the server; a query's own backend exits with its connection).
+   */
+  static CpuProbe of(TestPostgres postgres) {
+    long postmaster = -1;
+    if (postgres.isEmbedded()) {
+      long checkpointer = postgres.queryLong(
+          "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'");
+      long[] stat = stat(checkpointer);
+      postmaster = stat == null ? -1 : stat[0];
+    }
+    return new CpuProbe(postmaster);
+  }
+
+  /** CPU seconds so far: this JVM's, PostgreSQL's (NaN when not measurable). */
+  Snapshot now() {
+    long[] self = stat(ProcessHandle.current().pid());
+    double jvm = self == null ? Double.NaN : (self[1] + self[2]) / TICKS_PER_SECOND;
+    return new Snapshot(jvm, postgresSeconds());
+  }
+
+  private double postgresSeconds() {
+    if (postmaster < 0) {
+      return Double.NaN;
+    }
+    long[] own = stat(postmaster);
+    if (own == null) {
+      return Double.NaN;
+    }
+    long ticks = own[1] + own[2] + own[3] + own[4];
+    try (Stream<Path> procs = Files.list(Path.of("/proc"))) {
+      List<Long> pids = procs.map(p -> p.getFileName().toString())
+          .filter(name -> name.chars().allMatch(Character::isDigit))
+          .map(Long::parseLong).toList();
+      for (long pid : pids) {
+        long[] child = stat(pid);
+        if (child != null && child[0] == postmaster) {
+          ticks += child[1] + child[2];
+        }
+      }
+    } catch (IOException e) {
+      return Double.NaN;
+    }
+    return ticks / TICKS_PER_SECOND;
+  }
+
+  /** ppid, utime, stime, cutime, cstime of {@code pid}; null when it is gone or unreadable. */
+  private static long[] stat(long pid) {
+    try {
+      String line = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
+      // Fields after the command name, which is in parentheses and may hold spaces.
+      String[] f = line.substring(line.lastIndexOf(')') + 2).split(" ");
+      return new long[] {Long.parseLong(f[1]), Long.parseLong(f[11]), Long.parseLong(f[12]),
+          Long.parseLong(f[13]), Long.parseLong(f[14])};
+    } catch (IOException | RuntimeException e) {
+      return null;
+    }
+  }
+
+  /** CPU seconds of this JVM and of PostgreSQL at one moment. */
+  record Snapshot(double jvm, double postgres) {
+    /** "JVM a µs + PostgreSQL b µs = c µs of CPU a message" since {@code before}. */
+    String perMessage(Snapshot before, long messages) {
+      double jvmMicros = (jvm - before.jvm) * 1e6 / messages;
+      double pgMicros = (postgres - before.postgres) * 1e6 / messages;
+      return String.format(Locale.ROOT, "CPU a message: JVM %.1f µs + PostgreSQL %.1f µs = %.1f µs",
+          jvmMicros, pgMicros, jvmMicros + pgMicros);
+    }
+  }
+}
