@@ -31,9 +31,15 @@ import reactor.util.retry.Retry;
 final class RelayPipeline {
   private static final Logger log = LoggerFactory.getLogger(RelayPipeline.class);
 
-  /** Most batches settled by one statement, and how long to wait to fill a group. */
-  private static final int SETTLE_GROUP = 100;
-  private static final Duration SETTLE_WINDOW = Duration.ofMillis(5);
+  /**
+   * Most batches settled by one statement, and how long to wait to fill a group. A group costs
+   * a statement whatever its size: draining 200,000 one-message rows in WAL mode, groups of up to
+   * 500 over 20 ms cost 55 µs of CPU a row (JVM and PostgreSQL, two runs) against 60-65 µs with
+   * groups of 100 over 5 ms. The wait delays only the DELETE: a batch's budget and its keys are
+   * freed once Kafka has acknowledged it.
+   */
+  private static final int SETTLE_GROUP = 500;
+  private static final Duration SETTLE_WINDOW = Duration.ofMillis(20);
   /** Claimed batches queued ahead of decoding (already bounded by the ledger's budgets). */
   private static final int DECODE_QUEUE = 32;
 
