@@ -2,6 +2,7 @@ package dev.outbox.relay;
 
 import dev.outbox.r2dbc.InvalidConfigurationException;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.Entropy;
 import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.r2dbc.internal.RelayStore.IdClaim;
 import dev.outbox.r2dbc.internal.RelayStore.IdClaims;
@@ -21,6 +22,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
@@ -104,13 +106,15 @@ final class WalSource implements BatchSource {
     /**
      * An insert from the slot. Committed before the sweep's end, it may be a row the sweep took
      * too: claimed, so that one already published (and deleted) is found gone, not published
-     * again. Committed before streaming started, a predecessor may have published it: taken
-     * from the log once found still in the table (one read, no write). Later: as it is.
+     * again. Committed before {@code checkBelow} (where streaming started, unless the slot is
+     * past all a predecessor sent: {@link WalSweeps#started}), a predecessor may have published
+     * it: taken from the log once found still in the table (one read, no write). Later: as it
+     * is.
      */
-    static Arrival logged(WalInsert insert, long sweptBelow, long startedAt) {
+    static Arrival logged(WalInsert insert, long sweptBelow, long checkBelow) {
       long commit = insert.commitLsn().asLong();
       boolean fromLog = insert.row() != null && commit >= sweptBelow;
-      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < startedAt, false,
+      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < checkBelow, false,
           false);
     }
   }
@@ -154,21 +158,34 @@ final class WalSource implements BatchSource {
               started.rememberSweep();
             }
           });
-      Run run = new Run(follower, sweeps);
+      UUID start = Entropy.randomUuid();
+      Run run = new Run(follower, sweeps, start);
       runs.set(run);
       AtomicLong sweptBelow = new AtomicLong();
-      AtomicLong startedAt = new AtomicLong();
+      AtomicLong checkBelow = new AtomicLong();
+      AtomicBoolean pastPredecessor = new AtomicBoolean();
       Flux<Arrival> arrivals = WalFollower.ensurePublication(unpooled, options.walPublication(),
               options.table().qualifiedName(), WalFollower.LOGGED_COLUMNS, sweeps.forget())
           .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput", sweeps.forget()))
           .then(sweeps.swept())
+          .flatMap(swept -> !swept ? Mono.just(false) : sweeps.started(start)
+              .doOnNext(past -> {
+                pastPredecessor.set(past);
+                log.info("Outbox relay {} on slot {}: {}", options.instanceId(), options.walSlot(),
+                    past ? "the slot is past all its previous start sent; replayed rows are not"
+                        + " checked" : "replayed rows committed before this start are checked");
+              })
+              .thenReturn(true))
           .flatMapMany(swept -> (swept ? Flux.<Arrival>empty() : sweep(sweptBelow))
-              // Where streaming starts: the sweep's end when there was one (a round trip less).
-              .concatWith(Mono.defer(() -> sweptBelow.get() > 0 ? Mono.just(sweptBelow.get())
+              // Replayed rows committed before streaming started are checked first, unless
+              // the slot is past all a predecessor sent. Where streaming starts: the sweep's end
+              // when there was one (a round trip less).
+              .concatWith(Mono.defer(() -> pastPredecessor.get() ? Mono.just(0L)
+                      : sweptBelow.get() > 0 ? Mono.just(sweptBelow.get())
                       : WalFollower.currentInsertLsn(unpooled).map(LogSequenceNumber::asLong))
-                  .doOnNext(startedAt::set)
+                  .doOnNext(checkBelow::set)
                   .thenMany(Flux.defer(follower::follow))
-                  .map(insert -> Arrival.logged(insert, sweptBelow.get(), startedAt.get()))))
+                  .map(insert -> Arrival.logged(insert, sweptBelow.get(), checkBelow.get()))))
           .takeUntilOther(stopped.asMono());
       // Parts are asked about a few at a time (each is a round trip), and answered in order.
       Mono<Void> claiming = arrivals
@@ -180,7 +197,13 @@ final class WalSource implements BatchSource {
           .doOnNext(run::apply)
           .then(Mono.fromRunnable(run::complete));
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
-          .doFinally(signal -> run.cancel());
+          .doFinally(signal -> {
+            run.cancel(); // nothing more is sent: what it sent arrived before
+            sweeps.stopped(start, Math.max(run.arrivedUpTo(), sweptBelow.get()))
+                .subscribe(done -> {}, error -> log.debug("Outbox relay {} could not leave its"
+                    + " start mark on slot {}; the next start checks replayed rows: {}",
+                    options.instanceId(), options.walSlot(), error.toString()));
+          });
     });
   }
 
@@ -422,6 +445,8 @@ final class WalSource implements BatchSource {
   private final class Run {
     private final WalFollower follower;
     private final WalSweeps sweeps;
+    /** This start's name in {@link WalSweeps}. */
+    private final UUID start;
     /** Rows of the sweep not settled for good yet; whether all are listed; whether remembered. */
     private int sweepLeft;
     private boolean sweepListed;
@@ -437,10 +462,13 @@ final class WalSource implements BatchSource {
     private boolean completed;
     /** A part was dropped (stop): no later one is applied. */
     private boolean partDropped;
+    /** The end of the newest transaction an arrival came from: all this run may have sent. */
+    private long arrivedUpTo;
 
-    Run(WalFollower follower, WalSweeps sweeps) {
+    Run(WalFollower follower, WalSweeps sweeps, UUID start) {
       this.follower = follower;
       this.sweeps = sweeps;
+      this.start = start;
     }
 
     /** Takes a group of arrivals in; returns the ids to claim, in order. */
@@ -470,6 +498,7 @@ final class WalSource implements BatchSource {
         }
         if (insert != null) { // the sweep's row, or a duplicate, in flight already
           entry.inserts.add(insert.withoutRow()); // the row is held once, in logged
+          arrivedUpTo = Math.max(arrivedUpTo, insert.endLsn().asLong());
         }
       }
       return over ? List.of() : List.copyOf(fresh.keySet());
@@ -502,7 +531,7 @@ final class WalSource implements BatchSource {
         return;
       }
       sweepRemembered = true;
-      sweeps.remember().subscribe(done -> {}, error -> log.warn("Outbox relay {} could not"
+      sweeps.remember(start).subscribe(done -> {}, error -> log.warn("Outbox relay {} could not"
           + " record that slot {} is swept; its next start sweeps again: {}", options.instanceId(),
           options.walSlot(), error.toString()));
     }
@@ -829,6 +858,10 @@ final class WalSource implements BatchSource {
       if (!leased.isEmpty()) {
         store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
       }
+    }
+
+    synchronized long arrivedUpTo() {
+      return arrivedUpTo;
     }
 
     synchronized void complete() {
