@@ -35,11 +35,14 @@ final class RelayPipeline {
    * Most batches settled by one statement, and how long to wait to fill a group. A group costs
    * a statement whatever its size: draining 200,000 one-message rows in WAL mode, groups of up to
    * 500 over 20 ms cost 55 µs of CPU a row (JVM and PostgreSQL, two runs) against 60-65 µs with
-   * groups of 100 over 5 ms. The wait delays only the DELETE: a batch's budget and its keys are
-   * freed once Kafka has acknowledged it.
+   * groups of 100 over 5 ms. In WAL and PARTITIONED mode the wait delays only the DELETE: a
+   * key's next batch goes out once Kafka has acknowledged the previous one. In ORDERED mode it
+   * waits for that DELETE (and PARALLEL is left as it was): groups of 100 over 5 ms there.
    */
   private static final int SETTLE_GROUP = 500;
   private static final Duration SETTLE_WINDOW = Duration.ofMillis(20);
+  private static final int SETTLE_GROUP_CLAIMED = 100;
+  private static final Duration SETTLE_WINDOW_CLAIMED = Duration.ofMillis(5);
   /** Claimed batches queued ahead of decoding (already bounded by the ledger's budgets). */
   private static final int DECODE_QUEUE = 32;
 
@@ -65,7 +68,7 @@ final class RelayPipeline {
     return Mono.defer(() -> sink.send(records())
             .handle(this::answered)
             // Settle in groups: one DELETE for many published batches, not one per batch.
-            .bufferTimeout(SETTLE_GROUP, SETTLE_WINDOW, true)
+            .bufferTimeout(settleGroup(), settleWindow(), true)
             .flatMap(settler::settle, options.settleConcurrency())
             .then())
         .onErrorResume(error -> settler.abandonAll(options.statementTimeout()).then(Mono.error(error)))
@@ -75,6 +78,18 @@ final class RelayPipeline {
                 && !(error instanceof InvalidConfigurationException))
             .doBeforeRetry(signal -> log.warn("Outbox relay {} restarting its pipeline after: {}",
                 options.instanceId(), signal.failure().toString())));
+  }
+
+  private boolean keysFreedAtAck() {
+    return options.mode() == RelayMode.WAL || options.mode() == RelayMode.PARTITIONED;
+  }
+
+  private int settleGroup() {
+    return keysFreedAtAck() ? SETTLE_GROUP : SETTLE_GROUP_CLAIMED;
+  }
+
+  private Duration settleWindow() {
+    return keysFreedAtAck() ? SETTLE_WINDOW : SETTLE_WINDOW_CLAIMED;
   }
 
   private Flux<OutboundRecord<RecordRef>> records() {

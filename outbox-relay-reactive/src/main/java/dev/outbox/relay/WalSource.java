@@ -88,34 +88,38 @@ final class WalSource implements BatchSource {
    * remembered).
    */
   private record Arrival(String batchId, @Nullable WalInsert insert, boolean fromLog,
-      boolean checkFirst, boolean endOfSweep, boolean sweepComplete) {
+      boolean endOfSweep, boolean sweepComplete) {
     /** Ids as the claim answers them: a CHAR(27) id shorter than 27 comes padded otherwise. */
     Arrival {
       batchId = batchId.strip();
     }
 
     static Arrival swept(String batchId) {
-      return new Arrival(batchId, null, false, false, false, false);
+      return new Arrival(batchId, null, false, false, false);
     }
 
     /** {@code complete}: the sweep may be remembered (see {@link #sweep}). */
     static Arrival sweepEnd(boolean complete) {
-      return new Arrival("", null, false, false, true, complete);
+      return new Arrival("", null, false, true, complete);
     }
 
     /**
      * An insert from the slot. Committed before the sweep's end, it may be a row the sweep took
      * too: claimed, so that one already published (and deleted) is found gone, not published
-     * again. Committed before {@code checkBelow} (where streaming started, unless the slot is
-     * past all a predecessor sent: {@link WalSweeps#started}), a predecessor may have published
-     * it: taken from the log once found still in the table (one read, no write). Later: as it
-     * is.
+     * again. Later: taken from the log ({@link #checkFirst}).
      */
-    static Arrival logged(WalInsert insert, long sweptBelow, long checkBelow) {
-      long commit = insert.commitLsn().asLong();
-      boolean fromLog = insert.row() != null && commit >= sweptBelow;
-      return new Arrival(insert.batchId(), insert, fromLog, fromLog && commit < checkBelow, false,
-          false);
+    static Arrival logged(WalInsert insert, long sweptBelow) {
+      boolean fromLog = insert.row() != null && insert.commitLsn().asLong() >= sweptBelow;
+      return new Arrival(insert.batchId(), insert, fromLog, false, false);
+    }
+
+    /**
+     * Taken from the log and committed before {@code checkBelow} (where this start streamed,
+     * unless the slot is past all a predecessor sent: {@link WalStarts}): a predecessor may
+     * have published it, so it is taken once found still in the table (one read, no write).
+     */
+    boolean checkFirst(long checkBelow) {
+      return fromLog && insert != null && insert.commitLsn().asLong() < checkBelow;
     }
   }
 
@@ -150,6 +154,12 @@ final class WalSource implements BatchSource {
     }
     return Flux.defer(() -> {
       WalSweeps sweeps = new WalSweeps(unpooled, options.table(), options.walSlot());
+      WalStarts starts = new WalStarts(unpooled, options.table(), options.walSlot());
+      UUID start = Entropy.randomUuid();
+      AtomicBoolean pastPredecessor = new AtomicBoolean();
+      // Replayed rows committed below it are checked first; known once this start streams.
+      Sinks.One<Long> bound = Sinks.one();
+      AtomicLong checkBelow = new AtomicLong(Long.MAX_VALUE);
       AtomicReference<@Nullable Run> runs = new AtomicReference<>();
       WalFollower follower = new WalFollower(postgres, options.walSlot(), options.walPublication(),
           options.table().name(), STATUS_INTERVAL, () -> {
@@ -157,40 +167,44 @@ final class WalSource implements BatchSource {
             if (started != null) {
               started.rememberSweep();
             }
+            starts.checkBelow(start, pastPredecessor.get())
+                .onErrorResume(error -> {
+                  log.debug("Outbox relay {} checks every replayed row: {}", options.instanceId(),
+                      error.toString());
+                  return Mono.empty();
+                })
+                .defaultIfEmpty(Long.MAX_VALUE)
+                .subscribe(below -> {
+                  checkBelow.set(below);
+                  bound.tryEmitValue(below);
+                  log.info("Outbox relay {} on slot {}: {}", options.instanceId(),
+                      options.walSlot(), below == 0 ? "the slot is past all its previous start"
+                          + " sent; replayed rows are taken unchecked"
+                          : "replayed rows committed before this start are checked");
+                });
           });
-      UUID start = Entropy.randomUuid();
-      Run run = new Run(follower, sweeps, start);
+      Run run = new Run(follower, sweeps);
       runs.set(run);
       AtomicLong sweptBelow = new AtomicLong();
-      AtomicLong checkBelow = new AtomicLong();
-      AtomicBoolean pastPredecessor = new AtomicBoolean();
       Flux<Arrival> arrivals = WalFollower.ensurePublication(unpooled, options.walPublication(),
               options.table().qualifiedName(), WalFollower.LOGGED_COLUMNS, sweeps.forget())
-          .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput", sweeps.forget()))
+          .then(WalFollower.ensureSlot(unpooled, options.walSlot(), "pgoutput",
+              sweeps.forget().then(starts.forget())))
+          .then(starts.started(start))
+          .doOnNext(pastPredecessor::set)
           .then(sweeps.swept())
-          .flatMap(swept -> !swept ? Mono.just(false) : sweeps.started(start)
-              .doOnNext(past -> {
-                pastPredecessor.set(past);
-                log.info("Outbox relay {} on slot {}: {}", options.instanceId(), options.walSlot(),
-                    past ? "the slot is past all its previous start sent; replayed rows are not"
-                        + " checked" : "replayed rows committed before this start are checked");
-              })
-              .thenReturn(true))
           .flatMapMany(swept -> (swept ? Flux.<Arrival>empty() : sweep(sweptBelow))
-              // Replayed rows committed before streaming started are checked first, unless
-              // the slot is past all a predecessor sent. Where streaming starts: the sweep's end
-              // when there was one (a round trip less).
-              .concatWith(Mono.defer(() -> pastPredecessor.get() ? Mono.just(0L)
-                      : sweptBelow.get() > 0 ? Mono.just(sweptBelow.get())
-                      : WalFollower.currentInsertLsn(unpooled).map(LogSequenceNumber::asLong))
-                  .doOnNext(checkBelow::set)
-                  .thenMany(Flux.defer(follower::follow))
-                  .map(insert -> Arrival.logged(insert, sweptBelow.get(), checkBelow.get()))))
+              .concatWith(Flux.defer(follower::follow)
+                  .map(insert -> Arrival.logged(insert, sweptBelow.get()))))
           .takeUntilOther(stopped.asMono());
       // Parts are asked about a few at a time (each is a round trip), and answered in order.
       Mono<Void> claiming = arrivals
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
-          .concatMap(group -> parts(run, run.admit(group)), 1)
+          // Inserts from the slot wait for this start's check bound (one round trip).
+          .concatMap(group -> (group.stream().anyMatch(a -> a.insert() != null)
+              ? bound.asMono().map(below -> run.admit(group, below))
+              : Mono.fromCallable(() -> run.admit(group, Long.MAX_VALUE)))
+              .flatMapMany(ids -> parts(run, ids)), 1)
           .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)
           // An answer dropped on a cancel or an earlier lookup's failure (flatMapSequential drops
           // queued ones silently): its claim's cancel hook gives the leases back.
@@ -199,7 +213,13 @@ final class WalSource implements BatchSource {
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
           .doFinally(signal -> {
             run.cancel(); // nothing more is sent: what it sent arrived before
-            sweeps.stopped(start, Math.max(run.arrivedUpTo(), sweptBelow.get()))
+            long below = checkBelow.get();
+            if (below == Long.MAX_VALUE) {
+              return; // never streamed (or its bound is unknown): no mark, the next start checks
+            }
+            // What this start and its predecessors may have sent: what arrived, the sweep, and
+            // (when it checked) everything committed before it streamed.
+            starts.stopped(start, Math.max(Math.max(run.arrivedUpTo(), sweptBelow.get()), below))
                 .subscribe(done -> {}, error -> log.debug("Outbox relay {} could not leave its"
                     + " start mark on slot {}; the next start checks replayed rows: {}",
                     options.instanceId(), options.walSlot(), error.toString()));
@@ -445,8 +465,6 @@ final class WalSource implements BatchSource {
   private final class Run {
     private final WalFollower follower;
     private final WalSweeps sweeps;
-    /** This start's name in {@link WalSweeps}. */
-    private final UUID start;
     /** Rows of the sweep not settled for good yet; whether all are listed; whether remembered. */
     private int sweepLeft;
     private boolean sweepListed;
@@ -465,14 +483,16 @@ final class WalSource implements BatchSource {
     /** The end of the newest transaction an arrival came from: all this run may have sent. */
     private long arrivedUpTo;
 
-    Run(WalFollower follower, WalSweeps sweeps, UUID start) {
+    Run(WalFollower follower, WalSweeps sweeps) {
       this.follower = follower;
       this.sweeps = sweeps;
-      this.start = start;
     }
 
-    /** Takes a group of arrivals in; returns the ids to claim, in order. */
-    synchronized List<String> admit(List<Arrival> group) {
+    /**
+     * Takes a group of arrivals in; returns the ids to look up, in order. {@code checkBelow}:
+     * see {@link Arrival#checkFirst}.
+     */
+    synchronized List<String> admit(List<Arrival> group, long checkBelow) {
       LinkedHashMap<String, Entry> fresh = new LinkedHashMap<>();
       for (Arrival arrival : group) {
         if (arrival.endOfSweep()) {
@@ -493,7 +513,7 @@ final class WalSource implements BatchSource {
           } else if (arrival.fromLog()) {
             entry.logged = insert.row();
             entry.loggedKeys = insert.keys();
-            entry.checkFirst = arrival.checkFirst();
+            entry.checkFirst = arrival.checkFirst(checkBelow);
           }
         }
         if (insert != null) { // the sweep's row, or a duplicate, in flight already
@@ -531,7 +551,7 @@ final class WalSource implements BatchSource {
         return;
       }
       sweepRemembered = true;
-      sweeps.remember(start).subscribe(done -> {}, error -> log.warn("Outbox relay {} could not"
+      sweeps.remember().subscribe(done -> {}, error -> log.warn("Outbox relay {} could not"
           + " record that slot {} is swept; its next start sweeps again: {}", options.instanceId(),
           options.walSlot(), error.toString()));
     }

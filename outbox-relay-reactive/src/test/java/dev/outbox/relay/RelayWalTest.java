@@ -803,16 +803,18 @@ class RelayWalTest {
    */
   @Test
   void aStartAfterACleanStopTakesReplayedRowsWithoutTheBacklogCheck() {
-    String sweeps = outbox.table.qualifiedName() + "_wal_sweeps";
+    String starts = outbox.table.qualifiedName() + "_wal_starts";
+    String marked = "SELECT count(*) FROM " + starts + " WHERE sent_below IS NOT NULL";
     RelayHandle first = start();
-    Poll.until("the (empty) sweep is remembered", QUICKLY, () -> sweepMarks() == 1);
-    long beforeFirst = currentLsn();
     commit(message("m0"));
     Poll.until("m0 is published", QUICKLY, () -> outbox.rows() == 0);
+    long afterM0 = currentLsn();
+    Poll.until("the idle slot confirms past m0", QUICKLY, () -> confirmedMinus(afterM0) >= 0);
     first.stop(Duration.ofSeconds(5)).block(QUICKLY);
-    Poll.until("the first start left its mark", QUICKLY, () -> outbox.postgres.queryLong(
-        "SELECT count(*) FROM " + sweeps + " WHERE sent_below IS NOT NULL") == 1);
-    Poll.until("the slot is past m0", QUICKLY, () -> confirmedMinus(beforeFirst) > 0);
+    Poll.until("the first start left its mark", QUICKLY, () -> outbox.postgres.queryLong(marked) == 1);
+    assertThat(outbox.postgres.queryLong("SELECT count(*) FROM " + starts + " WHERE sent_below"
+        + " <= (SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM pg_replication_slots"
+        + " WHERE slot_name = '" + slot + "')")).as("the slot is past the mark").isEqualTo(1);
     Poll.until("the slot is released", QUICKLY, () -> outbox.postgres.queryLong(
         "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot + "'") == 0);
 
@@ -826,9 +828,8 @@ class RelayWalTest {
         "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot + "'") == 0);
 
     // As after a crash: the second start's mark is not there.
-    Poll.until("the second start left its mark", QUICKLY, () -> outbox.postgres.queryLong(
-        "SELECT count(*) FROM " + sweeps + " WHERE sent_below IS NOT NULL") == 1);
-    outbox.postgres.execute("UPDATE " + sweeps + " SET sent_below = NULL");
+    Poll.until("the second start left its mark", QUICKLY, () -> outbox.postgres.queryLong(marked) == 1);
+    outbox.postgres.execute("UPDATE " + starts + " SET sent_below = NULL");
     commit(message("m2"));
     commit(message("gone2"));
     deleteByHand("gone2");
