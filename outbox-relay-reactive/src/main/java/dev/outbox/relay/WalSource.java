@@ -45,7 +45,8 @@ import reactor.core.scheduler.Schedulers;
  * carries it (the publication carries the row's columns), with no claim and no read; its
  * settlement is fenced by "no lease on the row" ({@link RelayStore#UNLEASED}). A replayed insert
  * committed before streaming started is taken from the log once a read-only lookup finds it still
- * in the table (a predecessor may have published it). Rows of the start-up sweep, rows whose log
+ * in the table (a predecessor may have published it), unless the slot has confirmed all the
+ * previous start sent ({@link WalStarts}). Rows of the start-up sweep, rows whose log
  * entry carries only the id, and every retry are claimed by id ({@link
  * RelayStore#claimCommittedByIds}), many per statement. Lookups run for up to {@link
  * #LOOKUPS_AHEAD} groups at once and are applied in arrival order: a round trip overlaps the
@@ -83,8 +84,8 @@ final class WalSource implements BatchSource {
 
   /**
    * A batch id to publish: from the slot ({@code insert} set; {@code fromLog}: published as the
-   * log carries its row, without a claim, and {@code checkFirst}: once found still in the
-   * table) or from the start-up sweep; or the sweep's end ({@code sweepComplete}: it may be
+   * log carries its row, without a claim, once found still in the table if {@link #checkFirst})
+   * or from the start-up sweep; or the sweep's end ({@code sweepComplete}: it may be
    * remembered).
    */
   private record Arrival(String batchId, @Nullable WalInsert insert, boolean fromLog,
@@ -175,6 +176,11 @@ final class WalSource implements BatchSource {
                 })
                 .defaultIfEmpty(Long.MAX_VALUE)
                 .subscribe(below -> {
+                  if (below < 0) { // renamed by another start: start again, named anew
+                    bound.tryEmitError(new IllegalStateException("another relay started on slot "
+                        + options.walSlot() + " meanwhile; starting again"));
+                    return;
+                  }
                   checkBelow.set(below);
                   bound.tryEmitValue(below);
                   log.info("Outbox relay {} on slot {}: {}", options.instanceId(),
@@ -202,7 +208,8 @@ final class WalSource implements BatchSource {
           .bufferTimeout(CLAIM_GROUP, CLAIM_WINDOW, true)
           // Inserts from the slot wait for this start's check bound (one round trip).
           .concatMap(group -> (group.stream().anyMatch(a -> a.insert() != null)
-              ? bound.asMono().map(below -> run.admit(group, below))
+              ? bound.asMono().takeUntilOther(stopped.asMono())
+                  .map(below -> run.admit(group, below))
               : Mono.fromCallable(() -> run.admit(group, Long.MAX_VALUE)))
               .flatMapMany(ids -> parts(run, ids)), 1)
           .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)

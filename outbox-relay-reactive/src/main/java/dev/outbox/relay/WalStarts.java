@@ -63,15 +63,16 @@ final class WalStarts {
   /**
    * Once this start streams (no other relay streams the slot any more, so everything another
    * relay sent committed before the server's current position): the WAL position below which
-   * replayed rows are checked. 0 when {@code past} and the row still names this start;
-   * otherwise the current position.
+   * replayed rows are checked. 0 when {@code past}, otherwise the current position; -1 when the
+   * row no longer names this start (another start named itself meanwhile: this one must not
+   * send, since that start's mark would not cover it).
    */
   Mono<Long> checkBelow(UUID token, boolean past) {
     return Sql.query(connections, "SELECT EXISTS (SELECT 1 FROM " + table
                 + " WHERE slot_name = $1 AND start_token = $2) AS named,"
                 + " pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint AS now",
             s -> s.bind(0, slot).bind(1, token),
-            row -> past && Boolean.TRUE.equals(row.get("named", Boolean.class)) ? 0L
+            row -> !Boolean.TRUE.equals(row.get("named", Boolean.class)) ? -1L : past ? 0L
                 : java.util.Objects.requireNonNull(row.get("now", Long.class), "now"))
         .next();
   }

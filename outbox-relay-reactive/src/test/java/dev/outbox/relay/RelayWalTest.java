@@ -806,6 +806,7 @@ class RelayWalTest {
     String starts = outbox.table.qualifiedName() + "_wal_starts";
     String marked = "SELECT count(*) FROM " + starts + " WHERE sent_below IS NOT NULL";
     RelayHandle first = start();
+    Poll.until("the (empty) sweep is remembered", QUICKLY, () -> sweepMarks() == 1);
     commit(message("m0"));
     Poll.until("m0 is published", QUICKLY, () -> outbox.rows() == 0);
     long afterM0 = currentLsn();
