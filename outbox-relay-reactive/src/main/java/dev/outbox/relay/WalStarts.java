@@ -3,8 +3,6 @@ package dev.outbox.relay;
 import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.internal.Sql;
 import io.r2dbc.spi.ConnectionFactory;
-import io.r2dbc.spi.R2dbcException;
-import java.util.Set;
 import java.util.UUID;
 import reactor.core.publisher.Mono;
 
@@ -24,9 +22,6 @@ import reactor.core.publisher.Mono;
  * stream a slot between two starts of this version. Thread-safe.
  */
 final class WalStarts {
-  /** 42P07 duplicate table, 23505 unique violation: created concurrently by another relay. */
-  private static final Set<String> CREATED_CONCURRENTLY = Set.of("42P07", "23505");
-
   private final ConnectionFactory connections;
   private final String table;
   private final String slot;
@@ -98,11 +93,8 @@ final class WalStarts {
     if (created) {
       return Mono.empty();
     }
-    return Sql.rowsUpdated(connections, "CREATE TABLE IF NOT EXISTS " + table
-            + " (slot_name TEXT PRIMARY KEY, start_token UUID NOT NULL, sent_below BIGINT)", s -> s)
-        .then()
-        .onErrorResume(e -> e instanceof R2dbcException r
-            && CREATED_CONCURRENTLY.contains(r.getSqlState()), e -> Mono.empty())
+    return WalSweeps.createIfMissing(connections, "CREATE TABLE IF NOT EXISTS " + table
+            + " (slot_name TEXT PRIMARY KEY, start_token UUID NOT NULL, sent_below BIGINT)")
         .doOnSuccess(done -> created = true);
   }
 }

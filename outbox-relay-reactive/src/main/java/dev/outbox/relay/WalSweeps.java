@@ -58,11 +58,16 @@ final class WalSweeps {
     if (created) {
       return Mono.empty();
     }
-    return Sql.rowsUpdated(connections, "CREATE TABLE IF NOT EXISTS " + table
-            + " (slot_name TEXT PRIMARY KEY, swept_at TIMESTAMPTZ NOT NULL DEFAULT now())", s -> s)
+    return createIfMissing(connections, "CREATE TABLE IF NOT EXISTS " + table
+            + " (slot_name TEXT PRIMARY KEY, swept_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .doOnSuccess(done -> created = true);
+  }
+
+  /** Runs {@code createTable} (IF NOT EXISTS); another relay creating it at once is no error. */
+  static Mono<Void> createIfMissing(ConnectionFactory connections, String createTable) {
+    return Sql.rowsUpdated(connections, createTable, s -> s)
         .then()
         .onErrorResume(e -> e instanceof R2dbcException r
-            && CREATED_CONCURRENTLY.contains(r.getSqlState()), e -> Mono.empty())
-        .doOnSuccess(done -> created = true);
+            && CREATED_CONCURRENTLY.contains(r.getSqlState()), e -> Mono.empty());
   }
 }
