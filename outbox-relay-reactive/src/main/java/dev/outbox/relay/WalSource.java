@@ -12,6 +12,9 @@ import dev.outbox.relay.WalFollower.WalInsert;
 import io.r2dbc.postgresql.PostgresqlConnectionFactory;
 import io.r2dbc.postgresql.replication.LogSequenceNumber;
 import io.r2dbc.spi.ConnectionFactory;
+import io.r2dbc.spi.R2dbcException;
+import io.r2dbc.spi.R2dbcNonTransientResourceException;
+import io.r2dbc.spi.R2dbcTransientResourceException;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -433,6 +436,28 @@ final class WalSource implements BatchSource {
     });
   }
 
+  /**
+   * Whether {@code error} says the server cannot be used now: it is shutting down or was shut
+   * down (SQLSTATE class 57, operator intervention), or the connection failed (class 08, or the
+   * driver's resource failures: refused, closed).
+   */
+  static boolean serverUnavailable(Throwable error) {
+    for (Throwable e = error; e != null; e = e.getCause()) {
+      if (e instanceof R2dbcNonTransientResourceException
+          || e instanceof R2dbcTransientResourceException) {
+        return true;
+      }
+      if (e instanceof R2dbcException r2dbc && r2dbc.getSqlState() != null
+          && (r2dbc.getSqlState().startsWith("57") || r2dbc.getSqlState().startsWith("08"))) {
+        return true;
+      }
+      if (e.getCause() == e) {
+        break;
+      }
+    }
+    return false;
+  }
+
   /** One batch id from arrival until it is settled for good (published or dead-lettered). */
   private static final class Entry {
     final String batchId;
@@ -837,9 +862,21 @@ final class WalSource implements BatchSource {
             }
           })
           .subscribe(answers -> {}, error -> {
-            log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
-                options.instanceId(), entry.batchId, LEASED_WAIT, error.toString());
             synchronized (this) {
+              if (serverUnavailable(error)) {
+                // Ends this run: its replication connection closes with it. A walsender of a
+                // server shutting down waits for its client to confirm all it sent, which this
+                // run cannot while its rows are unsettled, and so would hold up a fast shutdown
+                // for good (the fault suite's restart). Unconfirmed rows come again on restart.
+                if (!over && !stopping && out.tryEmitError(error).isSuccess()) {
+                  log.warn("Outbox relay {} could not claim batch {} again, the server is not"
+                      + " available; ending its replication stream: {}", options.instanceId(),
+                      entry.batchId, error.toString());
+                }
+                return;
+              }
+              log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
+                  options.instanceId(), entry.batchId, LEASED_WAIT, error.toString());
               again(entry, LEASED_WAIT);
             }
           });

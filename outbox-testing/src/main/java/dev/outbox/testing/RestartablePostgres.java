@@ -94,7 +94,8 @@ public final class RestartablePostgres implements AutoCloseable {
    * A fast shutdown ({@code pg_ctl stop -m fast -t 5}, which the embedded server logs and
    * swallows when it times out) waits for each walsender until its client has confirmed what it
    * was sent; a WAL-mode relay with rows in flight cannot confirm past them (their DELETEs fail
-   * while the server shuts down), so the postmaster can stay up. Then: an immediate shutdown
+   * while the server shuts down) and ends its stream only once it finds the server unavailable,
+   * or not at all while Kafka does not answer, so the postmaster can stay up. Then: an immediate shutdown
    * (SIGQUIT), as an operator would, and crash recovery at the next start. Returns whether it
    * was needed.
    */
