@@ -84,6 +84,12 @@ final class WalSource implements BatchSource {
   /** First wait, doubling up to the most, for a committed transaction to become visible. */
   private static final Duration NOT_VISIBLE_WAIT = Duration.ofMillis(1);
   private static final Duration MAX_NOT_VISIBLE_WAIT = Duration.ofMillis(200);
+  /**
+   * A batch waiting at least this long to be claimed again (a retry's backoff, another holder's
+   * lease) parks the batches behind it on its keys: they give their room in the budgets back
+   * and are claimed again once first in line, so one key's long retry does not stop the others.
+   */
+  private static final Duration PARKS_BEHIND = Duration.ofSeconds(1);
 
   /**
    * A batch id to publish: from the slot ({@code insert} set; {@code fromLog}: published as the
@@ -482,6 +488,13 @@ final class WalSource implements BatchSource {
      * line (a duplicate after them; first deliveries stay in commit order).
      */
     boolean outOfLine;
+    /** Waits at least {@link #PARKS_BEHIND} to be claimed again: the batches behind it park. */
+    boolean longWait;
+    /**
+     * Behind a {@link #longWait} on one of its keys: not claimed, not in the budgets (its row
+     * stays in the table); claimed again once first in line ({@link Run#send}).
+     */
+    boolean parked;
 
     Entry(String batchId) {
       this.batchId = batchId;
@@ -620,27 +633,20 @@ final class WalSource implements BatchSource {
           }
         }
       }
-      List<ClaimedBatch> taken = new ArrayList<>();
-      for (String id : ids) {
-        IdClaim answer = byId.get(id);
-        if (answer != null && answer.claim() != null) {
-          taken.add(answer.claim());
-        }
-      }
       synchronized (this) {
-        List<BatchInFlight> registered = over ? null
-            : ledger.register(taken, generation, true);
-        if (registered == null) { // abandoned meanwhile: give the leases back
-          giveBack(taken);
+        if (over) { // abandoned meanwhile: give the leases back
+          giveBack(ids.stream().map(byId::get).filter(Objects::nonNull).map(IdClaim::claim)
+              .filter(Objects::nonNull).toList());
           return;
         }
-        Map<String, BatchInFlight> batches = new HashMap<>();
-        registered.forEach(b -> batches.put(b.claim().batchId().strip(), b));
-        List<Entry> ready = new ArrayList<>();
+        List<Entry> taken = new ArrayList<>();
+        List<ClaimedBatch> claims = new ArrayList<>();
         for (String id : ids) {
           Entry entry = entries.get(id);
           IdClaim answer = byId.get(id);
+          ClaimedBatch claim = answer == null ? null : answer.claim();
           if (entry == null) {
+            giveBack(claim == null ? List.of() : List.of(claim));
             continue;
           }
           if (answer == null) { // gone: published before (by the sweep, or before a restart)
@@ -651,16 +657,34 @@ final class WalSource implements BatchSource {
           for (String key : answer.keys()) {
             turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
           }
-          BatchInFlight batch = batches.get(id);
-          if (batch == null) { // another holder's lease: its place in line is kept meanwhile
+          if (claim == null) { // another holder's lease: its place in line is kept meanwhile
             again(entry, LEASED_WAIT);
+          } else if (waitsBehindALongWait(entry)) {
+            giveBack(List.of(claim));
+            entry.parked = true;
           } else {
-            take(entry, batch);
-            ready.add(entry);
+            taken.add(entry);
+            claims.add(claim);
           }
         }
-        ready.forEach(this::send);
+        register(taken, claims, generation);
       }
+    }
+
+    /** Registers the claims of {@code taken} (in order) and sends those first in line. */
+    private void register(List<Entry> taken, List<ClaimedBatch> claims, long generation) {
+      if (claims.isEmpty()) {
+        return;
+      }
+      List<BatchInFlight> registered = ledger.register(claims, generation, true);
+      if (registered == null) { // abandoned meanwhile: give the leases back
+        giveBack(claims);
+        return;
+      }
+      for (int i = 0; i < taken.size(); i++) {
+        take(taken.get(i), registered.get(i));
+      }
+      taken.forEach(this::send);
     }
 
     /**
@@ -686,30 +710,35 @@ final class WalSource implements BatchSource {
           Objects.requireNonNull(answered.present()), answered.part().generation());
     }
 
-    /** A batch claimed again (after a retry's wait, a failed settlement, a lease). */
-    void reclaimed(Entry entry, List<IdClaim> answers, long generation) {
-      IdClaim answer = answers.isEmpty() ? null : answers.get(0);
-      ClaimedBatch claim = answer == null ? null : answer.claim();
+    /**
+     * Batches claimed again (after a retry's wait, a failed settlement, a lease; or parked ones
+     * now first in line), in line order.
+     */
+    void reclaimed(List<Entry> group, List<IdClaim> answers, long generation) {
+      Map<String, IdClaim> byId = new HashMap<>();
+      answers.forEach(a -> byId.put(a.batchId().strip(), a));
       synchronized (this) {
-        if (over || entries.get(entry.batchId) != entry) {
-          giveBack(claim == null ? List.of() : List.of(claim));
-          return;
+        List<Entry> taken = new ArrayList<>();
+        List<ClaimedBatch> claims = new ArrayList<>();
+        for (Entry entry : group) {
+          IdClaim answer = byId.get(entry.batchId);
+          ClaimedBatch claim = answer == null ? null : answer.claim();
+          entry.longWait = false;
+          if (over || entries.get(entry.batchId) != entry) {
+            giveBack(claim == null ? List.of() : List.of(claim));
+          } else if (answer == null) {
+            finish(entry);
+          } else if (claim == null) {
+            again(entry, LEASED_WAIT);
+          } else if (waitsBehindALongWait(entry)) {
+            giveBack(List.of(claim));
+            entry.parked = true;
+          } else {
+            taken.add(entry);
+            claims.add(claim);
+          }
         }
-        if (answer == null) {
-          finish(entry);
-          return;
-        }
-        if (claim == null) {
-          again(entry, LEASED_WAIT);
-          return;
-        }
-        List<BatchInFlight> registered = ledger.register(List.of(claim), generation, true);
-        if (registered == null) {
-          giveBack(List.of(claim));
-          return;
-        }
-        take(entry, registered.get(0));
-        send(entry);
+        register(taken, claims, generation);
       }
     }
 
@@ -731,6 +760,12 @@ final class WalSource implements BatchSource {
 
     /** Hands the entry's batch to the pipeline when it is claimed and first in line on its keys. */
     private void send(Entry entry) {
+      if (entry.parked) {
+        if (!over && !completed && !stopping && firstInLine(entry)) {
+          unpark(entry);
+        }
+        return;
+      }
       BatchInFlight batch = entry.batch;
       if (batch == null || entry.sent || over || completed || !firstInLine(entry)) {
         return;
@@ -827,30 +862,137 @@ final class WalSource implements BatchSource {
       finish(entry); // published or dead-lettered
     }
 
-    /** Claims the entry again after {@code wait}, unless the relay stops meanwhile. */
+    /**
+     * Claims the entry again after {@code wait}, unless the relay stops meanwhile; parks it
+     * instead when it waits behind a long wait, and parks the batches behind it when its own
+     * wait is long ({@link #PARKS_BEHIND}).
+     */
     private void again(Entry entry, Duration wait) {
       if (over || stopping) {
         return;
       }
+      if (waitsBehindALongWait(entry)) {
+        entry.parked = true;
+        return;
+      }
+      if (wait.compareTo(PARKS_BEHIND) >= 0) {
+        entry.longWait = true;
+        parkBehind(entry);
+      }
+      claimAgain(List.of(entry), wait);
+    }
+
+    /**
+     * A parked entry is first in line: claims it again now, with the parked batches right
+     * behind it on its one key (as many as the record budget has room for, at most a claim
+     * group), in one statement, so that they go out as a unit again.
+     */
+    private void unpark(Entry first) {
+      List<Entry> group = new ArrayList<>();
+      group.add(first);
+      List<String> keys = first.keys;
+      ArrayDeque<Entry> line = keys != null && keys.size() == 1 ? turns.get(keys.get(0)) : null;
+      if (line != null) {
+        Ledger.Room room = ledger.room();
+        int most = Math.min(CLAIM_GROUP, room == null ? 1 : Math.max(1, room.records()));
+        boolean behind = false;
+        for (Entry next : line) {
+          if (next == first) {
+            behind = true;
+            continue;
+          }
+          if (!behind) {
+            continue;
+          }
+          if (group.size() >= most || !next.parked || !keys.equals(next.keys)) {
+            break;
+          }
+          group.add(next);
+        }
+      }
+      group.forEach(e -> e.parked = false);
+      claimAgain(group, Duration.ZERO);
+    }
+
+    /** Whether an entry ahead of {@code entry} on one of its keys waits long, or is parked. */
+    private boolean waitsBehindALongWait(Entry entry) {
+      List<String> keys = entry.keys;
+      if (keys == null || entry.outOfLine) {
+        return false;
+      }
+      for (String key : keys) {
+        ArrayDeque<Entry> line = turns.get(key);
+        if (line == null) {
+          continue;
+        }
+        for (Entry ahead : line) {
+          if (ahead == entry) {
+            break;
+          }
+          if (ahead.longWait || ahead.parked) {
+            return true;
+          }
+        }
+      }
+      return false;
+    }
+
+    /**
+     * The batches behind {@code entry} on its keys that are claimed but not sent give their room
+     * in the budgets (and their leases) back and park: otherwise a long retry of one key holds
+     * the room for the others' batches until it ends. Those sent come back through their
+     * settlement and park then.
+     */
+    private void parkBehind(Entry entry) {
+      List<String> keys = entry.keys;
+      if (keys == null) {
+        return;
+      }
+      for (String key : keys) {
+        ArrayDeque<Entry> line = turns.get(key);
+        if (line == null) {
+          continue;
+        }
+        boolean behind = false;
+        for (Entry next : line) {
+          if (next == entry) {
+            behind = true;
+            continue;
+          }
+          BatchInFlight batch = next.batch;
+          if (!behind || batch == null || next.sent) {
+            continue;
+          }
+          next.batch = null;
+          next.parked = true;
+          if (ledger.release(batch)) {
+            giveBack(List.of(batch.claim()));
+          }
+        }
+      }
+    }
+
+    /** Claims {@code group} (in line order) again after {@code wait}, in one statement. */
+    private void claimAgain(List<Entry> group, Duration wait) {
       AtomicReference<@Nullable Disposable> self = new AtomicReference<>();
       Disposable timer = Mono.delay(wait)
           .takeUntilOther(stopped.asMono())
           .flatMap(tick -> {
             long generation = ledger.generation();
-            List<String> id = List.of(entry.batchId);
+            List<String> ids = group.stream().map(e -> e.batchId).toList();
             Handoff handoff = new Handoff();
-            return givenBackIfCancelled(store.claimCommittedByIds(id, transactionsOf(id),
+            return givenBackIfCancelled(store.claimCommittedByIds(ids, transactionsOf(ids),
                     options.leaseDuration(), options.instanceId()), handoff)
                 .doOnNext(answer -> {
                   boolean leased = answer.answers().stream().anyMatch(a -> a.claim() != null);
                   if (leased && !handoff.take()) {
-                    return; // cancelled meanwhile: its lease is given back
+                    return; // cancelled meanwhile: its leases are given back
                   }
                   if (answer.committedVisible()) {
-                    reclaimed(entry, answer.answers(), generation);
+                    reclaimed(group, answer.answers(), generation);
                   } else {
                     synchronized (this) {
-                      again(entry, MAX_NOT_VISIBLE_WAIT);
+                      group.forEach(e -> again(e, MAX_NOT_VISIBLE_WAIT));
                     }
                   }
                 });
@@ -871,13 +1013,16 @@ final class WalSource implements BatchSource {
                 if (!over && !stopping && out.tryEmitError(error).isSuccess()) {
                   log.warn("Outbox relay {} could not claim batch {} again, the server is not"
                       + " available; ending its replication stream: {}", options.instanceId(),
-                      entry.batchId, error.toString());
+                      group.get(0).batchId, error.toString());
                 }
                 return;
               }
               log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
-                  options.instanceId(), entry.batchId, LEASED_WAIT, error.toString());
-              again(entry, LEASED_WAIT);
+                  options.instanceId(), group.get(0).batchId, LEASED_WAIT, error.toString());
+              group.forEach(e -> {
+                e.longWait = false;
+                again(e, LEASED_WAIT);
+              });
             }
           });
       self.set(timer);

@@ -684,6 +684,56 @@ class RelayWalTest {
   }
 
   /**
+   * Key "slow"'s first batch fails retriably with a 15 s backoff, with 40 more of its batches
+   * behind it and a record budget of 10; then one batch each of 30 other keys. The batches behind
+   * the retry park (they give their room in the budgets back), so every other key is published
+   * while the retry waits; afterwards key "slow" goes on, in commit order. Before parking, its
+   * waiting batches filled the budget and stopped claims for every key until the retry.
+   */
+  @Test
+  void aLongRetryOnOneKeyLeavesTheBudgetsToTheOtherKeys() {
+    java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
+    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
+    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
+        && failed.compareAndSet(false, true)
+        ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
+    List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+    RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+        .maxInFlight(10)
+        .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofSeconds(15))
+            .jitter(0).build())
+        .sink(failingSlowOnce).build());
+    String slowRows = "SELECT count(*) FROM " + outbox.table.qualifiedName()
+        + " WHERE EXISTS (SELECT 1 FROM unnest(message_keys) AS k WHERE k LIKE '%slow')";
+    try {
+      for (int i = 0; i < 41; i++) {
+        commit(message("slow", "slow:" + i));
+      }
+      Poll.until("the retry is scheduled", QUICKLY, () -> seen.stream().anyMatch(o ->
+          o.kind() == RelayOutcome.Kind.RETRY_SCHEDULED && Duration.ofSeconds(15).equals(o.retryIn())));
+      long retryScheduled = System.nanoTime();
+      for (int i = 0; i < 30; i++) {
+        commit(message("k" + i, "other:" + i));
+      }
+      Poll.until("every other key is published while the retry waits", Duration.ofSeconds(10),
+          () -> outbox.rows() == outbox.postgres.queryLong(slowRows));
+      assertThat(Duration.ofNanos(System.nanoTime() - retryScheduled))
+          .as("the other keys went before the retry").isLessThan(Duration.ofSeconds(15));
+      assertThat(outbox.postgres.queryLong(slowRows)).as("key slow waits for its retry")
+          .isEqualTo(41);
+      Poll.until("everything is published", Duration.ofSeconds(45), () -> outbox.rows() == 0);
+      List<String> all = published(71);
+      assertThat(all).hasSize(71).doesNotHaveDuplicates();
+      List<Integer> slow = all.stream().filter(t -> t.startsWith("slow:"))
+          .map(t -> Integer.parseInt(t.substring(5))).toList();
+      assertThat(slow).as("key slow in commit order").hasSize(41).isSorted();
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+      kafkaSink.close().block(QUICKLY);
+    }
+  }
+
+  /**
    * The first transaction's batch is never answered while later transactions are published and
    * deleted: the slot's confirmed position stays before that transaction, so after a restart it
    * is published, and nothing is lost.
