@@ -220,6 +220,18 @@ final class BatchInFlight {
     return retriable.get();
   }
 
+  /** Why its settlement failed (the statement's error), when it did; see {@link #settlementFailed}. */
+  private volatile @Nullable Throwable settlementFailure;
+
+  /** The settler could not run this batch's settlement statement; before {@link #settled}. */
+  void settlementFailed(Throwable error) {
+    settlementFailure = error;
+  }
+
+  @Nullable Throwable settlementFailure() {
+    return settlementFailure;
+  }
+
   /** Called by the settler, once per batch; later calls change nothing. */
   void settled(@Nullable RelayOutcome outcome) {
     if (!awaited) {

@@ -49,6 +49,7 @@ final class Settler {
               log.warn("Outbox relay {} could not delete {} published batches; they will be"
                   + " published again when their leases expire: {}", options.instanceId(),
                   published.size(), error.toString());
+              published.forEach(b -> b.settlementFailed(error));
               return Mono.empty();
             })
             .doFinally(signal -> published.forEach(b -> finish(b, null)))
@@ -104,6 +105,7 @@ final class Settler {
           log.warn("Outbox relay {} could not settle batch {}; it will be published again when"
               + " its lease expires: {}", options.instanceId(), batch.claim().batchId(),
               error.toString());
+          batch.settlementFailed(error);
           return Mono.empty();
         })
         .doFinally(signal -> finish(batch, null))

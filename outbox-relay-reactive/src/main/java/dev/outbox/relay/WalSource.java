@@ -310,7 +310,7 @@ final class WalSource implements BatchSource {
     if (ids.isEmpty()) {
       return Flux.empty();
     }
-    return room().flatMapMany(room -> {
+    return room(run).flatMapMany(room -> {
       int n = Math.min(ids.size(), Math.max(1, room.records()));
       List<String> now = List.copyOf(ids.subList(0, n));
       List<String> rest = List.copyOf(ids.subList(n, ids.size()));
@@ -422,43 +422,47 @@ final class WalSource implements BatchSource {
     });
   }
 
-  /** The ledger's room once there is some; empty when the relay stops first. */
-  private Mono<Ledger.Room> room() {
+  /**
+   * The ledger's room once there is some, and fewer than the most entries are parked; empty
+   * when the relay stops first.
+   */
+  private Mono<Ledger.Room> room(Run run) {
     return Mono.defer(() -> {
       if (stopping) {
         return Mono.empty();
       }
-      Ledger.Room room = ledger.room();
+      Ledger.Room room = run.parkedFull() ? null : ledger.room();
       if (room != null) {
         return Mono.just(room);
       }
       Sinks.Empty<Void> waiter = Sinks.empty();
       roomWaiter.set(waiter);
       // Room freed between the check and setting the waiter finds no waiter: check again.
-      if (ledger.room() != null || stopping) {
+      if ((ledger.room() != null && !run.parkedFull()) || stopping) {
         wake();
       }
-      return waiter.asMono().publishOn(Schedulers.parallel()).then(room());
+      return waiter.asMono().publishOn(Schedulers.parallel()).then(room(run));
     });
   }
 
   /**
    * Whether {@code error} says the server cannot be used now: it is shutting down or was shut
-   * down (SQLSTATE class 57, operator intervention), or the connection failed (class 08, or the
-   * driver's resource failures: refused, closed).
+   * down (SQLSTATE 57P01, 57P02, 57P03), or the connection failed (class 08; or, without a
+   * SQLSTATE, the driver's resource failures: refused, closed). Decided by the SQLSTATE when
+   * there is one: r2dbc-postgresql raises most server errors (a statement timeout, a lock
+   * timeout) as resource failures too, and those do not mean the server is going away.
    */
   static boolean serverUnavailable(Throwable error) {
-    for (Throwable e = error; e != null; e = e.getCause()) {
+    Throwable e = error;
+    for (int depth = 0; e != null && depth < 10; depth++, e = e.getCause()) {
+      String state = e instanceof R2dbcException r2dbc ? r2dbc.getSqlState() : null;
+      if (state != null && !state.isEmpty()) {
+        return state.startsWith("08") || state.equals("57P01") || state.equals("57P02")
+            || state.equals("57P03");
+      }
       if (e instanceof R2dbcNonTransientResourceException
           || e instanceof R2dbcTransientResourceException) {
         return true;
-      }
-      if (e instanceof R2dbcException r2dbc && r2dbc.getSqlState() != null
-          && (r2dbc.getSqlState().startsWith("57") || r2dbc.getSqlState().startsWith("08"))) {
-        return true;
-      }
-      if (e.getCause() == e) {
-        break;
       }
     }
     return false;
@@ -527,6 +531,11 @@ final class WalSource implements BatchSource {
     private boolean partDropped;
     /** The end of the newest transaction an arrival came from: all this run may have sent. */
     private long arrivedUpTo;
+    /** Entries parked now (see {@link Entry#parked}); at {@link #parkedMost}, claims wait. */
+    private int parkedCount;
+
+    /** Most entries parked at once: ten times the record budget (each is an id and its keys). */
+    private final long parkedMost = 10L * options.maxInFlight();
 
     Run(WalFollower follower, WalSweeps sweeps) {
       this.follower = follower;
@@ -661,7 +670,7 @@ final class WalSource implements BatchSource {
             again(entry, LEASED_WAIT);
           } else if (waitsBehindALongWait(entry)) {
             giveBack(List.of(claim));
-            entry.parked = true;
+            park(entry);
           } else {
             taken.add(entry);
             claims.add(claim);
@@ -732,7 +741,7 @@ final class WalSource implements BatchSource {
             again(entry, LEASED_WAIT);
           } else if (waitsBehindALongWait(entry)) {
             giveBack(List.of(claim));
-            entry.parked = true;
+            park(entry);
           } else {
             taken.add(entry);
             claims.add(claim);
@@ -841,6 +850,11 @@ final class WalSource implements BatchSource {
       entry.batch = null;
       entry.sent = false;
       if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
+        Throwable failure = batch.settlementFailure();
+        if (failure != null && serverUnavailable(failure)) {
+          endRun(failure, "could not settle " + batch);
+          return;
+        }
         again(entry, LEASED_WAIT);
         return;
       }
@@ -872,7 +886,7 @@ final class WalSource implements BatchSource {
         return;
       }
       if (waitsBehindALongWait(entry)) {
-        entry.parked = true;
+        park(entry);
         return;
       }
       if (wait.compareTo(PARKS_BEHIND) >= 0) {
@@ -911,6 +925,8 @@ final class WalSource implements BatchSource {
         }
       }
       group.forEach(e -> e.parked = false);
+      parkedCount -= group.size();
+      wake(); // claims may have waited for parked entries to go
       claimAgain(group, Duration.ZERO);
     }
 
@@ -938,15 +954,45 @@ final class WalSource implements BatchSource {
     }
 
     /**
-     * The batches behind {@code entry} on its keys that are claimed but not sent give their room
-     * in the budgets (and their leases) back and park: otherwise a long retry of one key holds
-     * the room for the others' batches until it ends. Those sent come back through their
-     * settlement and park then.
+     * Parks the entry (its batch, if claimed and not sent, gives its room in the budgets and its
+     * lease back) and, in turn, what is behind it on every one of its keys: a batch of several
+     * keys parked behind one key's long wait parks what waits behind it on the others.
+     */
+    private void park(Entry entry) {
+      ArrayDeque<Entry> work = new ArrayDeque<>();
+      work.add(entry);
+      while (!work.isEmpty()) {
+        Entry next = work.poll();
+        if (!next.parked) {
+          BatchInFlight batch = next.batch;
+          if (batch != null) {
+            next.batch = null;
+            if (ledger.release(batch)) {
+              giveBack(List.of(batch.claim()));
+            }
+          }
+          next.parked = true;
+          parkedCount++;
+        }
+        work.addAll(claimedBehind(next));
+      }
+    }
+
+    /**
+     * The batches behind a long wait give their room in the budgets back and park (see {@link
+     * #park}): otherwise a long retry of one key holds the room for the others' batches until it
+     * ends. Those sent come back through their settlement and park then.
      */
     private void parkBehind(Entry entry) {
+      claimedBehind(entry).forEach(this::park);
+    }
+
+    /** The entries behind {@code entry} on its keys that are claimed and not sent. */
+    private List<Entry> claimedBehind(Entry entry) {
+      List<Entry> found = new ArrayList<>();
       List<String> keys = entry.keys;
-      if (keys == null) {
-        return;
+      if (keys == null || entry.outOfLine) {
+        return found;
       }
       for (String key : keys) {
         ArrayDeque<Entry> line = turns.get(key);
@@ -957,19 +1003,17 @@ final class WalSource implements BatchSource {
         for (Entry next : line) {
           if (next == entry) {
             behind = true;
-            continue;
-          }
-          BatchInFlight batch = next.batch;
-          if (!behind || batch == null || next.sent) {
-            continue;
-          }
-          next.batch = null;
-          next.parked = true;
-          if (ledger.release(batch)) {
-            giveBack(List.of(batch.claim()));
+          } else if (behind && next.batch != null && !next.sent && !found.contains(next)) {
+            found.add(next);
           }
         }
       }
+      return found;
+    }
+
+    /** Whether as many entries are parked as may be: claims wait until some go. */
+    synchronized boolean parkedFull() {
+      return parkedCount >= parkedMost;
     }
 
     /** Claims {@code group} (in line order) again after {@code wait}, in one statement. */
@@ -1006,15 +1050,7 @@ final class WalSource implements BatchSource {
           .subscribe(answers -> {}, error -> {
             synchronized (this) {
               if (serverUnavailable(error)) {
-                // Ends this run: its replication connection closes with it. A walsender of a
-                // server shutting down waits for its client to confirm all it sent, which this
-                // run cannot while its rows are unsettled, and so would hold up a fast shutdown
-                // for good (the fault suite's restart). Unconfirmed rows come again on restart.
-                if (!over && !stopping && out.tryEmitError(error).isSuccess()) {
-                  log.warn("Outbox relay {} could not claim batch {} again, the server is not"
-                      + " available; ending its replication stream: {}", options.instanceId(),
-                      group.get(0).batchId, error.toString());
-                }
+                endRun(error, "could not claim batch " + group.get(0).batchId + " again");
                 return;
               }
               log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
@@ -1027,6 +1063,19 @@ final class WalSource implements BatchSource {
           });
       self.set(timer);
       timers.add(timer);
+    }
+
+    /**
+     * Ends this run because the server is unavailable: its replication connection closes with
+     * it. A walsender of a server shutting down waits for its client to confirm all it sent,
+     * which this run cannot while its rows are unsettled, and so would hold up a fast shutdown
+     * for good (the fault suite's restart). Unconfirmed rows come again after the restart.
+     */
+    private void endRun(Throwable error, String what) {
+      if (!over && !stopping && out.tryEmitError(error).isSuccess()) {
+        log.warn("Outbox relay {} {}: the server is not available; ending its replication"
+            + " stream: {}", options.instanceId(), what, error.toString());
+      }
     }
 
     /** Settled for good: its keys go on, its inserts are acknowledged to the slot. */
