@@ -69,9 +69,14 @@ final class ClaimLoop implements BatchSource {
       }
       long started = System.nanoTime();
       long generation = ledger.generation();
-      return store.claim(request)
-          .collectList()
+      ClaimHandoff handoff = new ClaimHandoff();
+      // Cancelled (a stop, a pipeline restart) while the statement runs, its leases go back.
+      return handoff.givenBackIfCancelled(store.claim(request).collectList(), claimed -> claimed,
+              store, options.instanceId())
           .flatMapMany(claimed -> {
+            if (!claimed.isEmpty() && !handoff.take()) {
+              return Flux.empty(); // cancelled meanwhile: its leases are given back
+            }
             List<BatchInFlight> batches = ledger.register(claimed, generation, false);
             if (batches == null) { // the pipeline was abandoned meanwhile: give them back
               return store.releaseAll(claimed).onErrorResume(e -> Mono.empty()).thenMany(Flux.empty());

@@ -192,6 +192,38 @@ class RelayInternalsTest {
     }
   }
 
+  /**
+   * A PARALLEL claim sent while a table lock holds it back, and then cancelled by a stop: the
+   * statement runs on once the lock goes (the driver does not cancel it), and the leases it takes
+   * are given back once it answers, not left to expire (60 s here) holding the rows back from
+   * every relay.
+   */
+  @Test
+  void aClaimCancelledByAStopGivesItsLeasesBackOnceAnswered() {
+    outbox.write(3, 1, i -> batch("any", 1, 10));
+    String claim = "query LIKE 'WITH candidates AS%' AND pid <> pg_backend_pid()";
+    Connection locker = Mono.from(outbox.pool.create()).block(Duration.ofSeconds(10));
+    try {
+      Mono.from(locker.beginTransaction()).block(Duration.ofSeconds(10));
+      Flux.from(locker.createStatement("LOCK TABLE " + outbox.table.qualifiedName()
+              + " IN SHARE MODE").execute())
+          .flatMap(result -> result.getRowsUpdated()).then().block(Duration.ofSeconds(10));
+      RelayHandle relay = start(options().mode(RelayMode.PARALLEL)
+          .leaseDuration(Duration.ofSeconds(60)).sink(TestSinks.answering(r -> null)).build());
+      Poll.until("the claim waits for the table lock", Duration.ofSeconds(20), () ->
+          outbox.postgres.queryLong("SELECT count(*) FROM pg_stat_activity"
+              + " WHERE wait_event_type = 'Lock' AND " + claim) == 1);
+      relay.stop(Duration.ofSeconds(1)).block(Duration.ofSeconds(10));
+    } finally {
+      Mono.from(locker.rollbackTransaction()).then(Mono.from(locker.close()))
+          .block(Duration.ofSeconds(10));
+    }
+    Poll.until("the claim has run", Duration.ofSeconds(10), () -> outbox.postgres.queryLong(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND " + claim) == 0);
+    Poll.until("its leases are given back", Duration.ofSeconds(15), () -> outbox.leasedRows() == 0);
+    assertThat(outbox.rows()).as("the rows wait for the next relay").isEqualTo(3);
+  }
+
   @Test
   void stopWithNoDrainTimeStillClosesTheRelaysProducer() {
     TestKafka kafka = TestKafka.get();
