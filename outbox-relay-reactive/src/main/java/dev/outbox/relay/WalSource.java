@@ -26,7 +26,6 @@ import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.UUID;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
@@ -301,17 +300,18 @@ final class WalSource implements BatchSource {
 
   /**
    * Splits {@code ids} into parts, in order, each as large as the ledger has room for when it is
-   * cut (at least one batch, and each batch has at least one record); waits for room in
-   * between. Batches can still exceed the record budget by their extra messages, and both
-   * budgets by the parts asked ahead ({@link #LOOKUPS_AHEAD}): sizes are known, and batches
-   * registered, only once a part is answered.
+   * cut, less the parts asked ahead and not applied yet (at least one batch, and each batch has
+   * at least one record); waits for room in between. Batches can still exceed the record budget
+   * by their extra messages, and the byte budget by the parts asked ahead ({@link
+   * #LOOKUPS_AHEAD}): sizes are known, and batches registered, only once a part is answered.
    */
   private Flux<Part> parts(Run run, List<String> ids) {
     if (ids.isEmpty()) {
       return Flux.empty();
     }
-    return room(run).flatMapMany(room -> {
-      int n = Math.min(ids.size(), Math.max(1, room.records()));
+    return room(run).flatMapMany(free -> {
+      int n = Math.min(ids.size(), free);
+      run.asking(n);
       List<String> now = List.copyOf(ids.subList(0, n));
       List<String> rest = List.copyOf(ids.subList(n, ids.size()));
       Part part = new Part(now, run.toCheck(now), run.toClaim(now), ledger.generation());
@@ -325,7 +325,7 @@ final class WalSource implements BatchSource {
    * arrival order ({@link Run#claimed}), whatever order they come back in.
    */
   private Mono<Answered> ask(Run run, Part part) {
-    Handoff handoff = new Handoff();
+    ClaimHandoff handoff = new ClaimHandoff();
     Mono<Set<String>> present = part.toCheck().isEmpty() ? Mono.just(Set.of())
         : whenVisible(run.transactionsOf(part.toCheck()), NOT_VISIBLE_WAIT,
             xids -> store.presentCommittedByIds(part.toCheck(), xids));
@@ -340,40 +340,10 @@ final class WalSource implements BatchSource {
         .defaultIfEmpty(new Answered(part, null, null, handoff)); // the relay stopped meanwhile
   }
 
-  /**
-   * Who owns a claim's leases once it has answered: whoever takes it first, the relay applying
-   * the answer or the claim's cancel hook giving the leases back; never both (a cancel can
-   * reach the hook after the answer went on: review finding).
-   */
-  private static final class Handoff {
-    private final AtomicBoolean taken = new AtomicBoolean();
-
-    boolean take() {
-      return taken.compareAndSet(false, true);
-    }
-  }
-
-  /**
-   * {@code claim}, not cancelled with its subscriber once sent: the statement runs on anyway
-   * (the driver does not cancel it), and the leases it writes would be left to expire, holding
-   * those rows back from a successor for a lease duration. Cancelled meanwhile (a stop, a
-   * pipeline restart), its answer's leases are given back once it arrives, unless the relay
-   * took the answer first ({@code handoff}). An answer that took no lease (a transaction not
-   * visible yet, asked again) leaves the handoff alone.
-   */
-  private Mono<IdClaims> givenBackIfCancelled(Mono<IdClaims> claim, Handoff handoff) {
-    return Mono.defer(() -> {
-      CompletableFuture<IdClaims> sent = claim.toFuture();
-      return Mono.fromFuture(sent, true).doOnCancel(() -> sent.thenAccept(answer -> {
-        List<ClaimedBatch> leased = answer.answers().stream().map(IdClaim::claim)
-            .filter(Objects::nonNull).toList();
-        if (!leased.isEmpty() && handoff.take()) {
-          log.debug("Outbox relay {} gives back {} leases of a claim it stopped waiting for",
-              options.instanceId(), leased.size());
-          store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
-        }
-      }));
-    });
+  /** {@code claim} whose leases go back if it is cancelled before the relay takes them. */
+  private Mono<IdClaims> givenBackIfCancelled(Mono<IdClaims> claim, ClaimHandoff handoff) {
+    return handoff.givenBackIfCancelled(claim, answer -> answer.answers().stream()
+        .map(IdClaim::claim).filter(Objects::nonNull).toList(), store, options.instanceId());
   }
 
   /** Ids to look up together: those to check first, those to claim; the ledger's generation. */
@@ -385,7 +355,7 @@ final class WalSource implements BatchSource {
    * relay stopped while a transaction it names was not visible yet).
    */
   private record Answered(Part part, @Nullable Set<String> present,
-      @Nullable List<IdClaim> claims, Handoff handoff) {
+      @Nullable List<IdClaim> claims, ClaimHandoff handoff) {
     boolean dropped() {
       return claims == null;
     }
@@ -423,22 +393,23 @@ final class WalSource implements BatchSource {
   }
 
   /**
-   * The ledger's room once there is some, and fewer than the most entries are parked; empty
-   * when the relay stops first.
+   * How many batches the next part may ask for: the ledger's records of room, less those asked
+   * for ahead, once that is some (or nothing is asked ahead: then at least one), and fewer than
+   * the most entries are parked; empty when the relay stops first.
    */
-  private Mono<Ledger.Room> room(Run run) {
+  private Mono<Integer> room(Run run) {
     return Mono.defer(() -> {
       if (stopping) {
         return Mono.empty();
       }
-      Ledger.Room room = run.parkedFull() ? null : ledger.room();
-      if (room != null) {
-        return Mono.just(room);
+      int free = run.freeToAsk();
+      if (free > 0) {
+        return Mono.just(free);
       }
       Sinks.Empty<Void> waiter = Sinks.empty();
       roomWaiter.set(waiter);
       // Room freed between the check and setting the waiter finds no waiter: check again.
-      if ((ledger.room() != null && !run.parkedFull()) || stopping) {
+      if (run.freeToAsk() > 0 || stopping) {
         wake();
       }
       return waiter.asMono().publishOn(Schedulers.parallel()).then(room(run));
@@ -463,6 +434,24 @@ final class WalSource implements BatchSource {
       if (e instanceof R2dbcNonTransientResourceException
           || e instanceof R2dbcTransientResourceException) {
         return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Whether {@code error} says for sure that the server is shutting down or the connection
+   * failed: SQLSTATE 57P02, 57P03 or class 08. Narrower than {@link #serverUnavailable}: a
+   * settlement that failed otherwise (57P01 also ends one terminated session; a pooled
+   * connection found dead has no SQLSTATE) is claimed again a second later on a fresh
+   * connection, which decides.
+   */
+  static boolean serverShuttingDown(Throwable error) {
+    Throwable e = error;
+    for (int depth = 0; e != null && depth < 10; depth++, e = e.getCause()) {
+      String state = e instanceof R2dbcException r2dbc ? r2dbc.getSqlState() : null;
+      if (state != null && !state.isEmpty()) {
+        return state.startsWith("08") || state.equals("57P02") || state.equals("57P03");
       }
     }
     return false;
@@ -533,6 +522,8 @@ final class WalSource implements BatchSource {
     private long arrivedUpTo;
     /** Entries parked now (see {@link Entry#parked}); at {@link #parkedMost}, claims wait. */
     private int parkedCount;
+    /** Ids of the parts cut and not applied yet: the next part's room leaves them out. */
+    private int asked;
 
     /** Most entries parked at once: ten times the record budget (each is an id and its keys). */
     private final long parkedMost = 10L * options.maxInFlight();
@@ -702,6 +693,17 @@ final class WalSource implements BatchSource {
      * dropped one, which the next start replays (review finding).
      */
     void apply(Answered answered) {
+      try {
+        applyAnswer(answered);
+      } finally {
+        synchronized (this) {
+          asked -= answered.part().ids().size(); // registered by now, or given back
+        }
+        wake();
+      }
+    }
+
+    private void applyAnswer(Answered answered) {
       if (!answered.dropped() && !answered.leases().isEmpty() && !answered.handoff().take()) {
         return; // cancelled meanwhile: its leases are given back, nothing more is applied
       }
@@ -851,7 +853,7 @@ final class WalSource implements BatchSource {
       entry.sent = false;
       if (outcome.isEmpty()) { // not settled (database error, released): the row is still there
         Throwable failure = batch.settlementFailure();
-        if (failure != null && serverUnavailable(failure)) {
+        if (failure != null && serverShuttingDown(failure)) {
           endRun(failure, "could not settle " + batch);
           return;
         }
@@ -955,65 +957,84 @@ final class WalSource implements BatchSource {
 
     /**
      * Parks the entry (its batch, if claimed and not sent, gives its room in the budgets and its
-     * lease back) and, in turn, what is behind it on every one of its keys: a batch of several
-     * keys parked behind one key's long wait parks what waits behind it on the others.
+     * lease back) and what is claimed behind it (see {@link #parkBehind}).
      */
     private void park(Entry entry) {
+      parkOne(entry);
+      parkBehind(entry);
+    }
+
+    /**
+     * The claimed, unsent batches behind {@code from} on its keys give their room in the budgets
+     * back and park: otherwise a long retry of one key holds the room for the others' batches
+     * until it ends. Those sent come back through their settlement and park then. A batch of
+     * several keys parked so parks, in turn, what is behind it on its other keys. Each line is
+     * walked once from where parking starts on it, plus once per batch of several keys.
+     */
+    private void parkBehind(Entry from) {
       ArrayDeque<Entry> work = new ArrayDeque<>();
-      work.add(entry);
+      work.add(from);
       while (!work.isEmpty()) {
-        Entry next = work.poll();
-        if (!next.parked) {
-          BatchInFlight batch = next.batch;
-          if (batch != null) {
-            next.batch = null;
-            if (ledger.release(batch)) {
-              giveBack(List.of(batch.claim()));
+        Entry start = work.poll();
+        List<String> keys = start.keys;
+        if (keys == null || start.outOfLine) {
+          continue;
+        }
+        for (String key : keys) {
+          ArrayDeque<Entry> line = turns.get(key);
+          if (line == null) {
+            continue;
+          }
+          boolean behind = false;
+          for (Entry next : line) {
+            if (next == start) {
+              behind = true;
+            } else if (behind && next.batch != null && !next.sent) {
+              parkOne(next);
+              if (next.keys != null && next.keys.size() > 1) {
+                work.add(next);
+              }
             }
           }
-          next.parked = true;
-          parkedCount++;
         }
-        work.addAll(claimedBehind(next));
+      }
+    }
+
+    private void parkOne(Entry entry) {
+      if (entry.parked) {
+        return;
+      }
+      BatchInFlight batch = entry.batch;
+      if (batch != null) {
+        entry.batch = null;
+        if (ledger.release(batch)) {
+          giveBack(List.of(batch.claim()));
+        }
+      }
+      entry.parked = true;
+      if (++parkedCount == parkedMost) {
+        log.warn("Outbox relay {} has {} batches parked behind long waits on their keys (retries,"
+            + " leases); it claims nothing more until some of them go", options.instanceId(),
+            parkedCount);
       }
     }
 
     /**
-     * The batches behind a long wait give their room in the budgets back and park (see {@link
-     * #park}): otherwise a long retry of one key holds the room for the others' batches until it
-     * ends. Those sent come back through their settlement and park then.
+     * Batches the next part may ask for: the ledger's room less the parts asked for and not
+     * applied yet (at least one when none is); 0 while the ledger has no room, or as many
+     * entries are parked as may be.
      */
-    private void parkBehind(Entry entry) {
-      claimedBehind(entry).forEach(this::park);
+    synchronized int freeToAsk() {
+      Ledger.Room room = ledger.room();
+      if (room == null || parkedCount >= parkedMost) {
+        return 0;
+      }
+      return asked == 0 ? Math.max(1, room.records()) : Math.max(0, room.records() - asked);
     }
 
-    /** The entries behind {@code entry} on its keys that are claimed and not sent. */
-    private List<Entry> claimedBehind(Entry entry) {
-      List<Entry> found = new ArrayList<>();
-      List<String> keys = entry.keys;
-      if (keys == null || entry.outOfLine) {
-        return found;
-      }
-      for (String key : keys) {
-        ArrayDeque<Entry> line = turns.get(key);
-        if (line == null) {
-          continue;
-        }
-        boolean behind = false;
-        for (Entry next : line) {
-          if (next == entry) {
-            behind = true;
-          } else if (behind && next.batch != null && !next.sent && !found.contains(next)) {
-            found.add(next);
-          }
-        }
-      }
-      return found;
-    }
-
-    /** Whether as many entries are parked as may be: claims wait until some go. */
-    synchronized boolean parkedFull() {
-      return parkedCount >= parkedMost;
+    /** A part of {@code batches} ids is cut: they count until it is applied. */
+    synchronized void asking(int batches) {
+      asked += batches;
     }
 
     /** Claims {@code group} (in line order) again after {@code wait}, in one statement. */
@@ -1024,7 +1045,7 @@ final class WalSource implements BatchSource {
           .flatMap(tick -> {
             long generation = ledger.generation();
             List<String> ids = group.stream().map(e -> e.batchId).toList();
-            Handoff handoff = new Handoff();
+            ClaimHandoff handoff = new ClaimHandoff();
             return givenBackIfCancelled(store.claimCommittedByIds(ids, transactionsOf(ids),
                     options.leaseDuration(), options.instanceId()), handoff)
                 .doOnNext(answer -> {

@@ -44,6 +44,21 @@ class WalSourceServerUnavailableTest {
   }
 
   @Test
+  void aFailedSettlementEndsTheRunOnlyWhenTheServerSaysItIsShuttingDown() {
+    assertThat(WalSource.serverShuttingDown(
+        new R2dbcNonTransientResourceException("the database system is shutting down", "57P03")))
+        .isTrue();
+    assertThat(WalSource.serverShuttingDown(
+        new R2dbcNonTransientResourceException("connection failure", "08006"))).isTrue();
+    assertThat(WalSource.serverShuttingDown(
+        new R2dbcNonTransientResourceException("terminating connection", "57P01")))
+        .as("also one session ended by pg_terminate_backend").isFalse();
+    assertThat(WalSource.serverShuttingDown(
+        new R2dbcNonTransientResourceException("Connection validation failed")))
+        .as("a pooled connection found dead: a fresh one decides").isFalse();
+  }
+
+  @Test
   void aCycleOfCausesEnds() {
     RuntimeException first = new RuntimeException("first");
     RuntimeException second = new RuntimeException("second", first);
