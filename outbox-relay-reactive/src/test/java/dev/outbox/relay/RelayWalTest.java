@@ -970,6 +970,52 @@ class RelayWalTest {
   }
 
   /** Deletes the row whose only message is {@code text}, as if someone else had published it. */
+  /**
+   * A start whose row in {@code <table>_wal_starts} another start renamed before it streamed
+   * (here by hand, while a table lock holds its sweep back) finds that out once it streams,
+   * sends nothing from the slot, and starts again under a new name; nothing is lost.
+   */
+  @Test
+  void aStartRenamedBeforeItStreamsStartsAgainUnderANewName() {
+    String starts = outbox.table.qualifiedName() + "_wal_starts";
+    String tokenSql = "SELECT count(*) FROM " + starts + " WHERE start_token = ";
+    RelayHandle first = start();
+    Poll.until("the (empty) sweep is remembered", QUICKLY, () -> sweepMarks() == 1);
+    first.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    Poll.until("the slot is released", QUICKLY, () -> outbox.postgres.queryLong(
+        "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot + "'") == 0);
+    outbox.postgres.execute("DELETE FROM " + outbox.table.qualifiedName() + "_wal_sweeps");
+    outbox.postgres.execute("UPDATE " + starts + " SET start_token = "
+        + "'00000000-0000-0000-0000-000000000001'");
+    commit(message("m1"));
+    String renamed = "'00000000-0000-0000-0000-000000000002'";
+    Connection locker = Mono.from(outbox.pool.create()).block(QUICKLY);
+    RelayHandle second;
+    try {
+      Flux.from(locker.beginTransaction()).blockLast(QUICKLY);
+      run(locker, "LOCK TABLE " + outbox.table.qualifiedName() + " IN ACCESS EXCLUSIVE MODE");
+      second = OutboxRelay.create(outbox.pool, RelayOptions.builder().table(outbox.table)
+          .mode(RelayMode.WAL).kafka(kafka.producerProperties()).build()).start();
+      Poll.until("the second start named itself", QUICKLY, () -> outbox.postgres.queryLong(
+          tokenSql + "'00000000-0000-0000-0000-000000000001'") == 0);
+      Poll.until("its sweep waits for the table lock", QUICKLY, () -> outbox.postgres.queryLong(
+          "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+              + " AND pid <> pg_backend_pid() AND query LIKE '%writer_xid%'") >= 1);
+      outbox.postgres.execute("UPDATE " + starts + " SET start_token = " + renamed);
+      Flux.from(locker.rollbackTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(locker.close()).block(QUICKLY);
+    }
+    try {
+      Poll.until("it started again under a new name", QUICKLY, () -> outbox.postgres.queryLong(
+          tokenSql + renamed) == 0);
+      Poll.until("m1 is published", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      second.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
+    assertThat(published(1)).contains("m1");
+  }
+
   private void deleteByHand(String text) {
     List<Object> ids = outbox.postgres.queryColumn("SELECT batch_id FROM "
         + outbox.table.qualifiedName() + " ORDER BY insert_seq DESC LIMIT 1");
