@@ -56,10 +56,7 @@ class WalFastShutdownTest {
         .mode(RelayMode.WAL).kafka(world.kafka.producerProperties()).build()).start();
     boolean fast;
     try {
-      Poll.until("the relay follows the slot", QUICKLY, () -> db.queryLong(
-          "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a"
-              + " ON a.pid = s.active_pid WHERE a.backend_type = 'walsender'"
-              + " AND s.slot_name = '" + slot + "'") == 1);
+      awaitFollowing(db, slot);
       OutboxWriter writer = OutboxWriter.builder().table(table).build();
       OutboxTransactions.inTransaction(pool, c -> writer.write(Message.builder().stream(topic)
           .key("k").data("before the shutdown".getBytes(StandardCharsets.UTF_8)).build()))
@@ -71,12 +68,7 @@ class WalFastShutdownTest {
       world.postgres.startServer();
       relay.stop(Duration.ofSeconds(10)).block(QUICKLY);
       pool.dispose();
-      Poll.until("the slot is released", QUICKLY, () -> db.queryLong(
-          "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot
-              + "'") == 0);
-      db.execute("SELECT pg_drop_replication_slot('" + slot + "')",
-          "DROP PUBLICATION IF EXISTS " + slot, "DROP TABLE " + table.qualifiedName(),
-          "DROP TABLE " + table.deadLetterQualifiedName());
+      dropOnceReleased(db, table, slot);
     }
     assertThat(fast).as("PostgreSQL stopped by its fast shutdown, not immediately").isTrue();
     assertThat(world.kafka.recordCount(topic)).isEqualTo(1);
@@ -118,10 +110,7 @@ class WalFastShutdownTest {
         .mode(RelayMode.WAL).sink(gated).build()).start();
     boolean fast;
     try {
-      Poll.until("the relay follows the slot", QUICKLY, () -> db.queryLong(
-          "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a"
-              + " ON a.pid = s.active_pid WHERE a.backend_type = 'walsender'"
-              + " AND s.slot_name = '" + slot + "'") == 1);
+      awaitFollowing(db, slot);
       OutboxWriter writer = OutboxWriter.builder().table(table).build();
       // First a row that goes through: a walsender whose client has confirmed nothing yet
       // takes what it received for confirmed, and would not wait.
@@ -153,12 +142,7 @@ class WalFastShutdownTest {
       relay.stop(Duration.ofSeconds(10)).block(QUICKLY);
       kafka.close().block(QUICKLY); // a sink given to the relay is the caller's to close
       pool.dispose();
-      Poll.until("the slot is released", QUICKLY, () -> db.queryLong(
-          "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot
-              + "'") == 0);
-      db.execute("SELECT pg_drop_replication_slot('" + slot + "')",
-          "DROP PUBLICATION IF EXISTS " + slot, "DROP TABLE " + table.qualifiedName(),
-          "DROP TABLE " + table.deadLetterQualifiedName());
+      dropOnceReleased(db, table, slot);
     }
     assertThat(fast).as("PostgreSQL stopped by its fast shutdown, not immediately").isTrue();
     java.util.Set<String> payloads = new java.util.HashSet<>();
@@ -170,6 +154,22 @@ class WalFastShutdownTest {
       expected.add("row " + i);
     }
     assertThat(payloads).as("every row in Kafka (duplicates allowed)").isEqualTo(expected);
+  }
+
+  private static void awaitFollowing(TestPostgres db, String slot) {
+    Poll.until("the relay follows the slot", QUICKLY, () -> db.queryLong(
+        "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_activity a"
+            + " ON a.pid = s.active_pid WHERE a.backend_type = 'walsender'"
+            + " AND s.slot_name = '" + slot + "'") == 1);
+  }
+
+  private static void dropOnceReleased(TestPostgres db, OutboxTable table, String slot) {
+    Poll.until("the slot is released", QUICKLY, () -> db.queryLong(
+        "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot
+            + "'") == 0);
+    db.execute("SELECT pg_drop_replication_slot('" + slot + "')",
+        "DROP PUBLICATION IF EXISTS " + slot, "DROP TABLE " + table.qualifiedName(),
+        "DROP TABLE " + table.deadLetterQualifiedName());
   }
 
   private static boolean acceptsSessions(TestPostgres db) {

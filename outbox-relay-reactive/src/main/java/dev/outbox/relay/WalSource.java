@@ -657,17 +657,27 @@ final class WalSource implements BatchSource {
           for (String key : answer.keys()) {
             turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
           }
-          if (claim == null) { // another holder's lease: its place in line is kept meanwhile
-            again(entry, LEASED_WAIT);
-          } else if (waitsBehindALongWait(entry)) {
-            giveBack(List.of(claim));
-            park(entry);
-          } else {
-            taken.add(entry);
-            claims.add(claim);
-          }
+          place(entry, claim, taken, claims);
         }
         register(taken, claims, generation);
+      }
+    }
+
+    /**
+     * An entry in line whose claim was answered: to register ({@code taken}, {@code claims});
+     * parked behind a long wait (its lease given back); or, leased by another holder ({@code
+     * claim} null), claimed again later, keeping its place.
+     */
+    private void place(Entry entry, @Nullable ClaimedBatch claim, List<Entry> taken,
+        List<ClaimedBatch> claims) {
+      if (claim == null) {
+        again(entry, LEASED_WAIT);
+      } else if (waitsBehindALongWait(entry)) {
+        giveBack(List.of(claim));
+        park(entry);
+      } else {
+        taken.add(entry);
+        claims.add(claim);
       }
     }
 
@@ -739,14 +749,8 @@ final class WalSource implements BatchSource {
             giveBack(claim == null ? List.of() : List.of(claim));
           } else if (answer == null) {
             finish(entry);
-          } else if (claim == null) {
-            again(entry, LEASED_WAIT);
-          } else if (waitsBehindALongWait(entry)) {
-            giveBack(List.of(claim));
-            park(entry);
           } else {
-            taken.add(entry);
-            claims.add(claim);
+            place(entry, claim, taken, claims);
           }
         }
         register(taken, claims, generation);
