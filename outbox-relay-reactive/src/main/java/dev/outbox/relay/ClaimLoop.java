@@ -79,7 +79,9 @@ final class ClaimLoop implements BatchSource {
             }
             List<BatchInFlight> batches = ledger.register(claimed, generation, false);
             if (batches == null) { // the pipeline was abandoned meanwhile: give them back
-              return store.releaseAll(claimed).onErrorResume(e -> Mono.empty()).thenMany(Flux.empty());
+              // Not as an inner of this (cancelled) flux: it would be cancelled with it.
+              store.releaseAll(claimed).onErrorResume(e -> Mono.empty()).subscribe();
+              return Flux.empty();
             }
             options.metrics().claimed(claimed.size(),
                 claimed.stream().mapToInt(c -> c.messageCount()).sum(),

@@ -522,6 +522,8 @@ final class WalSource implements BatchSource {
     private long arrivedUpTo;
     /** Entries parked now (see {@link Entry#parked}); at {@link #parkedMost}, claims wait. */
     private int parkedCount;
+    /** Whether this run logged reaching {@link #parkedMost} (once a run). */
+    private boolean parkedCapLogged;
     /** Ids of the parts cut and not applied yet: the next part's room leaves them out. */
     private int asked;
 
@@ -1016,7 +1018,8 @@ final class WalSource implements BatchSource {
         }
       }
       entry.parked = true;
-      if (++parkedCount == parkedMost) {
+      if (++parkedCount >= parkedMost && !parkedCapLogged) {
+        parkedCapLogged = true;
         log.warn("Outbox relay {} has {} batches parked behind long waits on their keys (retries,"
             + " leases); it claims nothing more until some of them go", options.instanceId(),
             parkedCount);

@@ -969,11 +969,11 @@ class RelayWalTest {
     assertThat(published(4)).containsExactly("m0", "m1", "gone1", "m2");
   }
 
-  /** Deletes the row whose only message is {@code text}, as if someone else had published it. */
   /**
    * A start whose row in {@code <table>_wal_starts} another start renamed before it streamed
-   * (here by hand, while a table lock holds its sweep back) finds that out once it streams,
-   * sends nothing from the slot, and starts again under a new name; nothing is lost.
+   * (here by hand, while a table lock holds its sweep back) finds that out once it streams and
+   * starts again under a new name; nothing is lost. (That it sends nothing from the slot before
+   * is not observed here: m1 goes out with the sweep.)
    */
   @Test
   void aStartRenamedBeforeItStreamsStartsAgainUnderANewName() {
@@ -1016,6 +1016,7 @@ class RelayWalTest {
     assertThat(published(1)).contains("m1");
   }
 
+  /** Deletes the row whose only message is {@code text}, as if someone else had published it. */
   private void deleteByHand(String text) {
     List<Object> ids = outbox.postgres.queryColumn("SELECT batch_id FROM "
         + outbox.table.qualifiedName() + " ORDER BY insert_seq DESC LIMIT 1");
