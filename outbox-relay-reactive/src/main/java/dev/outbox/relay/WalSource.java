@@ -225,20 +225,34 @@ final class WalSource implements BatchSource {
           // queued ones silently): its claim's cancel hook gives the leases back.
           .doOnNext(run::apply)
           .then(Mono.fromRunnable(run::complete));
+      // When this start ends, nothing more is sent (what it sent arrived before), and it leaves
+      // its mark: what this start and its predecessors may have sent (what arrived, the sweep,
+      // and, when it checked, everything committed before it streamed). A start that never
+      // streamed (its bound unknown) leaves none: the next start checks. Ending gracefully (a
+      // stop), the source completes only once the mark is written, so a process that exits
+      // when stop() returns keeps it; on an error or a cancel it is written in the background.
+      AtomicBoolean ended = new AtomicBoolean();
+      java.util.function.Supplier<Mono<Void>> end = () -> {
+        if (!ended.compareAndSet(false, true)) {
+          return Mono.empty();
+        }
+        run.cancel();
+        long below = checkBelow.get();
+        if (below == Long.MAX_VALUE) {
+          return Mono.empty();
+        }
+        return starts.stopped(start, Math.max(Math.max(run.arrivedUpTo(), sweptBelow.get()), below))
+            .onErrorResume(error -> {
+              log.debug("Outbox relay {} could not leave its start mark on slot {}; the next"
+                  + " start checks replayed rows: {}", options.instanceId(), options.walSlot(),
+                  error.toString());
+              return Mono.empty();
+            });
+      };
       return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
-          .doFinally(signal -> {
-            run.cancel(); // nothing more is sent: what it sent arrived before
-            long below = checkBelow.get();
-            if (below == Long.MAX_VALUE) {
-              return; // never streamed (or its bound is unknown): no mark, the next start checks
-            }
-            // What this start and its predecessors may have sent: what arrived, the sweep, and
-            // (when it checked) everything committed before it streamed.
-            starts.stopped(start, Math.max(Math.max(run.arrivedUpTo(), sweptBelow.get()), below))
-                .subscribe(done -> {}, error -> log.debug("Outbox relay {} could not leave its"
-                    + " start mark on slot {}; the next start checks replayed rows: {}",
-                    options.instanceId(), options.walSlot(), error.toString()));
-          });
+          .concatWith(Mono.defer(end).then(Mono.empty()))
+          .doOnError(error -> end.get().subscribe())
+          .doOnCancel(() -> end.get().subscribe());
     });
   }
 

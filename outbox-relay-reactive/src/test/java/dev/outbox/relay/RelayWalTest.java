@@ -1016,6 +1016,37 @@ class RelayWalTest {
     assertThat(published(1)).contains("m1");
   }
 
+  /**
+   * A graceful stop returns only once the start mark is written (it was written in the
+   * background, so a process exiting when stop() returned could lose it): here the mark's
+   * UPDATE is held back by a row lock, and stop() is seen not done while it waits.
+   */
+  @Test
+  void aGracefulStopReturnsOnlyOnceItsStartMarkIsWritten() throws Exception {
+    String starts = outbox.table.qualifiedName() + "_wal_starts";
+    RelayHandle relay = start();
+    Poll.until("the (empty) sweep is remembered", QUICKLY, () -> sweepMarks() == 1);
+    commit(message("m0"));
+    Poll.until("m0 is published", QUICKLY, () -> outbox.rows() == 0);
+    Connection locker = Mono.from(outbox.pool.create()).block(QUICKLY);
+    java.util.concurrent.CompletableFuture<Void> stopped;
+    try {
+      Flux.from(locker.beginTransaction()).blockLast(QUICKLY);
+      run(locker, "SELECT 1 FROM " + starts + " FOR UPDATE");
+      stopped = relay.stop(Duration.ofSeconds(20)).toFuture();
+      Poll.until("the mark waits for the row lock", QUICKLY, () -> outbox.postgres.queryLong(
+          "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+              + " AND pid <> pg_backend_pid() AND query LIKE '%SET sent_below%'") == 1);
+      assertThat(stopped).as("stop() waits for the mark").isNotDone();
+      Flux.from(locker.rollbackTransaction()).blockLast(QUICKLY);
+    } finally {
+      Mono.from(locker.close()).block(QUICKLY);
+    }
+    stopped.get(30, java.util.concurrent.TimeUnit.SECONDS);
+    assertThat(outbox.postgres.queryLong("SELECT count(*) FROM " + starts
+        + " WHERE sent_below IS NOT NULL")).as("the mark, as stop() returns").isEqualTo(1);
+  }
+
   /** Deletes the row whose only message is {@code text}, as if someone else had published it. */
   private void deleteByHand(String text) {
     List<Object> ids = outbox.postgres.queryColumn("SELECT batch_id FROM "
