@@ -220,9 +220,11 @@ final class WalSource implements BatchSource {
                   .map(below -> run.admit(group, below))
               : Mono.fromCallable(() -> run.admit(group, Long.MAX_VALUE)))
               .flatMapMany(ids -> parts(run, ids)), 1)
-          .flatMapSequential(part -> ask(run, part), LOOKUPS_AHEAD, 1)
-          // An answer dropped on a cancel or an earlier lookup's failure (flatMapSequential drops
-          // queued ones silently): its claim's cancel hook gives the leases back.
+          // An answer dropped on a cancel or an earlier lookup's failure: while its claim still
+          // runs, the claim's cancel hook gives the leases back; once answered and waiting in
+          // line (flatMapSequential drops queued ones silently, without a cancel reaching them),
+          // the run does when it ends (Run#cancel).
+          .flatMapSequential(part -> ask(run, part).doOnNext(run::answered), LOOKUPS_AHEAD, 1)
           .doOnNext(run::apply)
           .then(Mono.fromRunnable(run::complete));
       // When this start ends, nothing more is sent (what it sent arrived before), and it leaves
@@ -538,6 +540,9 @@ final class WalSource implements BatchSource {
     private int parkedCount;
     /** Whether this run logged reaching {@link #parkedMost} (once a run). */
     private boolean parkedCapLogged;
+    /** Answers in, waiting in line to be applied (identity: each is one lookup's). */
+    private final Set<Answered> unapplied =
+        java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     /** Ids of the parts cut and not applied yet: the next part's room leaves them out. */
     private int asked;
 
@@ -719,6 +724,9 @@ final class WalSource implements BatchSource {
      * dropped one, which the next start replays (review finding).
      */
     void apply(Answered answered) {
+      synchronized (this) {
+        unapplied.remove(answered);
+      }
       try {
         applyAnswer(answered);
       } finally {
@@ -1169,11 +1177,35 @@ final class WalSource implements BatchSource {
       out.tryEmitComplete();
     }
 
+    /** A part's answer is in: it waits in line to be applied (see {@link #cancel}). */
+    void answered(Answered answered) {
+      synchronized (this) {
+        if (!over) {
+          unapplied.add(answered);
+          return;
+        }
+      }
+      giveBackUnapplied(List.of(answered));
+    }
+
     void cancel() {
+      List<Answered> left;
       synchronized (this) {
         over = true;
+        left = new ArrayList<>(unapplied);
+        unapplied.clear();
       }
       timers.dispose();
+      giveBackUnapplied(left);
+    }
+
+    /** The leases of answers never applied, unless {@link #apply} took them first. */
+    private void giveBackUnapplied(List<Answered> left) {
+      for (Answered answered : left) {
+        if (!answered.dropped() && !answered.leases().isEmpty() && answered.handoff().take()) {
+          giveBack(answered.leases());
+        }
+      }
     }
   }
 }
