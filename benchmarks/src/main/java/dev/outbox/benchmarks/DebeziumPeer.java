@@ -104,13 +104,14 @@ final class DebeziumPeer {
         // it the engine's own code is timed while the JIT compiles it for the first time.
         String warmUpTopic = topic + "-warmup"; // acknowledged like the measured records
         kafka.createTopic(warmUpTopic, partitions);
-        fill(postgres, name, warmUpTopic, messages, batch, payload);
+        int warmUp = Integer.getInteger("bench.warmup", messages); // as RelayBenchmark.WARMUP
+        fill(postgres, name, warmUpTopic, warmUp, batch, payload);
         peer.start();
         long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
-        while (acked.get() < messages) {
+        while (acked.get() < warmUp) {
           peer.checkAlive();
           if (System.nanoTime() > warmDeadline) {
-            throw new IllegalStateException("Warm-up: only " + acked.get() + " of " + messages + " acknowledged");
+            throw new IllegalStateException("Warm-up: only " + acked.get() + " of " + warmUp + " acknowledged");
           }
           Thread.sleep(20);
         }

@@ -1,6 +1,7 @@
 package dev.outbox.relay;
 
 import java.time.Duration;
+import java.util.List;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -12,10 +13,13 @@ import reactor.core.publisher.Mono;
 interface BatchSource {
 
   /**
-   * Claimed batches until {@link #stop()}; then completes (a batch already emitted is still
-   * sent and settled). May be subscribed again after an error (the pipeline restarts).
+   * Claimed batches until {@link #stop()}, in groups handed over together (a claim's answer, a
+   * unit of one key), each non-empty and in send order; then completes (a batch already emitted
+   * is still sent and settled). May be subscribed again after an error (the pipeline restarts).
+   * Groups, not single batches: the pipeline's per-item work (a scheduler hop, a decode step) is
+   * paid once a group, not once a row.
    */
-  Flux<BatchInFlight> batches();
+  Flux<List<BatchInFlight>> batches();
 
   /** Room was freed in the ledger: a good moment to claim. */
   default void wake() {}

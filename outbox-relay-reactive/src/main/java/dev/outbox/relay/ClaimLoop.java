@@ -38,7 +38,7 @@ final class ClaimLoop implements BatchSource {
   }
 
   @Override
-  public Flux<BatchInFlight> batches() {
+  public Flux<List<BatchInFlight>> batches() {
     return cycles.run(this::claim);
   }
 
@@ -54,7 +54,7 @@ final class ClaimLoop implements BatchSource {
 
 
   /** One claim within the free budgets; the batches are in the ledger before they are emitted. */
-  private Flux<BatchInFlight> claim() {
+  private Flux<List<BatchInFlight>> claim() {
     return Flux.defer(() -> {
       Ledger.Room room = mayClaim.get() && !cycles.stopping() ? ledger.room() : null;
       if (room == null) {
@@ -89,7 +89,7 @@ final class ClaimLoop implements BatchSource {
             if (claimed.size() == options.claimSize()) {
               wake(); // a full claim: there is probably more
             }
-            return Flux.fromIterable(batches);
+            return batches.isEmpty() ? Flux.empty() : Flux.just(batches);
           })
           .onErrorResume(error -> {
             log.warn("Outbox relay {} could not claim; trying again at the next poll: {}",

@@ -121,7 +121,7 @@ final class PartitionedSource implements BatchSource {
   }
 
   @Override
-  public Flux<BatchInFlight> batches() {
+  public Flux<List<BatchInFlight>> batches() {
     return cycles.run(this::claim);
   }
 
@@ -274,7 +274,7 @@ final class PartitionedSource implements BatchSource {
    * insert_seq for this). Rows after the position that are in flight are left out of reads. A full rescan from the start of the owned partitions whenever they change, when the
    * ledger was emptied by a pipeline restart, and every lease duration as a safety net.
    */
-  private Flux<BatchInFlight> claim() {
+  private Flux<List<BatchInFlight>> claim() {
     return Flux.defer(() -> {
       Map<Integer, Long> parts = readable;
       Ledger.Room room = !cycles.stopping() && !parts.isEmpty() && System.nanoTime() - ownedUntilNanos < 0
@@ -412,7 +412,7 @@ final class PartitionedSource implements BatchSource {
             if (rows.size() == limit && (!taken.isEmpty() || position > after)) {
               wake(); // a full read that got somewhere: there is probably more
             }
-            return Flux.fromIterable(batches);
+            return batches.isEmpty() ? Flux.empty() : Flux.just(batches);
           })
           .doFinally(signal -> readingSince = -1)
           .onErrorResume(error -> {

@@ -6,6 +6,7 @@ import dev.outbox.r2dbc.UndecodableBatchException;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
 import dev.outbox.relay.BatchInFlight.RecordRef;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.function.BooleanSupplier;
 import org.slf4j.Logger;
@@ -20,7 +21,7 @@ import reactor.util.retry.Retry;
  * Sends what a {@link BatchSource} claims and has it settled, the same for every mode:
  *
  * <pre>
- * source.batches() → (parallel scheduler) decode, build records → sink.send
+ * source.batches() (groups) → (parallel scheduler) decode, build records → sink.send
  *   → per-record answers → a batch's last answer → groups of batches → settler
  * </pre>
  *
@@ -95,32 +96,45 @@ final class RelayPipeline {
   private Flux<OutboundRecord<RecordRef>> records() {
     return source.batches()
         .publishOn(Schedulers.parallel(), DECODE_QUEUE)
-        // Prefetch 0: each batch is requested, so delivered, on the parallel worker once the
-        // previous one is done; a queued batch would otherwise be decoded on whichever thread
+        // Prefetch 0: each group is requested, so delivered, on the parallel worker once the
+        // previous one is done; a queued group would otherwise be decoded on whichever thread
         // finished the previous step (the driver's, after a dead-letter) or asked for more (the
         // sink's).
         .concatMap(this::decode, 0)
         .concatMapIterable(records -> records);
   }
 
-  /** The batch's records; an undecodable batch is dead-lettered instead (nothing emitted). */
-  private Mono<List<OutboundRecord<RecordRef>>> decode(BatchInFlight batch) {
-    ClaimedBatch claimed = batch.claim();
-    List<Message> messages;
-    try {
-      messages = options.codec().decode(claimed.rawData());
-      if (messages.size() != claimed.messageCount()) {
-        // raw_data cut at a message boundary still decodes; the count catches the lost tail.
-        throw new UndecodableBatchException("raw_data holds " + messages.size()
-            + " messages but the row's message_count is " + claimed.messageCount());
+  /**
+   * The group's records, in order; its undecodable batches are dead-lettered instead (no
+   * records), and the records go on once those dead letters are settled.
+   */
+  private Mono<List<OutboundRecord<RecordRef>>> decode(List<BatchInFlight> group) {
+    List<OutboundRecord<RecordRef>> records = new ArrayList<>(group.size());
+    List<Mono<Void>> deadLetters = null;
+    for (BatchInFlight batch : group) {
+      ClaimedBatch claimed = batch.claim();
+      List<Message> messages;
+      try {
+        messages = options.codec().decode(claimed.rawData());
+        if (messages.size() != claimed.messageCount()) {
+          // raw_data cut at a message boundary still decodes; the count catches the lost tail.
+          throw new UndecodableBatchException("raw_data holds " + messages.size()
+              + " messages but the row's message_count is " + claimed.messageCount());
+        }
+        if (messages.isEmpty()) { // nothing would ever answer for it
+          throw new UndecodableBatchException("raw_data holds no messages");
+        }
+      } catch (RuntimeException error) {
+        if (deadLetters == null) {
+          deadLetters = new ArrayList<>(1);
+        }
+        deadLetters.add(settler.undecodable(batch, error));
+        continue;
       }
-      if (messages.isEmpty()) { // nothing would ever answer for it
-        throw new UndecodableBatchException("raw_data holds no messages");
-      }
-    } catch (RuntimeException error) {
-      return settler.undecodable(batch, error).then(Mono.empty());
+      records.addAll(batch.records(messages, options.recordInterceptor()));
     }
-    return Mono.just(batch.records(messages, options.recordInterceptor()));
+    return deadLetters == null ? Mono.just(records)
+        : Flux.concat(deadLetters).then(Mono.just(records));
   }
 
   /** Accounts one record's answer; emits its batch when this was the batch's last record. */

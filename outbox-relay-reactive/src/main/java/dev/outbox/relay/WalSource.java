@@ -156,7 +156,7 @@ final class WalSource implements BatchSource {
   }
 
   @Override
-  public Flux<BatchInFlight> batches() {
+  public Flux<List<BatchInFlight>> batches() {
     if (!(unpooled instanceof PostgresqlConnectionFactory postgres)) {
       return Flux.error(new InvalidConfigurationException(
           "WAL mode needs an r2dbc-postgresql ConnectionFactory, got " + unpooled.getClass()));
@@ -251,7 +251,7 @@ final class WalSource implements BatchSource {
               return Mono.empty();
             });
       };
-      return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<BatchInFlight>empty()))
+      return Flux.merge(run.out.asFlux(), claiming.thenMany(Flux.<List<BatchInFlight>>empty()))
           .concatWith(Mono.defer(end).then(Mono.empty()))
           .doOnError(error -> end.get().subscribe())
           .doOnCancel(() -> end.get().subscribe());
@@ -524,7 +524,7 @@ final class WalSource implements BatchSource {
     private boolean sweepListed;
     private boolean sweepComplete;
     private boolean sweepRemembered;
-    final Sinks.Many<BatchInFlight> out = Sinks.many().unicast().onBackpressureBuffer();
+    final Sinks.Many<List<BatchInFlight>> out = Sinks.many().unicast().onBackpressureBuffer();
     private final Map<String, Entry> entries = new HashMap<>();
     private final Map<String, ArrayDeque<Entry>> turns = new HashMap<>();
     private final Disposable.Composite timers = Disposables.composite();
@@ -538,6 +538,8 @@ final class WalSource implements BatchSource {
     private long arrivedUpTo;
     /** Entries parked now (see {@link Entry#parked}); at {@link #parkedMost}, claims wait. */
     private int parkedCount;
+    /** Entries waiting long now (see {@link Entry#longWait}): none, and none parked, is quick. */
+    private int longWaits;
     /** Whether this run logged reaching {@link #parkedMost} (once a run). */
     private boolean parkedCapLogged;
     /** Answers in, waiting in line to be applied (identity: each is one lookup's). */
@@ -640,48 +642,70 @@ final class WalSource implements BatchSource {
      * {@code present}: the rows to check first that are still in the table.
      */
     void claimed(List<String> ids, List<IdClaim> answers, Set<String> present, long generation) {
-      Map<String, IdClaim> byId = new HashMap<>();
-      answers.forEach(a -> byId.put(a.batchId().strip(), a));
+      Map<String, IdClaim> byId = byId(answers);
       synchronized (this) {
-        for (String id : ids) {
-          Entry entry = entries.get(id);
-          ClaimedBatch logged = entry == null ? null : entry.logged;
-          if (logged != null) { // no claim: its row as the log carried it, unless gone
-            if (!entry.checkFirst || present.contains(id)) {
-              byId.put(id, new IdClaim(id, logged, entry.loggedKeys));
-            }
-            entry.logged = null;
-          }
-        }
-      }
-      synchronized (this) {
-        if (over) { // abandoned meanwhile: give the leases back
-          giveBack(ids.stream().map(byId::get).filter(Objects::nonNull).map(IdClaim::claim)
-              .filter(Objects::nonNull).toList());
+        if (over) { // abandoned meanwhile: give the leases back (rows from the log hold none)
+          giveBack(byId.values().stream().map(IdClaim::claim).filter(Objects::nonNull).toList());
           return;
         }
-        List<Entry> taken = new ArrayList<>();
-        List<ClaimedBatch> claims = new ArrayList<>();
+        List<Entry> taken = new ArrayList<>(ids.size());
+        List<ClaimedBatch> claims = new ArrayList<>(ids.size());
         for (String id : ids) {
-          Entry entry = entries.get(id);
-          IdClaim answer = byId.get(id);
-          ClaimedBatch claim = answer == null ? null : answer.claim();
-          if (entry == null) {
-            giveBack(claim == null ? List.of() : List.of(claim));
-            continue;
-          }
-          if (answer == null) { // gone: published before (by the sweep, or before a restart)
-            finish(entry);
-            continue;
-          }
-          entry.keys = answer.keys();
-          for (String key : answer.keys()) {
-            turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
-          }
-          place(entry, claim, taken, claims);
+          takeTurn(id, byId.get(id), present, taken, claims);
         }
         register(taken, claims, generation);
       }
+    }
+
+    private Map<String, IdClaim> byId(List<IdClaim> answers) {
+      if (answers.isEmpty()) {
+        return Map.of();
+      }
+      Map<String, IdClaim> byId = new HashMap<>();
+      for (IdClaim answer : answers) {
+        byId.put(answer.batchId().strip(), answer);
+      }
+      return byId;
+    }
+
+    /**
+     * One id of an answered group takes its turn on its keys: its row as the log carried it
+     * (unless checked and found gone), or as claimed ({@code answer}; none: gone, published
+     * before by the sweep or before a restart). Kept apart from the loop so that the JIT
+     * compiles the per-row work as one small method, not the loop again and again (OSR).
+     */
+    private void takeTurn(String id, @Nullable IdClaim answer, Set<String> present,
+        List<Entry> taken, List<ClaimedBatch> claims) {
+      Entry entry = entries.get(id);
+      if (entry == null) {
+        if (answer != null && answer.claim() != null) {
+          giveBack(List.of(answer.claim()));
+        }
+        return;
+      }
+      ClaimedBatch claim;
+      List<String> keys;
+      ClaimedBatch logged = entry.logged;
+      if (logged != null) { // no claim: its row as the log carried it, unless gone
+        entry.logged = null;
+        if (entry.checkFirst && !present.contains(id)) {
+          finish(entry);
+          return;
+        }
+        claim = logged;
+        keys = entry.loggedKeys;
+      } else if (answer == null) {
+        finish(entry);
+        return;
+      } else {
+        claim = answer.claim();
+        keys = answer.keys();
+      }
+      entry.keys = keys;
+      for (String key : keys) {
+        turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
+      }
+      place(entry, claim, taken, claims);
     }
 
     /**
@@ -715,7 +739,7 @@ final class WalSource implements BatchSource {
       for (int i = 0; i < taken.size(); i++) {
         take(taken.get(i), registered.get(i));
       }
-      taken.forEach(this::send);
+      sendAll(taken);
     }
 
     /**
@@ -760,15 +784,14 @@ final class WalSource implements BatchSource {
      * now first in line), in line order.
      */
     void reclaimed(List<Entry> group, List<IdClaim> answers, long generation) {
-      Map<String, IdClaim> byId = new HashMap<>();
-      answers.forEach(a -> byId.put(a.batchId().strip(), a));
+      Map<String, IdClaim> byId = byId(answers);
       synchronized (this) {
         List<Entry> taken = new ArrayList<>();
         List<ClaimedBatch> claims = new ArrayList<>();
         for (Entry entry : group) {
           IdClaim answer = byId.get(entry.batchId);
           ClaimedBatch claim = answer == null ? null : answer.claim();
-          entry.longWait = false;
+          longWait(entry, false);
           if (over || entries.get(entry.batchId) != entry) {
             giveBack(claim == null ? List.of() : List.of(claim));
           } else if (answer == null) {
@@ -794,11 +817,33 @@ final class WalSource implements BatchSource {
         return;
       }
       entry.outOfLine = true;
-      leaveLines(entry).forEach(this::send);
+      sendAll(leaveLines(entry));
     }
 
-    /** Hands the entry's batch to the pipeline when it is claimed and first in line on its keys. */
-    private void send(Entry entry) {
+    /**
+     * Hands the batches of {@code entries} that may go (see {@link #send}) to the pipeline as one
+     * group.
+     */
+    private void sendAll(List<Entry> entries) {
+      if (entries.isEmpty()) {
+        return;
+      }
+      List<BatchInFlight> group = new ArrayList<>();
+      for (Entry entry : entries) {
+        send(entry, group);
+      }
+      if (!group.isEmpty() && out.tryEmitNext(group).isFailure()) {
+        // cancelled meanwhile: the ledger gives them back
+        log.debug("Outbox relay {} could not hand {} batches to its pipeline",
+            options.instanceId(), group.size());
+      }
+    }
+
+    /**
+     * Adds the entry's batch to {@code group} when it is claimed and first in line on its keys;
+     * unparks it when it is parked and first in line.
+     */
+    private void send(Entry entry, List<BatchInFlight> group) {
       if (entry.parked) {
         if (!over && !completed && !stopping && firstInLine(entry)) {
           unpark(entry);
@@ -810,7 +855,7 @@ final class WalSource implements BatchSource {
         return;
       }
       entry.sent = true;
-      emit(batch);
+      group.add(batch);
       // The claimed batches right behind it on its one key go with it, as one unit: once a
       // record of the unit fails, its later records are not sent (SendGuard), as for the
       // messages of one batch; each stays in line until Kafka has acknowledged it.
@@ -838,13 +883,7 @@ final class WalSource implements BatchSource {
         later.joinGroupOf(batch);
         next.sent = true;
         unit++;
-        emit(later);
-      }
-    }
-
-    private void emit(BatchInFlight batch) {
-      if (out.tryEmitNext(batch).isFailure()) { // cancelled meanwhile: the ledger gives it back
-        log.debug("Outbox relay {} could not hand {} to its pipeline", options.instanceId(), batch);
+        group.add(later);
       }
     }
 
@@ -920,7 +959,7 @@ final class WalSource implements BatchSource {
         return;
       }
       if (wait.compareTo(PARKS_BEHIND) >= 0) {
-        entry.longWait = true;
+        longWait(entry, true);
         parkBehind(entry);
       }
       claimAgain(List.of(entry), wait);
@@ -960,10 +999,17 @@ final class WalSource implements BatchSource {
       claimAgain(group, Duration.ZERO);
     }
 
+    private void longWait(Entry entry, boolean longWait) {
+      if (entry.longWait != longWait) {
+        entry.longWait = longWait;
+        longWaits += longWait ? 1 : -1;
+      }
+    }
+
     /** Whether an entry ahead of {@code entry} on one of its keys waits long, or is parked. */
     private boolean waitsBehindALongWait(Entry entry) {
       List<String> keys = entry.keys;
-      if (keys == null || entry.outOfLine) {
+      if (keys == null || entry.outOfLine || longWaits == 0 && parkedCount == 0) {
         return false;
       }
       for (String key : keys) {
@@ -1106,7 +1152,7 @@ final class WalSource implements BatchSource {
               log.warn("Outbox relay {} could not claim batch {} again; trying again in {}: {}",
                   options.instanceId(), group.get(0).batchId, LEASED_WAIT, error.toString());
               group.forEach(e -> {
-                e.longWait = false;
+                longWait(e, false);
                 again(e, LEASED_WAIT);
               });
             }
@@ -1137,7 +1183,7 @@ final class WalSource implements BatchSource {
       }
       List<Entry> next = leaveLines(entry);
       entry.inserts.forEach(follower::acknowledge);
-      next.forEach(this::send);
+      sendAll(next);
     }
 
     /** Takes the entry out of its keys' lines; returns the entries now first in them. */
