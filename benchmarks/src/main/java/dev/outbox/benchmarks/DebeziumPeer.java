@@ -100,11 +100,11 @@ final class DebeziumPeer {
       byte[] payload = new byte[payloadBytes];
       ThreadLocalRandom.current().nextBytes(payload);
       if (WARM_UP) {
-        // A warm-up drain as large as the backlog, as the relay has one (RelayBenchmark): without
+        // A warm-up drain as large as the relay's (RelayBenchmark.WARMUP): without
         // it the engine's own code is timed while the JIT compiles it for the first time.
         String warmUpTopic = topic + "-warmup"; // acknowledged like the measured records
         kafka.createTopic(warmUpTopic, partitions);
-        int warmUp = Integer.getInteger("bench.warmup", messages); // as RelayBenchmark.WARMUP
+        int warmUp = Integer.getInteger("bench.warmup", RelayBenchmark.warmUpFor(messages));
         fill(postgres, name, warmUpTopic, warmUp, batch, payload);
         peer.start();
         long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);

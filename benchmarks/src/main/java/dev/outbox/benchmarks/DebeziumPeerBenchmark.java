@@ -75,8 +75,9 @@ final class DebeziumPeerBenchmark {
         Results.ratio(dbz.msgsPerSecond(), baselineRate),
         String.format(Locale.ROOT, "Debezium %s embedded engine (pgoutput, outbox EventRouter) → KafkaProducer"
                 + " (idempotence, acks=all, linger.ms=5), offsets committed after each batch's acks;"
-                + " default poll.interval.ms=500; " + (DebeziumPeer.WARM_UP ? "after a warm-up drain as large as"
-                + " the backlog; " : "no warm-up drain; ") + "clock from engine start over the written backlog to the"
+                + " default poll.interval.ms=500; " + (DebeziumPeer.WARM_UP ? "after a warm-up drain of "
+                + Integer.getInteger("bench.warmup", RelayBenchmark.warmUpFor(messages)) + " messages, as the relay's; "
+                : "no warm-up drain; ") + "clock from engine start over the written backlog to the"
                 + " last ack, so it includes the connector's start (first ack after %.2f s), poll interval"
                 + " and queue batching (%.0f records a batch); %s",
             version, dbz.secondsToFirstAck(), dbz.meanBatch(), dbz.cpu()));

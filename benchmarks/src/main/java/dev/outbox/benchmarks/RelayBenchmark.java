@@ -57,8 +57,18 @@ final class RelayBenchmark {
       .kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build();
   static final int MAX_IN_FLIGHT = Integer.getInteger("bench.maxInFlight", DEFAULTS.maxInFlight());
   static final int CLAIM_SIZE = Integer.getInteger("bench.claimSize", DEFAULTS.claimSize());
-  /** Messages of the warm-up drain (and of the minimal loop's warm-up). */
-  static final int WARMUP = Integer.getInteger("bench.warmup", Math.min(1_000_000, MESSAGES));
+  /**
+   * Messages of the warm-up drain (and of the minimal loop's warm-up): three times the backlog, at
+   * most 1,000,000; the Debezium peer warms up as much ({@link DebeziumPeer}). With a warm-up as
+   * large as the backlog (200,000), C2 compiled for 5.5 s of a 6.4 s WAL drain
+   * (-XX:+LogCompilation): the per-row methods of the relay and of the producer reached C2 only
+   * then, having stayed at tier 3 through the warm-up while C2's queue was long.
+   */
+  static final int WARMUP = Integer.getInteger("bench.warmup", warmUpFor(MESSAGES));
+
+  static int warmUpFor(int messages) {
+    return (int) Math.min(1_000_000L, 3L * messages);
+  }
 
   /** CPU a message of the last measured drain (CpuProbe). */
   private static String lastDrainCpu = "";
@@ -89,7 +99,7 @@ final class RelayBenchmark {
     OutboxSchema.createIfMissing(pool, table).block();
     OutboxWriter writer = OutboxWriter.builder().table(table).build();
     // A warm-up drain as the baseline has a warm-up send, so that neither is timed while the JIT
-    // compiles its code for the first time. As large as the backlog (at most 1,000,000): after a
+    // compiles its code for the first time (see WARMUP). Earlier, as large as the backlog: after a
     // warm-up of 20,000 (and of 100,000) the JIT compiler still took 37 % (38 %) of the CPU
     // samples of a 1,000,000-message drain (async-profiler); -XX:+PrintCompilation counted 2,435
     // compilations (628 deoptimisations) during it after 100,000, 1,215 (183) after 1,000,000.
