@@ -104,7 +104,8 @@ final class DebeziumPeer {
         // it the engine's own code is timed while the JIT compiles it for the first time.
         String warmUpTopic = topic + "-warmup"; // acknowledged like the measured records
         kafka.createTopic(warmUpTopic, partitions);
-        int warmUp = Integer.getInteger("bench.warmup", RelayBenchmark.warmUpFor(messages));
+        // fill writes whole transactions of `batch` rows: wait for as many as it writes
+        int warmUp = Integer.getInteger("bench.warmup", RelayBenchmark.warmUpFor(messages)) / batch * batch;
         fill(postgres, name, warmUpTopic, warmUp, batch, payload);
         peer.start();
         long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);

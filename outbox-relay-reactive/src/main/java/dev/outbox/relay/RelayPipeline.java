@@ -44,7 +44,7 @@ final class RelayPipeline {
   private static final Duration SETTLE_WINDOW = Duration.ofMillis(20);
   private static final int SETTLE_GROUP_CLAIMED = 100;
   private static final Duration SETTLE_WINDOW_CLAIMED = Duration.ofMillis(5);
-  /** Claimed batches queued ahead of decoding (already bounded by the ledger's budgets). */
+  /** Groups of claimed batches queued ahead of decoding (already bounded by the ledger's budgets). */
   private static final int DECODE_QUEUE = 32;
 
   private final BatchSource source;
@@ -99,16 +99,15 @@ final class RelayPipeline {
         // Prefetch 0: each group is requested, so delivered, on the parallel worker once the
         // previous one is done; a queued group would otherwise be decoded on whichever thread
         // finished the previous step (the driver's, after a dead-letter) or asked for more (the
-        // sink's).
-        .concatMap(this::decode, 0)
-        .concatMapIterable(records -> records);
+        // sink's). One group is decoded at a time.
+        .concatMap(this::decode, 0);
   }
 
   /**
    * The group's records, in order; its undecodable batches are dead-lettered instead (no
-   * records), and the records go on once those dead letters are settled.
+   * records), after the group's records, and the next group waits for those dead letters.
    */
-  private Mono<List<OutboundRecord<RecordRef>>> decode(List<BatchInFlight> group) {
+  private Flux<OutboundRecord<RecordRef>> decode(List<BatchInFlight> group) {
     List<OutboundRecord<RecordRef>> records = new ArrayList<>(group.size());
     List<Mono<Void>> deadLetters = null;
     for (BatchInFlight batch : group) {
@@ -133,8 +132,9 @@ final class RelayPipeline {
       }
       records.addAll(batch.records(messages, options.recordInterceptor()));
     }
-    return deadLetters == null ? Mono.just(records)
-        : Flux.concat(deadLetters).then(Mono.just(records));
+    Flux<OutboundRecord<RecordRef>> sent = Flux.fromIterable(records);
+    return deadLetters == null ? sent
+        : sent.concatWith(Flux.concat(deadLetters).then(Mono.empty()));
   }
 
   /** Accounts one record's answer; emits its batch when this was the batch's last record. */

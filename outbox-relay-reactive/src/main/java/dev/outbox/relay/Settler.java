@@ -10,6 +10,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.SignalType;
 
 /**
  * Turns what happened to batches into table changes, for every mode: published batches are
@@ -42,17 +43,29 @@ final class Settler {
     Mono<Void> deletions = published.isEmpty() ? Mono.empty()
         : store.deleteAll(published)
             .collect(Collectors.toSet())
-            .doOnNext(missed -> published.forEach(b -> finish(b, outcome(
-                missed.contains(b.claim().batchId().strip()) ? Kind.LEASE_LOST : Kind.PUBLISHED,
-                b.claim(), 0, null, null))))
+            .doOnNext(missed -> {
+              for (BatchInFlight b : published) {
+                boolean lost = !missed.isEmpty() && missed.contains(b.claim().batchId().strip());
+                finish(b, outcome(lost ? Kind.LEASE_LOST : Kind.PUBLISHED, b.claim(), 0, null,
+                    null));
+              }
+            })
             .onErrorResume(error -> {
               log.warn("Outbox relay {} could not delete {} published batches; they will be"
                   + " published again when their leases expire: {}", options.instanceId(),
                   published.size(), error.toString());
-              published.forEach(b -> b.settlementFailed(error));
+              for (BatchInFlight b : published) {
+                b.settlementFailed(error);
+                finish(b, null);
+              }
               return Mono.empty();
             })
-            .doFinally(signal -> published.forEach(b -> finish(b, null)))
+            // Answered or failed, each batch was finished above; cancelled, it is here.
+            .doFinally(signal -> {
+              if (signal == SignalType.CANCEL) {
+                published.forEach(b -> finish(b, null));
+              }
+            })
             .then();
     Mono<Void> failures = Flux.fromIterable(group)
         .filter(b -> !b.fullyPublished())

@@ -821,15 +821,15 @@ final class WalSource implements BatchSource {
     }
 
     /**
-     * Hands the batches of {@code entries} that may go (see {@link #send}) to the pipeline as one
+     * Hands the batches of {@code ready} that may go (see {@link #send}) to the pipeline as one
      * group.
      */
-    private void sendAll(List<Entry> entries) {
-      if (entries.isEmpty()) {
+    private void sendAll(List<Entry> ready) {
+      if (ready.isEmpty()) {
         return;
       }
       List<BatchInFlight> group = new ArrayList<>();
-      for (Entry entry : entries) {
+      for (Entry entry : ready) {
         send(entry, group);
       }
       if (!group.isEmpty() && out.tryEmitNext(group).isFailure()) {
