@@ -122,6 +122,7 @@ final class DebeziumPeer {
       }
       peer.batches.set(0);
       peer.batchRecords.set(0);
+      RelayBenchmark.settleSlot(postgres, name);
       fill(postgres, name, topic, messages, batch, payload);
 
       CpuProbe cpu = CpuProbe.of(postgres);
