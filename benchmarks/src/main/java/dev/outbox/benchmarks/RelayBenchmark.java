@@ -99,7 +99,21 @@ final class RelayBenchmark {
       java.util.concurrent.locks.LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(20));
     }
     postgres.execute("CHECKPOINT"); // logs the running transactions: a restart point at the end
-    postgres.queryLong("SELECT count(*) FROM pg_replication_slot_advance('" + slot + "', pg_current_wal_lsn())");
+    while (true) {
+      try {
+        postgres.queryLong("SELECT count(*) FROM pg_replication_slot_advance('" + slot + "', pg_current_wal_lsn())");
+        break;
+      } catch (RuntimeException e) { // seen once: "active for PID n" right after the check
+        System.out.println("could not advance slot " + slot + " yet: " + e.getMessage() + "; its holder: "
+            + postgres.queryColumn("SELECT concat_ws(' ', a.pid, a.backend_type, a.application_name,"
+                + " a.backend_start, a.state) FROM pg_replication_slots s JOIN pg_stat_activity a"
+                + " ON a.pid = s.active_pid WHERE s.slot_name = '" + slot + "'"));
+        if (System.nanoTime() > deadline) {
+          throw e;
+        }
+        java.util.concurrent.locks.LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(100));
+      }
+    }
     System.out.println(slotLag(postgres, slot));
   }
 
