@@ -16,6 +16,7 @@ import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
+import java.util.UUID;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -211,6 +212,31 @@ class OutboxStorePostgresTest {
     assertThat(admin.findDeadLetter(id).blockOptional()).isEmpty();
     StepVerifier.create(store.delete(second)).expectNext(true).verifyComplete();
     assertThat(admin.find(id).blockOptional()).isEmpty();
+  }
+
+  @Test
+  void deleteAllFencesEachBatchByItsOwnTokenAcrossClaimsAndReportsOnlyTheMisses() {
+    List<String> ids = writeBatches(5);
+    List<ClaimedBatch> first = store.claim(2, LONG_LEASE, "relay").collectList().block();
+    List<ClaimedBatch> second = store.claim(2, LONG_LEASE, "relay").collectList().block();
+    ClaimedBatch stale = new ClaimedBatch(second.get(1).batchId(), second.get(1).insertSeq(), 1, 0,
+        new byte[0], second.get(1).insertTime(), UUID.randomUUID(), second.get(1).leaseExpiresAt());
+    // The fifth row is not leased (as WAL mode publishes logged rows): it matches UNLEASED only.
+    ClaimedBatch unleased = new ClaimedBatch(ids.get(4), 5, 1, 0, new byte[0], Instant.now(),
+        RelayStore.UNLEASED, Instant.now());
+    ClaimedBatch unleasedWithAClaimsToken = new ClaimedBatch(ids.get(4), 5, 1, 0, new byte[0],
+        Instant.now(), first.get(0).leaseToken(), Instant.now());
+
+    // Interleaved tokens, one of them stale; one row named twice, deleted under the right token.
+    List<String> missed = store.deleteAll(List.of(first.get(0), second.get(0), stale,
+        unleasedWithAClaimsToken, first.get(1), unleased)).collectList().block();
+
+    assertThat(missed).containsExactly(ids.get(3));
+    assertThat(postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()))
+        .containsExactly(ids.get(3));
+    assertThat(admin.find(ids.get(3)).block().leaseToken()).isEqualTo(second.get(1).leaseToken());
+    assertThat(store.deleteAll(List.of(second.get(1))).collectList().block()).isEmpty();
+    assertThat(postgres.queryLong("SELECT count(*) FROM " + table.qualifiedName())).isZero();
   }
 
   @Test

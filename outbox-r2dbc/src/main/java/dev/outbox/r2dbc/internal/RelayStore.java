@@ -7,15 +7,20 @@ import io.r2dbc.spi.Readable;
 import io.r2dbc.spi.Statement;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Comparator;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.UUID;
 import java.util.function.Function;
+import java.util.stream.Collectors;
 import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -142,12 +147,13 @@ public final class RelayStore {
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     // Only the ids not deleted come back (usually none), as for absentByIdsSql.
-    deleteAllSql = "WITH settled AS (SELECT * FROM unnest($1::bpchar[], $2::uuid[])"
-        + " AS s(batch_id, lease_token)), gone AS (DELETE FROM " + t + " AS o USING settled"
-        + " WHERE o.batch_id = settled.batch_id AND " + token("o.") + " = settled.lease_token"
-        + " RETURNING o.batch_id)"
-        + " SELECT settled.batch_id FROM settled"
-        + " WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = settled.batch_id)";
+    // One lease token a statement, the ids as "= ANY": a bitmap scan walks the sorted ids once.
+    // Joined to unnest(ids, tokens) instead, each id was an index descent of its own: 4.1 µs of
+    // executor time a row against 2.8 (500 ids a statement, PostgreSQL 17, pg_stat_statements).
+    deleteAllSql = "WITH gone AS (DELETE FROM " + t + " AS o WHERE o.batch_id = ANY($1::bpchar[])"
+        + " AND " + token("o.") + " = $2::uuid RETURNING o.batch_id)"
+        + " SELECT held.batch_id FROM unnest($1::bpchar[]) AS held(batch_id)"
+        + " WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = held.batch_id)";
     // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
     // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
     // the same rows in another order.
@@ -413,18 +419,38 @@ public final class RelayStore {
   }
 
   /**
-   * Deletes many published batches in one statement, each fenced by its own lease token as in
-   * {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
+   * Deletes many published batches, one statement for each lease token among them, each batch
+   * fenced by its own token as in {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
    * row is gone), usually none: the database sends back one row per miss, not per batch.
    */
   public Flux<String> deleteAll(List<ClaimedBatch> batches) {
     if (batches.isEmpty()) {
       return Flux.empty();
     }
-    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
-    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
-    return query(deleteAllSql, s -> s.bind(0, ids).bind(1, tokens),
-        row -> Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip());
+    // A group holds few tokens: one per claim, and one (UNLEASED) for WAL mode's logged rows.
+    Map<UUID, List<String>> idsByToken = new LinkedHashMap<>();
+    for (ClaimedBatch batch : batches) {
+      idsByToken.computeIfAbsent(batch.leaseToken(), token -> new ArrayList<>())
+          .add(batch.batchId());
+    }
+    // An id named under two tokens (a row settled twice in one group) is a miss only if neither
+    // statement deleted it, as when the pairs were matched in one statement.
+    return Flux.defer(() -> {
+      Set<String> missed = new LinkedHashSet<>();
+      Set<String> deleted = new HashSet<>();
+      return Flux.fromIterable(idsByToken.entrySet())
+          .concatMap(held -> query(deleteAllSql,
+                  s -> s.bind(0, held.getValue().toArray(String[]::new)).bind(1, held.getKey()),
+                  row -> Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip())
+              .collect(Collectors.toSet())
+              .doOnNext(notDeleted -> {
+                missed.addAll(notDeleted);
+                held.getValue().stream().map(String::strip).filter(id -> !notDeleted.contains(id))
+                    .forEach(deleted::add);
+              }))
+          .thenMany(Flux.defer(() -> Flux.fromStream(
+              missed.stream().filter(id -> !deleted.contains(id)))));
+    });
   }
 
   /**
