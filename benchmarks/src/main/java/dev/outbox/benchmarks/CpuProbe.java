@@ -4,8 +4,11 @@ import dev.outbox.testing.TestPostgres;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.stream.Stream;
 
 /**
@@ -44,10 +47,12 @@ final class CpuProbe {
   Snapshot now() {
     long[] self = stat(ProcessHandle.current().pid());
     double jvm = self == null ? Double.NaN : (self[1] + self[2]) / TICKS_PER_SECOND;
-    return new Snapshot(jvm, postgresSeconds());
+    Map<Long, Child> children = new HashMap<>();
+    double postgres = postgresSeconds(children);
+    return new Snapshot(jvm, postgres, children);
   }
 
-  private double postgresSeconds() {
+  private double postgresSeconds(Map<Long, Child> children) {
     if (postmaster < 0) {
       return Double.NaN;
     }
@@ -56,6 +61,7 @@ final class CpuProbe {
       return Double.NaN;
     }
     long ticks = own[1] + own[2] + own[3] + own[4];
+    children.put(postmaster, new Child("postmaster and exited children", own[1] + own[2] + own[3] + own[4]));
     try (Stream<Path> procs = Files.list(Path.of("/proc"))) {
       List<Long> pids = procs.map(p -> p.getFileName().toString())
           .filter(name -> name.chars().allMatch(Character::isDigit))
@@ -64,6 +70,7 @@ final class CpuProbe {
         long[] child = stat(pid);
         if (child != null && child[0] == postmaster) {
           ticks += child[1] + child[2];
+          children.put(pid, new Child(role(pid), child[1] + child[2]));
         }
       }
     } catch (IOException e) {
@@ -71,6 +78,35 @@ final class CpuProbe {
     }
     return ticks / TICKS_PER_SECOND;
   }
+
+  /** What a PostgreSQL child does, from the title it sets ("postgres: walsender …"). */
+  private static String role(long pid) {
+    try {
+      String title = Files.readString(Path.of("/proc", Long.toString(pid), "cmdline"))
+          .replace('\0', ' ').strip();
+      if (title.startsWith("postgres: ")) {
+        title = title.substring("postgres: ".length());
+      }
+      if (title.startsWith("walsender")) {
+        return "walsender";
+      }
+      if (title.startsWith("autovacuum")) {
+        return "autovacuum";
+      }
+      for (String auxiliary : List.of("checkpointer", "background writer", "walwriter",
+          "logical replication launcher", "io worker")) {
+        if (title.startsWith(auxiliary)) {
+          return "auxiliary";
+        }
+      }
+      return "backends";
+    } catch (IOException | RuntimeException e) {
+      return "backends";
+    }
+  }
+
+  /** One PostgreSQL process at a snapshot: its role and CPU ticks so far. */
+  private record Child(String role, long ticks) {}
 
   /** ppid, utime, stime, cutime, cstime of {@code pid}; null when it is gone or unreadable. */
   private static long[] stat(long pid) {
@@ -85,8 +121,32 @@ final class CpuProbe {
     }
   }
 
-  /** CPU seconds of this JVM and of PostgreSQL at one moment. */
-  record Snapshot(double jvm, double postgres) {
+  /** CPU seconds of this JVM and of PostgreSQL (and of each of its processes) at one moment. */
+  record Snapshot(double jvm, double postgres, Map<Long, Child> children) {
+    /**
+     * PostgreSQL's CPU a message since {@code before} by role: a process alive at both snapshots
+     * counts its difference, one started since counts all of its time; one that exited moved its
+     * time into its parent's (the postmaster's) children's time, which is counted less what it
+     * had at {@code before}.
+     */
+    String postgresByRole(Snapshot before, long messages) {
+      Map<String, Long> ticks = new TreeMap<>();
+      for (Map.Entry<Long, Child> now : children.entrySet()) {
+        Child then = before.children.get(now.getKey());
+        long spent = now.getValue().ticks - (then == null ? 0 : then.ticks);
+        ticks.merge(now.getValue().role, spent, Long::sum);
+      }
+      for (Map.Entry<Long, Child> then : before.children.entrySet()) {
+        if (!children.containsKey(then.getKey())) {
+          ticks.merge("postmaster and exited children", -then.getValue().ticks, Long::sum);
+        }
+      }
+      StringBuilder out = new StringBuilder("PostgreSQL CPU a message by process:");
+      ticks.forEach((role, t) -> out.append(String.format(Locale.ROOT, " %s %.1f µs;", role,
+          t / TICKS_PER_SECOND * 1e6 / messages)));
+      return out.toString();
+    }
+
     /** "JVM a µs + PostgreSQL b µs = c µs of CPU a message" since {@code before}. */
     String perMessage(Snapshot before, long messages) {
       double jvmMicros = (jvm - before.jvm) * 1e6 / messages;

@@ -150,8 +150,10 @@ final class DebeziumPeer {
         Thread.sleep(20);
       }
       double seconds = (System.nanoTime() - t0) / 1e9;
-      String cpuPerMessage = cpu.now().perMessage(cpuBefore, messages);
+      CpuProbe.Snapshot cpuAfter = cpu.now();
+      String cpuPerMessage = cpuAfter.perMessage(cpuBefore, messages);
       System.out.println("debezium drain " + cpuPerMessage);
+      System.out.println("debezium drain " + cpuAfter.postgresByRole(cpuBefore, messages));
       return new Result(messages, seconds, messages / seconds, (firstAck.get() - t0) / 1e9,
           (double) peer.batchRecords.get() / Math.max(1, peer.batches.get()), cpuPerMessage);
     } finally {

@@ -337,8 +337,10 @@ final class RelayBenchmark {
     double seconds = (System.nanoTime() - t0) / 1e9;
     if (measured) {
       Profiling.stop("relay-" + MODE);
-      lastDrainCpu = cpu.now().perMessage(cpuBefore, MESSAGES);
+      CpuProbe.Snapshot cpuAfter = cpu.now();
+      lastDrainCpu = cpuAfter.perMessage(cpuBefore, MESSAGES);
       System.out.println("relay drain " + lastDrainCpu);
+      System.out.println("relay drain " + cpuAfter.postgresByRole(cpuBefore, MESSAGES));
       System.out.println("measured drain ends at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
     }
