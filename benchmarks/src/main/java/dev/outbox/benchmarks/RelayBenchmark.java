@@ -315,6 +315,11 @@ final class RelayBenchmark {
       System.out.println("measured drain starts at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       Profiling.start();
     }
+    boolean statements = measured && Boolean.getBoolean(TestPostgres.STATEMENTS_PROPERTY);
+    if (statements) {
+      TestPostgres.get().execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+          "SELECT pg_stat_statements_reset()");
+    }
     long t0 = System.nanoTime();
     RelayHandle relay = OutboxRelay.create(pool, RelayOptions.builder().table(table)
         .mode(MODE)
@@ -341,6 +346,14 @@ final class RelayBenchmark {
       lastDrainCpu = cpuAfter.perMessage(cpuBefore, MESSAGES);
       System.out.println("relay drain " + lastDrainCpu);
       System.out.println("relay drain " + cpuAfter.postgresByRole(cpuBefore, MESSAGES));
+      if (statements) {
+        System.out.println("relay drain, statements by total execution time (pg_stat_statements):");
+        TestPostgres.get().queryColumn("SELECT format('%s calls, %s ms, %s rows, %s WAL records: %s',"
+                + " calls, round(total_exec_time::numeric, 1), rows, wal_records,"
+                + " left(regexp_replace(query, '\\s+', ' ', 'g'), 200)) FROM pg_stat_statements"
+                + " ORDER BY total_exec_time DESC LIMIT 8")
+            .forEach(line -> System.out.println("  " + line));
+      }
       System.out.println("measured drain ends at " + java.time.LocalTime.now() + ", JVM uptime " + ManagementFactory.getRuntimeMXBean().getUptime() + " ms");
       System.out.println("relay producer: " + ProducerStats.now().minus(producerBefore));
     }

@@ -34,6 +34,8 @@ public final class TestPostgres {
 
   private static final Logger log = LoggerFactory.getLogger(TestPostgres.class);
   private static @Nullable TestPostgres instance;
+  /** System property: {@code true} loads {@code pg_stat_statements} into the embedded server. */
+  public static final String STATEMENTS_PROPERTY = "outbox.test.postgres.statements";
 
   private final String url;
   private final @Nullable EmbeddedPostgres embedded;
@@ -41,7 +43,11 @@ public final class TestPostgres {
 
   /** The embedded server's configuration, shared with {@link RestartablePostgres}. */
   static EmbeddedPostgres.Builder embeddedBuilder() {
-    return EmbeddedPostgres.builder()
+    EmbeddedPostgres.Builder builder = EmbeddedPostgres.builder();
+    if (Boolean.getBoolean(STATEMENTS_PROPERTY)) { // benchmarks: what each statement costs
+      builder.setServerConfig("shared_preload_libraries", "pg_stat_statements");
+    }
+    return builder
         .setServerConfig("wal_level", "logical")
         .setServerConfig("max_replication_slots", "10")
         .setServerConfig("max_wal_senders", "10")
