@@ -7,20 +7,15 @@ import io.r2dbc.spi.Readable;
 import io.r2dbc.spi.Statement;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Comparator;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
-import java.util.LinkedHashSet;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.UUID;
 import java.util.function.Function;
-import java.util.stream.Collectors;
 import org.jspecify.annotations.Nullable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -77,6 +72,7 @@ public final class RelayStore {
   private final String absentByIdsSql;
   private final String committedSql;
   private final String deleteAllSql;
+  private final String deleteAllPairsSql;
   private final String retrySql;
   private final String releaseSql;
   private final String releaseHeldSql;
@@ -147,15 +143,23 @@ public final class RelayStore {
     // bpchar[], the column's own type: against text[] the primary key is not used, and every
     // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     // Only the ids not deleted come back (usually none), as for absentByIdsSql.
-    // One lease token a statement, the ids as "= ANY": a bitmap scan walks the sorted ids once.
-    // Joined to unnest(ids, tokens) instead, each id was an index descent of its own: 4.1 µs of
-    // executor time a row against 2.3-2.8 (500 ids a statement, PostgreSQL 17,
-    // pg_stat_statements). The misses are looked for only when fewer rows went than were named.
+    // Batches of one lease token (WAL mode's logged rows all hold UNLEASED; a claim's batches its
+    // token): the ids as "= ANY", which a bitmap scan walks once, sorted. Joined to unnest(ids,
+    // tokens) as below, each id was an index descent of its own: 4.1 µs of executor time a row
+    // against 2.3-2.8 (500 ids a statement, PostgreSQL 17, pg_stat_statements). The misses are
+    // looked for only when fewer rows went than were named.
     deleteAllSql = "WITH gone AS (DELETE FROM " + t + " AS o WHERE o.batch_id = ANY($1::bpchar[])"
         + " AND " + token("o.") + " = $2::uuid RETURNING o.batch_id)"
         + " SELECT held.batch_id FROM unnest($1::bpchar[]) AS held(batch_id)"
         + " WHERE (SELECT count(*) FROM gone) < cardinality($1::bpchar[])"
         + " AND NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = held.batch_id)";
+    // Batches of several tokens: each fenced by its own, still in one statement (one transaction).
+    deleteAllPairsSql = "WITH settled AS (SELECT * FROM unnest($1::bpchar[], $2::uuid[])"
+        + " AS s(batch_id, lease_token)), gone AS (DELETE FROM " + t + " AS o USING settled"
+        + " WHERE o.batch_id = settled.batch_id AND " + token("o.") + " = settled.lease_token"
+        + " RETURNING o.batch_id)"
+        + " SELECT settled.batch_id FROM settled"
+        + " WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = settled.batch_id)";
     // SKIP LOCKED: a row locked now is being settled (deleted, given back) by this relay, so it
     // needs no renewal; waiting for it instead deadlocked against grouped DELETEs that lock
     // the same rows in another order.
@@ -421,38 +425,24 @@ public final class RelayStore {
   }
 
   /**
-   * Deletes many published batches, one statement for each lease token among them, each batch
-   * fenced by its own token as in {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
+   * Deletes many published batches in one statement, each fenced by its own lease token as in
+   * {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
    * row is gone), usually none: the database sends back one row per miss, not per batch.
    */
   public Flux<String> deleteAll(List<ClaimedBatch> batches) {
     if (batches.isEmpty()) {
       return Flux.empty();
     }
-    // A group holds few tokens: one per claim, and one (UNLEASED) for WAL mode's logged rows.
-    Map<UUID, List<String>> idsByToken = new LinkedHashMap<>();
-    for (ClaimedBatch batch : batches) {
-      idsByToken.computeIfAbsent(batch.leaseToken(), token -> new ArrayList<>())
-          .add(batch.batchId());
+    String[] ids = batches.stream().map(ClaimedBatch::batchId).toArray(String[]::new);
+    UUID token = batches.get(0).leaseToken();
+    boolean oneToken = batches.stream().allMatch(b -> b.leaseToken().equals(token));
+    Function<Readable, String> missed =
+        row -> Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip();
+    if (oneToken) {
+      return query(deleteAllSql, s -> s.bind(0, ids).bind(1, token), missed);
     }
-    // An id named under two tokens (a row settled twice in one group) is a miss only if neither
-    // statement deleted it, as when the pairs were matched in one statement.
-    return Flux.defer(() -> {
-      Set<String> missed = new LinkedHashSet<>();
-      Set<String> deleted = new HashSet<>();
-      return Flux.fromIterable(idsByToken.entrySet())
-          .concatMap(held -> query(deleteAllSql,
-                  s -> s.bind(0, held.getValue().toArray(String[]::new)).bind(1, held.getKey()),
-                  row -> Objects.requireNonNull(row.get("batch_id", String.class), "batch_id").strip())
-              .collect(Collectors.toSet())
-              .doOnNext(notDeleted -> {
-                missed.addAll(notDeleted);
-                held.getValue().stream().map(String::strip).filter(id -> !notDeleted.contains(id))
-                    .forEach(deleted::add);
-              }))
-          .thenMany(Flux.defer(() -> Flux.fromStream(
-              missed.stream().filter(id -> !deleted.contains(id)))));
-    });
+    UUID[] tokens = batches.stream().map(ClaimedBatch::leaseToken).toArray(UUID[]::new);
+    return query(deleteAllPairsSql, s -> s.bind(0, ids).bind(1, tokens), missed);
   }
 
   /**
