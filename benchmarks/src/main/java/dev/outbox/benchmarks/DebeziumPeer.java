@@ -139,6 +139,7 @@ final class DebeziumPeer {
 
       CpuProbe cpu = CpuProbe.of(postgres);
       CpuProbe.Snapshot cpuBefore = cpu.now();
+      Profiling.start();
       long t0 = System.nanoTime();
       peer.start();
       long deadline = t0 + TimeUnit.MINUTES.toNanos(10);
@@ -150,6 +151,7 @@ final class DebeziumPeer {
         Thread.sleep(20);
       }
       double seconds = (System.nanoTime() - t0) / 1e9;
+      Profiling.stop("debezium");
       CpuProbe.Snapshot cpuAfter = cpu.now();
       String cpuPerMessage = cpuAfter.perMessage(cpuBefore, messages);
       System.out.println("debezium drain " + cpuPerMessage);
