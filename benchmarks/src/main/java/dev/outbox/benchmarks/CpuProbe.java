@@ -22,6 +22,9 @@ final class CpuProbe {
   /** Clock ticks per second of {@code /proc/<pid>/stat} (USER_HZ; 100 on Linux). */
   private static final double TICKS_PER_SECOND = 100.0;
 
+  /** The postmaster's own time with that of its children that exited (their time moves there). */
+  private static final String POSTMASTER = "postmaster and exited children";
+
   private final long postmaster;
 
   private CpuProbe(long postmaster) {
@@ -47,21 +50,23 @@ final class CpuProbe {
   Snapshot now() {
     long[] self = stat(ProcessHandle.current().pid());
     double jvm = self == null ? Double.NaN : (self[1] + self[2]) / TICKS_PER_SECOND;
-    Map<Long, Child> children = new HashMap<>();
-    double postgres = postgresSeconds(children);
-    return new Snapshot(jvm, postgres, children);
+    Map<Long, Child> processes = postgresProcesses();
+    double postgres = processes.isEmpty() ? Double.NaN
+        : processes.values().stream().mapToLong(Child::ticks).sum() / TICKS_PER_SECOND;
+    return new Snapshot(jvm, postgres, processes);
   }
 
-  private double postgresSeconds(Map<Long, Child> children) {
-    if (postmaster < 0) {
-      return Double.NaN;
-    }
-    long[] own = stat(postmaster);
+  /**
+   * The postmaster (its own time and its reaped children's) and each child alive now, by pid;
+   * empty when not measurable.
+   */
+  private Map<Long, Child> postgresProcesses() {
+    Map<Long, Child> processes = new HashMap<>();
+    long[] own = postmaster < 0 ? null : stat(postmaster);
     if (own == null) {
-      return Double.NaN;
+      return processes;
     }
-    long ticks = own[1] + own[2] + own[3] + own[4];
-    children.put(postmaster, new Child("postmaster and exited children", own[1] + own[2] + own[3] + own[4]));
+    processes.put(postmaster, new Child(POSTMASTER, own[1] + own[2] + own[3] + own[4]));
     try (Stream<Path> procs = Files.list(Path.of("/proc"))) {
       List<Long> pids = procs.map(p -> p.getFileName().toString())
           .filter(name -> name.chars().allMatch(Character::isDigit))
@@ -69,14 +74,13 @@ final class CpuProbe {
       for (long pid : pids) {
         long[] child = stat(pid);
         if (child != null && child[0] == postmaster) {
-          ticks += child[1] + child[2];
-          children.put(pid, new Child(role(pid), child[1] + child[2]));
+          processes.put(pid, new Child(role(pid), child[1] + child[2]));
         }
       }
     } catch (IOException e) {
-      return Double.NaN;
+      processes.clear();
     }
-    return ticks / TICKS_PER_SECOND;
+    return processes;
   }
 
   /** What a PostgreSQL child does, from the title it sets ("postgres: walsender …"). */
@@ -138,7 +142,7 @@ final class CpuProbe {
       }
       for (Map.Entry<Long, Child> then : before.children.entrySet()) {
         if (!children.containsKey(then.getKey())) {
-          ticks.merge("postmaster and exited children", -then.getValue().ticks, Long::sum);
+          ticks.merge(POSTMASTER, -then.getValue().ticks, Long::sum);
         }
       }
       StringBuilder out = new StringBuilder("PostgreSQL CPU a message by process:");
