@@ -55,6 +55,9 @@ public interface OutboxWriter {
     private Codec codec = Codec.protobuf();
     private @Nullable String notifyChannel;
     private boolean rowPerKey;
+    private boolean deleteOnceLogged;
+    private @Nullable String walSlot;
+    private @Nullable String walPublication;
     private final List<ConnectionResolver> resolvers = new ArrayList<>();
     private final List<ContextHeaders> contextHeaders = new ArrayList<>();
 
@@ -98,6 +101,35 @@ public interface OutboxWriter {
       return this;
     }
 
+    /**
+     * For a WAL-mode relay: deletes each row again in the transaction that inserted it, once the
+     * relay's slot and publication are ready to carry it, so the log holds its only copy. The
+     * relay then publishes it from the log and deletes nothing: in WAL mode the relay's per-row
+     * {@code DELETE} costs the database more than everything else the relay asks of it (see the
+     * README). The relay's slot and publication are {@code <table>_relay} (the relay's defaults);
+     * {@link #deleteOnceLogged(String, String)} names others.
+     *
+     * <p>A row stays in the table (and the relay deletes it, as without this option) when the
+     * slot does not exist, has not reached its consistent point, or its publication does not
+     * carry the table's inserts and deletes. It costs the writer one more statement per {@code
+     * write}. What changes for the relay: after a crash it publishes again every such row the
+     * slot had not confirmed (a restart cannot look for it in the table); a retry waits in its
+     * memory; and the rows exist only in the WAL the slot keeps, so dropping the slot, or moving
+     * it past rows not yet published, loses them (see the README's WAL section). Default: off.
+     */
+    public Builder deleteOnceLogged(boolean deleteOnceLogged) {
+      this.deleteOnceLogged = deleteOnceLogged;
+      return this;
+    }
+
+    /** {@link #deleteOnceLogged(boolean) deleteOnceLogged(true)} for a relay's own slot and publication. */
+    public Builder deleteOnceLogged(String slot, String publication) {
+      this.walSlot = Objects.requireNonNull(slot, "slot");
+      this.walPublication = Objects.requireNonNull(publication, "publication");
+      this.deleteOnceLogged = true;
+      return this;
+    }
+
     /** Adds a resolver consulted when no connection is bound with {@link OutboxContext}. */
     public Builder connectionResolver(ConnectionResolver resolver) {
       resolvers.add(Objects.requireNonNull(resolver, "resolver"));
@@ -118,8 +150,16 @@ public interface OutboxWriter {
       if (notifyChannel != null) {
         OutboxTable.checkChannel(notifyChannel);
       }
-      return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, List.copyOf(resolvers),
-          List.copyOf(contextHeaders));
+      if (deleteOnceLogged && (walSlot != null && walSlot.isBlank()
+          || walPublication != null && walPublication.isBlank())) {
+        throw new IllegalArgumentException("deleteOnceLogged: the slot and publication names"
+            + " must not be blank");
+      }
+      R2dbcOutboxWriter.OnceLogged onceLogged = !deleteOnceLogged ? null : new R2dbcOutboxWriter.OnceLogged(
+          walSlot != null ? walSlot : table.name() + "_relay",
+          walPublication != null ? walPublication : table.name() + "_relay");
+      return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, onceLogged,
+          List.copyOf(resolvers), List.copyOf(contextHeaders));
     }
   }
 }

@@ -22,10 +22,26 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   private final List<ConnectionResolver> resolvers;
   private final List<ContextHeaders> contextHeaders;
   private final String insertSql;
+  private final @Nullable OnceLogged onceLogged;
+  private final @Nullable String deleteSql;
+  private final String qualifiedName;
 
   R2dbcOutboxWriter(OutboxTable table, Codec codec, @Nullable String notifyChannel,
-      boolean rowPerKey, List<ConnectionResolver> resolvers, List<ContextHeaders> contextHeaders) {
+      boolean rowPerKey, @Nullable OnceLogged onceLogged,
+      List<ConnectionResolver> resolvers, List<ContextHeaders> contextHeaders) {
     this.codec = codec;
+    this.onceLogged = onceLogged;
+    // Deleted only while the slot is past its consistent point (confirmed_flush_lsn is set
+    // then) and the publication carries the table's inserts and deletes: otherwise nothing
+    // would decode the row, and it stays for the relay's sweep. This transaction is open, so a
+    // slot still being created waits for it and is not consistent yet.
+    this.deleteSql = onceLogged == null ? null : "DELETE FROM " + table.qualifiedName()
+        + " WHERE batch_id = ANY($1::bpchar[]) AND EXISTS (SELECT 1 FROM pg_replication_slots"
+        + " WHERE slot_name = $2 AND plugin = 'pgoutput' AND database = current_database()"
+        + " AND confirmed_flush_lsn IS NOT NULL) AND EXISTS (SELECT 1 FROM pg_publication p"
+        + " WHERE p.pubname = $3 AND p.pubinsert AND p.pubdelete AND (p.puballtables OR EXISTS"
+        + " (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid"
+        + " AND r.prrelid = to_regclass($4))))";
     this.notifyChannel = notifyChannel;
     this.rowPerKey = rowPerKey;
     this.resolvers = resolvers;
@@ -38,6 +54,7 @@ final class R2dbcOutboxWriter implements OutboxWriter {
         + " (batch_id, message_count, raw_data, message_keys, writer_xid)"
         + " SELECT $1, $2, $3, $4, xid.writer_xid FROM xid";
     // One statement either way: the notification costs no extra round trip.
+    this.qualifiedName = table.qualifiedName();
     this.insertSql = notifyChannel == null ? "WITH " + xid + " " + insert
         : "WITH " + xid + ", inserted AS (" + insert + " RETURNING batch_id)"
             + " SELECT pg_notify($5, batch_id) FROM inserted";
@@ -55,10 +72,11 @@ final class R2dbcOutboxWriter implements OutboxWriter {
         if (connection.isAutoCommit()) {
           return Mono.error(new NotInTransactionException());
         }
+        String[] ids = new String[rows.size()];
         return Flux.range(0, rows.size())
-            .concatMap(i -> insert(connection, Ksuid.generate().toString(), rows.get(i).size(),
-                raw.get(i), MessageKeys.of(rows.get(i))))
-            .then();
+            .concatMap(i -> insert(connection, ids[i] = Ksuid.generate().toString(),
+                rows.get(i).size(), raw.get(i), MessageKeys.of(rows.get(i))))
+            .then(Mono.defer(() -> deleteOnceLogged(connection, ids)));
       });
     });
   }
@@ -128,6 +146,24 @@ final class R2dbcOutboxWriter implements OutboxWriter {
             .concatMap(resolver -> resolver.resolve(context))
             .next()
             .switchIfEmpty(Mono.error(MissingConnectionException::new)));
+  }
+
+  /** Where a WAL-mode relay finds the rows ({@link OutboxWriter.Builder#deleteOnceLogged}). */
+  record OnceLogged(String slot, String publication) {}
+
+  /** See {@link OutboxWriter.Builder#deleteOnceLogged(boolean)}. */
+  private Mono<Void> deleteOnceLogged(Connection connection, String[] ids) {
+    if (onceLogged == null || deleteSql == null) {
+      return Mono.empty();
+    }
+    return Flux.from(connection.createStatement(deleteSql)
+            .bind(0, ids)
+            .bind(1, onceLogged.slot())
+            .bind(2, onceLogged.publication())
+            .bind(3, qualifiedName)
+            .execute())
+        .concatMap(result -> result.getRowsUpdated())
+        .then();
   }
 
   private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw,

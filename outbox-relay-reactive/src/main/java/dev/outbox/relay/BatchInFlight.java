@@ -2,6 +2,7 @@ package dev.outbox.relay;
 
 import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.RelayStore;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -74,6 +75,12 @@ final class BatchInFlight {
   /** PARTITIONED mode only; {@code null} for leased batches. */
   final @Nullable Fence fence;
 
+  /**
+   * The keys of a batch only the log holds ({@link RelayStore#LOGGED_ONLY}), for its dead
+   * letter; empty otherwise (the table has them).
+   */
+  volatile List<String> loggedKeys = List.of();
+
   /** Stored bytes this batch counts against the byte budget (its {@code raw_data}). */
   final long bytes;
   private volatile ClaimedBatch claim;
@@ -115,7 +122,9 @@ final class BatchInFlight {
    */
   List<OutboundRecord<RecordRef>> records(List<Message> messages,
       @Nullable RecordInterceptor interceptor) {
-    claim = claim.withoutData();
+    if (!RelayStore.LOGGED_ONLY.equals(claim.leaseToken())) {
+      claim = claim.withoutData(); // a row only the log holds keeps them for its dead letter
+    }
     pending.set(messages.size());
     long now = System.nanoTime();
     RecordRef ref = new RecordRef(this, now, null);

@@ -36,32 +36,48 @@ interface Settlements {
    */
   default void returned(BatchInFlight batch) {}
 
-  /** Leases on rows ({@link RelayStore}). */
+  /**
+   * Leases on rows ({@link RelayStore}). A batch only the log holds ({@link
+   * RelayStore#LOGGED_ONLY}: its writer deleted its row) changes nothing in the table: published,
+   * there is nothing to delete; a retry is kept by the relay (WAL mode claims it from memory);
+   * a dead letter is inserted from its bytes.
+   */
   static Settlements leased(RelayStore store) {
     return new Settlements() {
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
-        return store.deleteAll(claims(batches));
+        List<ClaimedBatch> inTable = claims(batches);
+        return inTable.isEmpty() ? Flux.empty() : store.deleteAll(inTable);
       }
 
       @Override
       public Mono<Boolean> retryLater(BatchInFlight batch, String reason, Duration wait,
           boolean attempted) {
-        return store.retryLater(batch.claim(), reason, wait, attempted);
+        return loggedOnly(batch) ? Mono.just(true)
+            : store.retryLater(batch.claim(), reason, wait, attempted);
       }
 
       @Override
       public Mono<Boolean> deadLetter(BatchInFlight batch, String reason) {
-        return store.deadLetter(batch.claim(), reason);
+        ClaimedBatch claim = batch.claim();
+        return loggedOnly(batch)
+            ? store.deadLetterLogged(claim, batch.loggedKeys, claim.writeRetries() + 1, reason)
+            : store.deadLetter(claim, reason);
       }
 
       @Override
       public Mono<Long> releaseAll(List<BatchInFlight> batches) {
-        return store.releaseAll(claims(batches));
+        List<ClaimedBatch> inTable = claims(batches);
+        return inTable.isEmpty() ? Mono.just(0L) : store.releaseAll(inTable);
       }
 
+      /** The claims of the batches whose rows are in the table. */
       private List<ClaimedBatch> claims(List<BatchInFlight> batches) {
-        return batches.stream().map(BatchInFlight::claim).toList();
+        return batches.stream().filter(b -> !loggedOnly(b)).map(BatchInFlight::claim).toList();
+      }
+
+      private boolean loggedOnly(BatchInFlight batch) {
+        return RelayStore.LOGGED_ONLY.equals(batch.claim().leaseToken());
       }
     };
   }

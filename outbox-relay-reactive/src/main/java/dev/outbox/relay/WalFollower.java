@@ -34,11 +34,12 @@ import org.jspecify.annotations.Nullable;
 
 /**
  * Follows committed INSERTs into one table through a logical replication slot (pgoutput in
- * binary mode + a publication restricted to that table, inserts only, and - PostgreSQL 15+ -
- * only the columns a relay publishes from, {@link #LOGGED_COLUMNS}): each insert arrives with
- * its row, so publishing it needs no read of the table. An insert decoded from WAL written
+ * binary mode + a publication restricted to that table, inserts and deletes, and - PostgreSQL
+ * 15+ - only the columns a relay publishes from, {@link #LOGGED_COLUMNS}): each insert arrives
+ * with its row, so publishing it needs no read of the table. An insert decoded from WAL written
  * before the publication carried those columns (it carried {@code batch_id} only) arrives
- * without its row.
+ * without its row. An insert whose row the same transaction deleted (its writer's {@code
+ * deleteOnceLogged}) arrives as {@link RelayStore#LOGGED_ONLY}: the log holds its only copy.
  *
  * <p>Inserts are emitted in commit order, grouped per transaction (emitted when the COMMIT arrives).
  * The slot's confirmed_flush_lsn advances through {@link #acknowledge}: to the end LSN of the
@@ -132,7 +133,8 @@ final class WalFollower {
   }
 
   /**
-   * Creates the publication unless it exists (inserts only, only {@code columns}, PG 15+), puts
+   * Creates the publication unless it exists (inserts and deletes, only {@code columns}, PG 15+),
+   * has it publish deletes when it did not (an earlier version's published inserts only), puts
    * {@code table} back into it when it is missing (a table dropped and created again leaves the
    * publication, and nothing of the new table would reach the slot), and widens its column list
    * when it lacks one of {@code columns} (a publication of an earlier version carried {@code
@@ -148,16 +150,41 @@ final class WalFollower {
         + " unnest($3::text[]) AS wanted(name) WHERE p.pubname = $1 AND r.prrelid = to_regclass($2)"
         + " AND r.prattrs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute a"
         + " WHERE a.attrelid = r.prrelid AND a.attname = wanted.name AND a.attnum = ANY (r.prattrs)))"
-        + " AS narrow";
+        + " AS narrow,"
+        + " EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1 AND NOT pubdelete) AS no_deletes,"
+        + " (SELECT concat_ws(', ', 'insert', 'delete', CASE WHEN pubupdate THEN 'update' END,"
+        + " CASE WHEN pubtruncate THEN 'truncate' END) FROM pg_publication WHERE pubname = $1)"
+        + " AS with_deletes";
     String columnList = " (" + String.join(", ", columns) + ")";
+    AtomicReference<@Nullable String> noDeletes = new AtomicReference<>();
     return Mono.usingWhen(regular.create(),
         c -> Flux.from(c.createStatement(state).bind("$1", publication).bind("$2", table)
                 .bind("$3", columns.toArray(String[]::new)).execute())
-            .concatMap(r -> r.map(row -> new boolean[] {
-                Boolean.TRUE.equals(row.get("publication", Boolean.class)),
-                Boolean.TRUE.equals(row.get("member", Boolean.class)),
-                Boolean.TRUE.equals(row.get("narrow", Boolean.class))}))
+            .concatMap(r -> r.map(row -> {
+              if (Boolean.TRUE.equals(row.get("no_deletes", Boolean.class))) {
+                noDeletes.set(row.get("with_deletes", String.class));
+              }
+              return new boolean[] {
+                  Boolean.TRUE.equals(row.get("publication", Boolean.class)),
+                  Boolean.TRUE.equals(row.get("member", Boolean.class)),
+                  Boolean.TRUE.equals(row.get("narrow", Boolean.class))};
+            }))
             .next()
+            .flatMap(found -> {
+              String publish = noDeletes.get();
+              if (publish != null) {
+                // Deletes tell the relay which rows their writers deleted once logged; the
+                // relay's own deletes come in transactions without inserts and are skipped.
+                log.info("Publication {} did not publish deletes: publishing {} from now on",
+                    publication, publish);
+                return ddl(c, "ALTER PUBLICATION " + publication + " SET (publish = '" + publish
+                    + "')").then(Mono.fromCallable(() -> {
+                      noDeletes.set(null);
+                      return found;
+                    }));
+              }
+              return Mono.just(found);
+            })
             .flatMap(found -> {
               if (found[0] && found[1] && !found[2]) {
                 return Mono.just(false);
@@ -173,7 +200,7 @@ final class WalFollower {
               }
               String ddl = !found[0]
                   ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + columnList
-                      + " WITH (publish = 'insert')"
+                      + " WITH (publish = 'insert, delete')"
                   : "ALTER PUBLICATION " + publication + " ADD TABLE " + table + columnList;
               if (found[0]) {
                 log.warn("Publication {} did not include {} (dropped and created again?): adding"
@@ -394,6 +421,8 @@ final class WalFollower {
     private final Map<Integer, Relation> relations = new HashMap<>();
     private long xid;
     private final List<Inserted> inserts = new ArrayList<>();
+    /** Ids of the table's rows deleted in the transaction being assembled (usually none). */
+    private final java.util.Set<String> deleted = new java.util.HashSet<>();
 
     /**
      * Decodes one pgoutput message (on the Netty event loop; {@code buf} is released after
@@ -415,15 +444,22 @@ final class WalFollower {
         in.getLong(); // commit timestamp
         xid = Integer.toUnsignedLong(in.getInt());
         inserts.clear();
+        deleted.clear();
         synchronized (pending) {
           inTransaction = true;
+        }
+        return NOTHING;
+      }
+      if (type == 'D') {
+        if (!inserts.isEmpty()) { // a relay's own DELETEs come in transactions of their own
+          delete(in);
         }
         return NOTHING;
       }
       if (type == 'R') {
         relation(in);
       }
-      return NOTHING; // 'O' origin, 'Y' type, 'U', 'D', 'T', 'M'
+      return NOTHING; // 'O' origin, 'Y' type, 'U', 'T', 'M'
     }
 
     private void relation(ByteBuffer in) {
@@ -508,6 +544,33 @@ final class WalFollower {
       inserts.add(new Inserted(batchId, row, keys));
     }
 
+    /**
+     * A delete of the table's row in a transaction that inserted rows: the writer deleted its own
+     * row once logged ({@code OutboxWriter.Builder#deleteOnceLogged}). The key (replica identity:
+     * the primary key, {@code batch_id}) is all the message carries.
+     */
+    private void delete(ByteBuffer in) {
+      Relation relation = relations.get(in.getInt());
+      in.get(); // 'K' key or 'O' old row
+      if (relation == null || !relation.name().equals(table)) {
+        return;
+      }
+      int n = in.getShort();
+      for (int i = 0; i < n; i++) {
+        byte kind = in.get();
+        if (kind != 't' && kind != 'b') {
+          continue;
+        }
+        int len = in.getInt();
+        int end = in.position() + len;
+        if (i < relation.columns().size() && relation.columns().get(i).equals("batch_id")) {
+          deleted.add(utf8(in, len).strip());
+          return;
+        }
+        in.position(end);
+      }
+    }
+
     private List<WalInsert> commit(ByteBuffer in) {
       in.get(); // flags
       long commitLsn = in.getLong();
@@ -522,9 +585,22 @@ final class WalFollower {
       LogSequenceNumber end = LogSequenceNumber.valueOf(endLsn);
       List<WalInsert> out = new ArrayList<>(inserts.size());
       for (Inserted i : inserts) {
-        out.add(new WalInsert(i.batchId(), xid, commit, end, i.row(), i.keys()));
+        ClaimedBatch row = i.row();
+        if (!deleted.isEmpty() && deleted.contains(i.batchId())) {
+          if (row == null) { // cannot happen with this version's publication: say so if it does
+            log.error("Outbox row {} of {} was deleted by its writer, and the log carries only its"
+                + " id (publication {} lacks columns): it cannot be published", i.batchId(), table,
+                publication);
+          } else {
+            row = new ClaimedBatch(row.batchId(), row.insertSeq(), row.messageCount(),
+                row.writeRetries(), row.rawData(), row.insertTime(), RelayStore.LOGGED_ONLY,
+                row.leaseExpiresAt());
+          }
+        }
+        out.add(new WalInsert(i.batchId(), xid, commit, end, row, i.keys()));
       }
       inserts.clear();
+      deleted.clear();
       synchronized (pending) {
         pending.put(endLsn, new int[] {out.size()});
         inTransaction = false;

@@ -118,7 +118,8 @@ final class WalSource implements BatchSource {
      * again. Later: taken from the log ({@link #checkFirst}).
      */
     static Arrival logged(WalInsert insert, long sweptBelow) {
-      boolean fromLog = insert.row() != null && insert.commitLsn().asLong() >= sweptBelow;
+      boolean fromLog = insert.row() != null
+          && (insert.commitLsn().asLong() >= sweptBelow || loggedOnly(insert.row()));
       return new Arrival(insert.batchId(), insert, fromLog, false, false);
     }
 
@@ -128,8 +129,17 @@ final class WalSource implements BatchSource {
      * have published it, so it is taken once found still in the table (one read, no write).
      */
     boolean checkFirst(long checkBelow) {
-      return fromLog && insert != null && insert.commitLsn().asLong() < checkBelow;
+      return fromLog && insert != null && insert.commitLsn().asLong() < checkBelow
+          && !loggedOnly(insert.row());
     }
+  }
+
+  /**
+   * A row its writer deleted once logged ({@link RelayStore#LOGGED_ONLY}): never in the table,
+   * so never claimed, checked or swept; the relay holds it until it is settled for good.
+   */
+  private static boolean loggedOnly(@Nullable ClaimedBatch row) {
+    return row != null && RelayStore.LOGGED_ONLY.equals(row.leaseToken());
   }
 
   private final ConnectionFactory unpooled;
@@ -483,6 +493,11 @@ final class WalSource implements BatchSource {
     /** Its row as the log carried it, until taken in (then it is published without a claim). */
     @Nullable ClaimedBatch logged;
     List<String> loggedKeys = List.of();
+    /**
+     * Its row, when only the log holds it ({@link RelayStore#LOGGED_ONLY}), until settled for
+     * good: a retry is taken from here (with its attempts so far), not claimed.
+     */
+    @Nullable ClaimedBatch loggedOnly;
     /** Take {@link #logged} only once its row is found still in the table. */
     boolean checkFirst;
     /** Listed by the start-up sweep. */
@@ -582,6 +597,9 @@ final class WalSource implements BatchSource {
             entry.logged = insert.row();
             entry.loggedKeys = insert.keys();
             entry.checkFirst = arrival.checkFirst(checkBelow);
+            if (loggedOnly(insert.row())) {
+              entry.loggedOnly = insert.row();
+            }
           }
         }
         if (insert != null) { // the sweep's row, or a duplicate, in flight already
@@ -806,6 +824,9 @@ final class WalSource implements BatchSource {
 
     private void take(Entry entry, BatchInFlight batch) {
       entry.batch = batch;
+      if (entry.loggedOnly != null && entry.keys != null) {
+        batch.loggedKeys = entry.keys; // for its dead letter
+      }
       entry.sent = false;
       batch.onPublished(() -> published(entry, batch));
       batch.onSettled(outcome -> settled(entry, batch, outcome));
@@ -939,6 +960,12 @@ final class WalSource implements BatchSource {
         return;
       }
       if (settled.kind() == Kind.RETRY_SCHEDULED && settled.retryIn() != null) {
+        ClaimedBatch kept = entry.loggedOnly;
+        if (kept != null) { // the attempts a row in the table counts in write_retries
+          entry.loggedOnly = new ClaimedBatch(kept.batchId(), kept.insertSeq(),
+              kept.messageCount(), settled.failedAttempts(), kept.rawData(), kept.insertTime(),
+              kept.leaseToken(), kept.leaseExpiresAt());
+        }
         again(entry, settled.retryIn()); // its keys stay held until then
         return;
       }
@@ -1112,31 +1139,54 @@ final class WalSource implements BatchSource {
       asked += batches;
     }
 
-    /** Claims {@code group} (in line order) again after {@code wait}, in one statement. */
+    /**
+     * Claims {@code group} (in line order) again after {@code wait}, in one statement; takes
+     * those only the log holds from memory instead.
+     */
     private void claimAgain(List<Entry> group, Duration wait) {
+      if (group.stream().anyMatch(e -> e.loggedOnly != null)) {
+        List<Entry> inTable = group.stream().filter(e -> e.loggedOnly == null).toList();
+        List<Entry> inMemory = group.stream().filter(e -> e.loggedOnly != null).toList();
+        if (!inTable.isEmpty()) {
+          claimAgain(inTable, wait);
+        }
+        later(inMemory, wait, () -> Mono.fromRunnable(() -> reclaimed(inMemory,
+            inMemory.stream().map(e -> new IdClaim(e.batchId, e.loggedOnly, e.loggedKeys))
+                .toList(), ledger.generation())));
+        return;
+      }
+      later(group, wait, () -> {
+        long generation = ledger.generation();
+        List<String> ids = group.stream().map(e -> e.batchId).toList();
+        ClaimHandoff handoff = new ClaimHandoff();
+        return givenBackIfCancelled(store.claimCommittedByIds(ids, transactionsOf(ids),
+                options.leaseDuration(), options.instanceId()), handoff)
+            .doOnNext(answer -> {
+              boolean leased = answer.answers().stream().anyMatch(a -> a.claim() != null);
+              if (leased && !handoff.take()) {
+                return; // cancelled meanwhile: its leases are given back
+              }
+              if (answer.committedVisible()) {
+                reclaimed(group, answer.answers(), generation);
+              } else {
+                synchronized (this) {
+                  group.forEach(e -> again(e, MAX_NOT_VISIBLE_WAIT));
+                }
+              }
+            });
+      });
+    }
+
+    /**
+     * Runs {@code work} (taking {@code group} again) after {@code wait}, unless the relay stops
+     * first; on its failure, the group is taken again after {@link #LEASED_WAIT}.
+     */
+    private void later(List<Entry> group, Duration wait,
+        java.util.function.Supplier<Mono<?>> work) {
       AtomicReference<@Nullable Disposable> self = new AtomicReference<>();
       Disposable timer = Mono.delay(wait)
           .takeUntilOther(stopped.asMono())
-          .flatMap(tick -> {
-            long generation = ledger.generation();
-            List<String> ids = group.stream().map(e -> e.batchId).toList();
-            ClaimHandoff handoff = new ClaimHandoff();
-            return givenBackIfCancelled(store.claimCommittedByIds(ids, transactionsOf(ids),
-                    options.leaseDuration(), options.instanceId()), handoff)
-                .doOnNext(answer -> {
-                  boolean leased = answer.answers().stream().anyMatch(a -> a.claim() != null);
-                  if (leased && !handoff.take()) {
-                    return; // cancelled meanwhile: its leases are given back
-                  }
-                  if (answer.committedVisible()) {
-                    reclaimed(group, answer.answers(), generation);
-                  } else {
-                    synchronized (this) {
-                      group.forEach(e -> again(e, MAX_NOT_VISIBLE_WAIT));
-                    }
-                  }
-                });
-          })
+          .flatMap(tick -> work.get())
           .doFinally(signal -> {
             Disposable me = self.get();
             if (me != null) {
@@ -1208,7 +1258,8 @@ final class WalSource implements BatchSource {
 
     void giveBack(List<ClaimedBatch> claims) {
       List<ClaimedBatch> leased = claims.stream()
-          .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())).toList();
+          .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())
+              && !loggedOnly(claim)).toList();
       if (!leased.isEmpty()) {
         store.releaseAll(leased).onErrorResume(e -> Mono.empty()).subscribe();
       }

@@ -56,6 +56,13 @@ public final class RelayStore {
    * at once; a predecessor that lost the slot can only publish it again (a duplicate).
    */
   public static final UUID UNLEASED = new UUID(0, 0);
+  /**
+   * The lease token of a row that is not in the table: its writer deleted it in the transaction
+   * that inserted it ({@code OutboxWriter.Builder#deleteOnceLogged}), so the log holds its only
+   * copy. Nothing is deleted when it is published; a retry waits in the relay's memory; a dead
+   * letter is inserted from what the log carried ({@link #deadLetterLogged}).
+   */
+  public static final UUID LOGGED_ONLY = new UUID(0, 1);
   /** The lease token a settlement matches: the row's, or {@link #UNLEASED} for a row without. */
   private static String token(String alias) {
     return "coalesce(" + alias + "lease_token, '00000000-0000-0000-0000-000000000000'::uuid)";
@@ -77,6 +84,7 @@ public final class RelayStore {
   private final String releaseSql;
   private final String releaseHeldSql;
   private final String deadLetterSql;
+  private final String deadLetterLoggedSql;
   private final String renewSql;
 
   private RelayStore(ConnectionFactory connections, OutboxTable table, Duration statementTimeout) {
@@ -189,6 +197,11 @@ public final class RelayStore {
         + " write_retries = EXCLUDED.write_retries, reason = EXCLUDED.reason,"
         + " raw_data = EXCLUDED.raw_data, message_keys = EXCLUDED.message_keys,"
         + " dead_lettered_at = now()";
+    // A row only the log holds: already dead-lettered (published again after a restart), it
+    // keeps the first reason.
+    deadLetterLoggedSql = "INSERT INTO " + dl + " (batch_id, message_count, write_retries, reason,"
+        + " raw_data, insert_time, message_keys) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        + " ON CONFLICT (batch_id) DO NOTHING";
   }
 
   /**
@@ -502,6 +515,21 @@ public final class RelayStore {
   public Mono<Boolean> deadLetter(ClaimedBatch batch, String reason) {
     return update(deadLetterSql, s -> s.bind(0, batch.batchId()).bind(1, batch.leaseToken())
         .bind(2, reason));
+  }
+
+  /**
+   * Inserts a batch only the log holds ({@link #LOGGED_ONLY}: its writer deleted its row) into
+   * the dead-letter table with {@code reason}, its {@code keys} and {@code failedAttempts};
+   * {@code true} also when it is there already.
+   */
+  public Mono<Boolean> deadLetterLogged(ClaimedBatch batch, List<String> keys, int failedAttempts,
+      String reason) {
+    return rowsUpdated(deadLetterLoggedSql, s -> s.bind(0, batch.batchId())
+            .bind(1, batch.messageCount()).bind(2, failedAttempts).bind(3, reason)
+            .bind(4, batch.rawData())
+            .bind(5, batch.insertTime().atOffset(java.time.ZoneOffset.UTC))
+            .bind(6, keys.toArray(String[]::new)))
+        .thenReturn(true);
   }
 
   /**
