@@ -421,6 +421,9 @@ final class DebeziumPeer {
     p.setProperty("table.include.list", "public." + table);
     p.setProperty("snapshot.mode", "no_data");
     p.setProperty("tombstones.on.delete", "false");
+    if (RelayBenchmark.DELETE_ONCE_LOGGED) {
+      p.setProperty("skipped.operations", "u,d,t");
+    }
     p.setProperty("transforms", "outbox");
     p.setProperty("transforms.outbox.type", "io.debezium.transforms.outbox.EventRouter");
     p.setProperty("transforms.outbox.route.by.field", "aggregatetype");
@@ -453,7 +456,12 @@ final class DebeziumPeer {
     postgres.execute("DROP PUBLICATION IF EXISTS " + name, "DROP TABLE IF EXISTS " + name);
   }
 
-  /** The backlog: {@code messages / batch} transactions of {@code batch} rows, 4 writers. */
+  /**
+   * The backlog: {@code messages / batch} transactions of {@code batch} rows, 4 writers; with
+   * {@code -Dbench.deleteOnceLogged=true} each transaction deletes its rows again, as Debezium's
+   * outbox documentation recommends (the log keeps them), and the connector skips the deletes
+   * ({@code skipped.operations}).
+   */
   private static void fill(TestPostgres postgres, String table, String topic, int messages, int batch,
       byte[] payload) throws Exception {
     int transactions = messages / batch;
@@ -463,13 +471,22 @@ final class DebeziumPeer {
     for (int w = 0; w < writers; w++) {
       int first = w;
       done.add(pool.submit(() -> {
-        try (Connection c = jdbc(postgres); PreparedStatement insert = c.prepareStatement(insertSql(table, batch))) {
+        try (Connection c = jdbc(postgres); PreparedStatement insert = c.prepareStatement(insertSql(table, batch));
+            PreparedStatement delete = RelayBenchmark.DELETE_ONCE_LOGGED
+                ? c.prepareStatement("DELETE FROM " + table + " WHERE id = ANY (?)") : null) {
           c.setAutoCommit(false);
+          Object[] ids = new Object[batch];
           for (int b = first; b < transactions; b += writers) {
             for (int i = 0; i < batch; i++) {
-              bindRow(insert, i, UUID.randomUUID().toString(), topic, "key-" + (b % 1000), payload);
+              UUID id = UUID.randomUUID();
+              ids[i] = id;
+              bindRow(insert, i, id.toString(), topic, "key-" + (b % 1000), payload);
             }
             insert.executeUpdate();
+            if (delete != null) {
+              delete.setArray(1, c.createArrayOf("uuid", ids));
+              delete.executeUpdate();
+            }
             c.commit();
           }
         }

@@ -24,7 +24,11 @@ import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.IntStream;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 import io.r2dbc.spi.Connection;
 import reactor.core.publisher.Flux;
@@ -49,6 +53,14 @@ final class RelayBenchmark {
   @SuppressWarnings("deprecation") // PARALLEL and ORDERED can still be measured
   static final RelayMode MODE = RelayMode.valueOf(System.getProperty("bench.mode",
       RelayOptions.builder().kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build().mode().name()));
+
+  /**
+   * {@code -Dbench.deleteOnceLogged=true}: the backlog's writers delete their rows again in the
+   * inserting transaction ({@code OutboxWriter.Builder#deleteOnceLogged}; the Debezium peer's the
+   * same way), so a WAL relay publishes from the log and deletes nothing; drains are then timed
+   * until the topic holds the backlog, not until the table is empty.
+   */
+  static final boolean DELETE_ONCE_LOGGED = Boolean.getBoolean("bench.deleteOnceLogged");
 
   /** {@code -Dbench.minimal=false} skips the minimal correct loop ({@link MinimalLoop}). */
   static final boolean MINIMAL = Boolean.parseBoolean(System.getProperty("bench.minimal", "true"));
@@ -156,7 +168,8 @@ final class RelayBenchmark {
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     OutboxSchema.createIfMissing(pool, table).block();
-    OutboxWriter writer = OutboxWriter.builder().table(table).build();
+    OutboxWriter writer = OutboxWriter.builder().table(table).deleteOnceLogged(DELETE_ONCE_LOGGED)
+        .build();
     // A warm-up drain as the baseline has a warm-up send, so that neither is timed while the JIT
     // compiles its code for the first time (see WARMUP). Earlier, as large as the backlog: after a
     // warm-up of 20,000 (and of 100,000) the JIT compiler still took 37 % (38 %) of the CPU
@@ -168,14 +181,17 @@ final class RelayBenchmark {
       // A WAL relay sweeps rows written before its slot existed and publishes the later ones as
       // the log carries them: one row first creates the slot, so that the warm-up takes the
       // path the measured drain does.
+      long firstTarget = kafka.recordCount(warmupTopic) + BATCH;
       fill(pool, writer, warmupTopic, payload, BATCH);
-      drain(pool, table, producer, false);
+      drain(pool, table, producer, false, warmupTopic, firstTarget);
     }
+    long warmupTarget = kafka.recordCount(warmupTopic) + WARMUP / BATCH * BATCH;
     fill(pool, writer, warmupTopic, payload, WARMUP);
-    drain(pool, table, producer, false);
+    drain(pool, table, producer, false, warmupTopic, warmupTarget);
     if (MODE == RelayMode.WAL) { // what the measured drain's slot replays of the warm-up
       settleSlot(postgres, "bench_relay_relay");
     }
+    long relayTarget = kafka.recordCount(relayTopic) + MESSAGES / BATCH * BATCH;
     fill(pool, writer, relayTopic, payload, MESSAGES);
     // Statistics, as a table in service has them (Backlog.fill does the same): without them the
     // planner reads whole partitions for the PARTITIONED claim instead of walking insert_seq.
@@ -187,7 +203,7 @@ final class RelayBenchmark {
     heap.forEach(MemoryPoolMXBean::resetPeakUsage);
     long heapBefore = heap.stream().mapToLong(p -> p.getUsage().getUsed()).sum();
 
-    double relaySeconds = drain(pool, table, producer, true);
+    double relaySeconds = drain(pool, table, producer, true, relayTopic, relayTarget);
     long heapPeak = heap.stream().mapToLong(p -> p.getPeakUsage().getUsed()).sum();
     // The floor: the least a correct drain must do (MinimalLoop), on the same rows, same run.
     double minimalSeconds = Double.NaN;
@@ -307,7 +323,7 @@ final class RelayBenchmark {
    * is not timed; the table's emptiness is checked once more after it.
    */
   private static double drain(ConnectionPool pool, OutboxTable table, Map<String, Object> producer,
-      boolean measured) {
+      boolean measured, String topic, long target) {
     ProducerStats producerBefore = ProducerStats.now();
     CpuProbe cpu = CpuProbe.of(TestPostgres.get());
     CpuProbe.Snapshot cpuBefore = cpu.now();
@@ -331,14 +347,29 @@ final class RelayBenchmark {
     String count = "SELECT count(*) FROM (SELECT 1 FROM " + table.qualifiedName()
         + " ORDER BY insert_seq DESC LIMIT 1) AS newest";
     long remaining;
-    do {
-      sleep(50);
-      remaining = Mono.usingWhen(pool.create(),
-              c -> Mono.from(c.createStatement(count).execute())
-                  .flatMap(r -> Mono.from(r.map((row, meta) -> row.get(0, Long.class)))),
-              Connection::close)
-          .blockOptional().orElseThrow();
-    } while (remaining > 0);
+    if (DELETE_ONCE_LOGGED) { // the table stays empty: wait for the topic (one consumer, reused)
+      try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(Map.of(
+          "bootstrap.servers", TestKafka.get().bootstrapServers(),
+          "key.deserializer", StringDeserializer.class,
+          "value.deserializer", ByteArrayDeserializer.class))) {
+        List<TopicPartition> partitions = consumer.partitionsFor(topic, Duration.ofSeconds(30))
+            .stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+        do {
+          sleep(50);
+          remaining = target - consumer.endOffsets(partitions, Duration.ofSeconds(30)).values()
+              .stream().mapToLong(Long::longValue).sum();
+        } while (remaining > 0);
+      }
+    } else {
+      do {
+        sleep(50);
+        remaining = Mono.usingWhen(pool.create(),
+                c -> Mono.from(c.createStatement(count).execute())
+                    .flatMap(r -> Mono.from(r.map((row, meta) -> row.get(0, Long.class)))),
+                Connection::close)
+            .blockOptional().orElseThrow();
+      } while (remaining > 0);
+    }
     double seconds = (System.nanoTime() - t0) / 1e9;
     if (measured) {
       Profiling.stop("relay-" + MODE);
