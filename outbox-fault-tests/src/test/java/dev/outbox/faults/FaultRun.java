@@ -56,9 +56,12 @@ final class FaultRun implements AutoCloseable {
   private final List<RelayProcess> stopped = new ArrayList<>();
   private final Map<String, Integer> launches = new HashMap<>();
   private final List<String> notes = new ArrayList<>();
+  /** Writers delete their rows once logged: the table stays empty, the slot tells. */
+  private final boolean deleteOnceLogged;
 
   private FaultRun(String scenario, RelayMode mode, FaultWorld world, OutboxTable table,
-      String topic, LoadWriter load) {
+      String topic, LoadWriter load, boolean deleteOnceLogged) {
+    this.deleteOnceLogged = deleteOnceLogged;
     this.scenario = scenario;
     this.mode = mode;
     this.world = world;
@@ -73,6 +76,15 @@ final class FaultRun implements AutoCloseable {
    * OutboxSchema.enablePartitions}) and topic and starts writing.
    */
   static FaultRun start(String scenario, RelayMode mode) {
+    return start(scenario, mode, false);
+  }
+
+  /**
+   * {@code deleteOnceLogged}: WAL mode with writers that delete their rows once logged
+   * ({@code OutboxWriter.Builder#deleteOnceLogged}); rows written before the slot is ready stay
+   * in the table for the sweep.
+   */
+  static FaultRun start(String scenario, RelayMode mode, boolean deleteOnceLogged) {
     FaultWorld world = FaultWorld.get();
     OutboxTable table = OutboxTable.of(TestPostgres.uniqueName("faults"));
     String topic = TestPostgres.uniqueName("faults_" + scenario.replaceAll("[^a-z]", ""));
@@ -88,8 +100,8 @@ final class FaultRun implements AutoCloseable {
     }
     world.kafka.createTopic(topic, 3);
     LoadWriter load = LoadWriter.start(world.db(), table, topic, LONG ? 4 : 3,
-        keysPerWorker(mode), 17, writerPause(mode));
-    return new FaultRun(scenario, mode, world, table, topic, load);
+        keysPerWorker(mode), 17, writerPause(mode), deleteOnceLogged);
+    return new FaultRun(scenario, mode, world, table, topic, load, deleteOnceLogged);
   }
 
   /**
@@ -318,6 +330,11 @@ final class FaultRun implements AutoCloseable {
         .as("%s is still running; output:%n%s", relay, tail(relay)).isTrue());
     long started = System.nanoTime();
     long backlog = world.db().queryLong("SELECT count(*) FROM " + table.qualifiedName());
+    // Rows only the log holds leave the table empty: drained once the slot has confirmed all
+    // the WAL written until the writer stopped (it confirms only past settled transactions).
+    String confirmedPastWriters = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"
+        + walSlot() + "' AND confirmed_flush_lsn >= '" + world.db().queryColumn(
+            "SELECT pg_current_wal_insert_lsn()::text").get(0) + "'::pg_lsn";
     // ORDERED drains a backlog one batch per key at a time, so a long run can leave minutes of
     // work: fail only when the table stops shrinking.
     long[] last = {Long.MAX_VALUE, System.nanoTime()};
@@ -330,7 +347,8 @@ final class FaultRun implements AutoCloseable {
         } else if (System.nanoTime() - last[1] > STALL_DEADLINE.toNanos()) {
           throw new AssertionError(rows + " rows left and none published for " + STALL_DEADLINE);
         }
-        return rows == 0;
+        return rows == 0
+            && (!deleteOnceLogged || world.db().queryLong(confirmedPastWriters) == 1);
       });
     } catch (AssertionError e) {
       throw new AssertionError(e.getMessage() + diagnostics(), e);

@@ -123,6 +123,12 @@ class FaultScenariosTest {
     killAndRestart(RelayMode.WAL, 5);
   }
 
+  /** The same with writers that delete their rows once logged: replays come from the log only. */
+  @Test
+  void walRowsOnlyInTheLogRelayKilledWithSigkillFiveTimesAndRestarted() {
+    killAndRestart(RelayMode.WAL, 5, true);
+  }
+
   @Test
   void walKafkaBrokerStoppedAndRestarted() {
     brokerRestart(RelayMode.WAL);
@@ -228,10 +234,15 @@ class FaultScenariosTest {
    * {@code kills} times, each followed by a restart.
    */
   private static void killAndRestart(RelayMode mode, int kills) {
+    killAndRestart(mode, kills, false);
+  }
+
+  private static void killAndRestart(RelayMode mode, int kills, boolean deleteOnceLogged) {
     long seed = Long.getLong("faults.seed", System.nanoTime());
     Random random = new Random(seed);
     System.out.println("FAULT relay kills (" + mode + "): random seed " + seed);
-    try (FaultRun run = FaultRun.start("sigkill", mode)) {
+    try (FaultRun run = FaultRun.start(deleteOnceLogged ? "sigkill-logged" : "sigkill", mode,
+        deleteOnceLogged)) {
       run.note("seed " + seed);
       run.startRelay("a");
       for (int kill = 1; kill <= kills; kill++) {

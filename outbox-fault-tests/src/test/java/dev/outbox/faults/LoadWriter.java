@@ -49,9 +49,9 @@ final class LoadWriter implements AutoCloseable {
   private final List<Thread> workers = new ArrayList<>();
 
   private LoadWriter(TestPostgres db, OutboxTable table, String topic, int rollbackEvery,
-      Duration pause, int workerCount) {
+      Duration pause, int workerCount, boolean deleteOnceLogged) {
     this.db = db;
-    this.writer = OutboxWriter.builder().table(table).build();
+    this.writer = OutboxWriter.builder().table(table).deleteOnceLogged(deleteOnceLogged).build();
     this.topic = topic;
     this.businessTable = table.qualifiedName() + "_orders";
     this.pool = db.newPool(workerCount);
@@ -64,8 +64,9 @@ final class LoadWriter implements AutoCloseable {
    * each owning {@code keysPerWorker} keys and pausing {@code pause} between transactions.
    */
   static LoadWriter start(TestPostgres db, OutboxTable table, String topic, int workerCount,
-      int keysPerWorker, int rollbackEvery, Duration pause) {
-    LoadWriter load = new LoadWriter(db, table, topic, rollbackEvery, pause, workerCount);
+      int keysPerWorker, int rollbackEvery, Duration pause, boolean deleteOnceLogged) {
+    LoadWriter load = new LoadWriter(db, table, topic, rollbackEvery, pause, workerCount,
+        deleteOnceLogged);
     db.execute("CREATE TABLE " + load.businessTable
         + " (tag TEXT PRIMARY KEY, message_key TEXT NOT NULL, seq BIGINT NOT NULL)");
     for (int w = 0; w < workerCount; w++) {
