@@ -154,6 +154,12 @@ final class WalSlotCommands {
         : " (it retained " + bytes(Math.max(0, found.retainedBytes())) + " of WAL)") + ".");
     out.println("A relay in WAL mode started again creates a new slot; its start-up sweep"
         + " publishes the rows then in " + table.qualifiedName() + ".");
+    if (found.lagBytes() != null && found.lagBytes() > 0) {
+      // Rows of writers built with deleteOnceLogged were in that WAL only.
+      err.println("Warning: the slot had not confirmed the last " + bytes(found.lagBytes())
+          + " of WAL. Rows that writers deleted once logged (OutboxWriter deleteOnceLogged) and"
+          + " that were written there existed only in that WAL: they are lost.");
+    }
     if (dropPublication) {
       dropPublication(out);
     } else {
