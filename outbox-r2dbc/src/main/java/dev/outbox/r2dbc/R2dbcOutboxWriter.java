@@ -32,13 +32,15 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     this.codec = codec;
     this.onceLogged = onceLogged;
     // Deleted only while the slot is past its consistent point (confirmed_flush_lsn is set
-    // then) and the publication carries the table's inserts and deletes: otherwise nothing
-    // would decode the row, and it stays for the relay's sweep. This transaction is open, so a
-    // slot still being created waits for it and is not consistent yet.
+    // then), still keeps its WAL (not lost or about to be), and the publication carries the
+    // table's inserts and deletes: otherwise nothing would decode the row, and it stays for the
+    // relay's sweep. This transaction is open, so a slot still being created waits for it and
+    // is not consistent yet.
     this.deleteSql = onceLogged == null ? null : "DELETE FROM " + table.qualifiedName()
         + " WHERE batch_id = ANY($1::bpchar[]) AND EXISTS (SELECT 1 FROM pg_replication_slots"
         + " WHERE slot_name = $2 AND plugin = 'pgoutput' AND database = current_database()"
-        + " AND confirmed_flush_lsn IS NOT NULL) AND EXISTS (SELECT 1 FROM pg_publication p"
+        + " AND confirmed_flush_lsn IS NOT NULL AND wal_status IN ('reserved', 'extended'))"
+        + " AND EXISTS (SELECT 1 FROM pg_publication p"
         + " WHERE p.pubname = $3 AND p.pubinsert AND p.pubdelete AND (p.puballtables OR EXISTS"
         + " (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid"
         + " AND r.prrelid = to_regclass($4))))";

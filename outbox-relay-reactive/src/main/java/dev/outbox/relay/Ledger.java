@@ -187,7 +187,9 @@ final class Ledger {
   /** The leases held now, for renewal. */
   List<ClaimedBatch> leases() {
     return held.stream().map(BatchInFlight::claim)
-        .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())).toList();
+        .filter(claim -> !RelayStore.UNLEASED.equals(claim.leaseToken())
+            && !RelayStore.LOGGED_ONLY.equals(claim.leaseToken()))
+        .toList();
   }
 
   long records() {

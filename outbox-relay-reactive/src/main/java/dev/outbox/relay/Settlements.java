@@ -18,6 +18,14 @@ import reactor.core.publisher.Mono;
  */
 interface Settlements {
 
+  /**
+   * Whether a published {@code batch} has a row to delete ({@code false}: only the log held it,
+   * {@link RelayStore#LOGGED_ONLY}); those are not passed to {@link #deleteAll}.
+   */
+  default boolean hasRow(BatchInFlight batch) {
+    return true;
+  }
+
   /** Deletes published batches; emits the ids <em>not</em> deleted (their fence no longer held). */
   Flux<String> deleteAll(List<BatchInFlight> batches);
 
@@ -44,6 +52,11 @@ interface Settlements {
    */
   static Settlements leased(RelayStore store) {
     return new Settlements() {
+      @Override
+      public boolean hasRow(BatchInFlight batch) {
+        return !loggedOnly(batch);
+      }
+
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
         List<ClaimedBatch> inTable = claims(batches);

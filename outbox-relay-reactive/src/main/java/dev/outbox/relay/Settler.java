@@ -39,7 +39,16 @@ final class Settler {
 
   /** Settles a group of answered batches: the fully published ones with one fenced DELETE. */
   Mono<Void> settle(List<BatchInFlight> group) {
-    List<BatchInFlight> published = group.stream().filter(BatchInFlight::fullyPublished).toList();
+    List<BatchInFlight> published = new java.util.ArrayList<>();
+    List<BatchInFlight> onlyLogged = new java.util.ArrayList<>();
+    for (BatchInFlight b : group) {
+      if (b.fullyPublished()) {
+        (store.hasRow(b) ? published : onlyLogged).add(b);
+      }
+    }
+    // Only the log held these: nothing to delete, so no DELETE's failure to share.
+    Mono<Void> logged = onlyLogged.isEmpty() ? Mono.empty() : Mono.fromRunnable(() ->
+        onlyLogged.forEach(b -> finish(b, outcome(Kind.PUBLISHED, b.claim(), 0, null, null))));
     Mono<Void> deletions = published.isEmpty() ? Mono.empty()
         : store.deleteAll(published)
             .collect(Collectors.toSet())
@@ -71,7 +80,7 @@ final class Settler {
         .filter(b -> !b.fullyPublished())
         .flatMap(this::settleFailure)
         .then();
-    return Mono.when(deletions, failures);
+    return Mono.when(logged, deletions, failures);
   }
 
   /** A batch whose stored bytes cannot be read: dead-lettered at once, never retried. */

@@ -133,13 +133,20 @@ final class WalFollower {
   }
 
   /**
-   * Creates the publication unless it exists (inserts and deletes, only {@code columns}, PG 15+),
-   * has it publish deletes when it did not (an earlier version's published inserts only), puts
-   * {@code table} back into it when it is missing (a table dropped and created again leaves the
-   * publication, and nothing of the new table would reach the slot), and widens its column list
-   * when it lacks one of {@code columns} (a publication of an earlier version carried {@code
-   * batch_id} only). {@code beforeJoining} runs before the table is added. Emits whether the
-   * table joined the publication in this call: rows committed before then never reach the slot.
+   * Creates the publication unless it exists (only {@code columns}, PG 15+), puts {@code table}
+   * back into it when it is missing (a table dropped and created again leaves the publication,
+   * and nothing of the new table would reach the slot), and widens its column list when it
+   * lacks one of {@code columns} (a publication of an earlier version carried {@code batch_id}
+   * only). {@code beforeJoining} runs before the table is added. Emits whether the table joined
+   * the publication in this call: rows committed before then never reach the slot.
+   *
+   * <p>Then, if it can do so without touching anything else, has the publication carry deletes
+   * too (they tell the relay which rows their writers deleted once logged): only a publication
+   * of this table alone, and only while the table's replica identity is its primary key,
+   * {@code batch_id} (otherwise every DELETE from it could fail, or its deletes not name the
+   * row). It publishes inserts and deletes when created so; a publication of an earlier
+   * version (inserts only) is altered. When it does not publish deletes, writers keep their rows
+   * ({@code OutboxWriter.Builder#deleteOnceLogged} checks), and a failed ALTER is logged.
    */
   static Mono<Boolean> ensurePublication(ConnectionFactory regular, String publication,
       String table, List<String> columns, Mono<Void> beforeJoining) {
@@ -151,40 +158,22 @@ final class WalFollower {
         + " AND r.prattrs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute a"
         + " WHERE a.attrelid = r.prrelid AND a.attname = wanted.name AND a.attnum = ANY (r.prattrs)))"
         + " AS narrow,"
-        + " EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1 AND NOT pubdelete) AS no_deletes,"
-        + " (SELECT concat_ws(', ', 'insert', 'delete', CASE WHEN pubupdate THEN 'update' END,"
-        + " CASE WHEN pubtruncate THEN 'truncate' END) FROM pg_publication WHERE pubname = $1)"
-        + " AS with_deletes";
+        + " EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($2) AND relreplident = 'd')"
+        + " AS keyed";
+    String onlyInserts = "SELECT concat_ws(', ', 'insert', 'delete', CASE WHEN pubupdate THEN"
+        + " 'update' END, CASE WHEN pubtruncate THEN 'truncate' END) AS publish FROM pg_publication p"
+        + " WHERE pubname = $1 AND NOT pubdelete AND NOT puballtables AND (SELECT count(*)"
+        + " FROM pg_publication_rel r WHERE r.prpubid = p.oid) = 1";
     String columnList = " (" + String.join(", ", columns) + ")";
-    AtomicReference<@Nullable String> noDeletes = new AtomicReference<>();
     return Mono.usingWhen(regular.create(),
         c -> Flux.from(c.createStatement(state).bind("$1", publication).bind("$2", table)
                 .bind("$3", columns.toArray(String[]::new)).execute())
-            .concatMap(r -> r.map(row -> {
-              if (Boolean.TRUE.equals(row.get("no_deletes", Boolean.class))) {
-                noDeletes.set(row.get("with_deletes", String.class));
-              }
-              return new boolean[] {
-                  Boolean.TRUE.equals(row.get("publication", Boolean.class)),
-                  Boolean.TRUE.equals(row.get("member", Boolean.class)),
-                  Boolean.TRUE.equals(row.get("narrow", Boolean.class))};
-            }))
+            .concatMap(r -> r.map(row -> new boolean[] {
+                Boolean.TRUE.equals(row.get("publication", Boolean.class)),
+                Boolean.TRUE.equals(row.get("member", Boolean.class)),
+                Boolean.TRUE.equals(row.get("narrow", Boolean.class)),
+                Boolean.TRUE.equals(row.get("keyed", Boolean.class))}))
             .next()
-            .flatMap(found -> {
-              String publish = noDeletes.get();
-              if (publish != null) {
-                // Deletes tell the relay which rows their writers deleted once logged; the
-                // relay's own deletes come in transactions without inserts and are skipped.
-                log.info("Publication {} did not publish deletes: publishing {} from now on",
-                    publication, publish);
-                return ddl(c, "ALTER PUBLICATION " + publication + " SET (publish = '" + publish
-                    + "')").then(Mono.fromCallable(() -> {
-                      noDeletes.set(null);
-                      return found;
-                    }));
-              }
-              return Mono.just(found);
-            })
             .flatMap(found -> {
               if (found[0] && found[1] && !found[2]) {
                 return Mono.just(false);
@@ -200,7 +189,7 @@ final class WalFollower {
               }
               String ddl = !found[0]
                   ? "CREATE PUBLICATION " + publication + " FOR TABLE " + table + columnList
-                      + " WITH (publish = 'insert, delete')"
+                      + " WITH (publish = '" + (found[3] ? "insert, delete" : "insert") + "')"
                   : "ALTER PUBLICATION " + publication + " ADD TABLE " + table + columnList;
               if (found[0]) {
                 log.warn("Publication {} did not include {} (dropped and created again?): adding"
@@ -208,8 +197,36 @@ final class WalFollower {
                     publication, table);
               }
               return beforeJoining.then(ddl(c, ddl)).thenReturn(true);
-            }),
+            })
+            .flatMap(joined -> Flux.from(c.createStatement(onlyInserts).bind("$1", publication)
+                    .execute())
+                .concatMap(r -> r.map(row -> String.valueOf(row.get("publish", String.class))))
+                .next()
+                .filterWhen(publish -> keyed(c, table))
+                .flatMap(publish -> {
+                  log.info("Publication {} did not publish deletes: publishing {} from now on",
+                      publication, publish);
+                  return ddl(c, "ALTER PUBLICATION " + publication + " SET (publish = '"
+                      + publish + "')")
+                      .onErrorResume(error -> {
+                        log.warn("Publication {} could not be altered to publish deletes;"
+                            + " writers keep their rows (deleteOnceLogged has no effect): {}",
+                            publication, error.toString());
+                        return Mono.empty();
+                      });
+                })
+                .thenReturn(joined)),
         Connection::close);
+  }
+
+  /** Whether {@code table}'s replica identity is its primary key (the default). */
+  private static Mono<Boolean> keyed(Connection c, String table) {
+    return Flux.from(c.createStatement("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid ="
+            + " to_regclass($1) AND relreplident = 'd') AS keyed").bind("$1", table)
+            .execute())
+        .concatMap(r -> r.map(row -> Boolean.TRUE.equals(row.get("keyed", Boolean.class))))
+        .next()
+        .defaultIfEmpty(false);
   }
 
   /** Runs {@code ddl}; 42710 (created or added concurrently by another relay) counts as done. */
@@ -421,8 +438,13 @@ final class WalFollower {
     private final Map<Integer, Relation> relations = new HashMap<>();
     private long xid;
     private final List<Inserted> inserts = new ArrayList<>();
-    /** Ids of the table's rows deleted in the transaction being assembled (usually none). */
+    /**
+     * Ids of rows the transaction being assembled inserted and then deleted (usually none); an
+     * id inserted again after its delete leaves it (that row stays in the table).
+     */
     private final java.util.Set<String> deleted = new java.util.HashSet<>();
+    /** The transaction's inserted ids, listed once a delete arrives (null before). */
+    private java.util.@Nullable Set<String> insertedIds;
 
     /**
      * Decodes one pgoutput message (on the Netty event loop; {@code buf} is released after
@@ -445,6 +467,7 @@ final class WalFollower {
         xid = Integer.toUnsignedLong(in.getInt());
         inserts.clear();
         deleted.clear();
+        insertedIds = null;
         synchronized (pending) {
           inTransaction = true;
         }
@@ -536,12 +559,20 @@ final class WalFollower {
       }
       if (complete < LOGGED_COLUMNS.size() - 1 || rawData == null || insertTime == null
           || keys == null) {
-        inserts.add(new Inserted(batchId, null, List.of()));
+        inserted(new Inserted(batchId, null, List.of()));
         return;
       }
       ClaimedBatch row = new ClaimedBatch(batchId, insertSeq, messageCount, writeRetries, rawData,
           insertTime, RelayStore.UNLEASED, insertTime);
-      inserts.add(new Inserted(batchId, row, keys));
+      inserted(new Inserted(batchId, row, keys));
+    }
+
+    private void inserted(Inserted row) {
+      inserts.add(row);
+      if (insertedIds != null) {
+        insertedIds.add(row.batchId());
+        deleted.remove(row.batchId()); // inserted again after its delete: in the table
+      }
     }
 
     /**
@@ -564,7 +595,18 @@ final class WalFollower {
         int len = in.getInt();
         int end = in.position() + len;
         if (i < relation.columns().size() && relation.columns().get(i).equals("batch_id")) {
-          deleted.add(utf8(in, len).strip());
+          String id = utf8(in, len).strip();
+          java.util.Set<String> ids = insertedIds;
+          if (ids == null) {
+            ids = new java.util.HashSet<>();
+            for (Inserted inserted : inserts) {
+              ids.add(inserted.batchId());
+            }
+            insertedIds = ids;
+          }
+          if (ids.contains(id)) { // a row of another transaction's is the relay's business
+            deleted.add(id);
+          }
           return;
         }
         in.position(end);
@@ -601,6 +643,7 @@ final class WalFollower {
       }
       inserts.clear();
       deleted.clear();
+      insertedIds = null;
       synchronized (pending) {
         pending.put(endLsn, new int[] {out.size()});
         inTransaction = false;

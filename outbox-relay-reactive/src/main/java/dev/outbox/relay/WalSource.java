@@ -565,6 +565,14 @@ final class WalSource implements BatchSource {
 
     /** Most entries parked at once: ten times the record budget (each is an id and its keys). */
     private final long parkedMost = 10L * options.maxInFlight();
+    /**
+     * Bytes of rows only the log holds that entries keep until settled for good ({@link
+     * Entry#loggedOnly}): in the ledger, and also while they wait for a retry or are parked,
+     * which the ledger does not count. Past {@link #loggedHeldMost}, claims wait.
+     */
+    private long loggedHeld;
+    private final long loggedHeldMost = 2L * options.maxInFlightBytes();
+    private boolean loggedCapLogged;
 
     Run(WalFollower follower, WalSweeps sweeps) {
       this.follower = follower;
@@ -599,6 +607,7 @@ final class WalSource implements BatchSource {
             entry.checkFirst = arrival.checkFirst(checkBelow);
             if (loggedOnly(insert.row())) {
               entry.loggedOnly = insert.row();
+              loggedHeld += insert.row().rawData().length;
             }
           }
         }
@@ -1131,6 +1140,15 @@ final class WalSource implements BatchSource {
       if (room == null || parkedCount >= parkedMost) {
         return 0;
       }
+      if (loggedHeld > loggedHeldMost) {
+        if (!loggedCapLogged) {
+          loggedCapLogged = true;
+          log.warn("Outbox relay {} holds {} bytes of rows only the log has (retries, parked"
+              + " batches); it takes nothing more from the slot until some of them are settled",
+              options.instanceId(), loggedHeld);
+        }
+        return 0;
+      }
       return asked == 0 ? Math.max(1, room.records()) : Math.max(0, room.records() - asked);
     }
 
@@ -1227,6 +1245,15 @@ final class WalSource implements BatchSource {
     /** Settled for good: its keys go on, its inserts are acknowledged to the slot. */
     private void finish(Entry entry) {
       entries.remove(entry.batchId);
+      ClaimedBatch kept = entry.loggedOnly;
+      if (kept != null) {
+        entry.loggedOnly = null;
+        boolean wasOver = loggedHeld > loggedHeldMost;
+        loggedHeld -= kept.rawData().length;
+        if (wasOver && loggedHeld <= loggedHeldMost) {
+          wake(); // claims waited for these bytes
+        }
+      }
       if (entry.swept) {
         sweepLeft--;
         rememberSweep();

@@ -1202,7 +1202,10 @@ class RelayWalTest {
   @Test
   void rowsOnlyTheLogHoldsAreReplayedAfterACrashNotTakenForPublished() {
     List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RelayHandle relay = start(seen);
+    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
+    // m5 is never answered: the slot stays before it, so what was published after it replays.
+    RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+        .sink(routing(kafkaSink, r -> text(r).equals("m5") ? HELD : null)).build());
     List<Message> written = new ArrayList<>();
     for (int i = 0; i < 200; i++) {
       Message m = message("k" + i % 7, "m" + i);
@@ -1210,7 +1213,8 @@ class RelayWalTest {
       commitDeleted(m);
     }
     Poll.until("the relay is mid-stream or done", QUICKLY, () -> seen.size() >= 20);
-    relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    relay.stop(Duration.ofSeconds(2)).block(QUICKLY);
+    kafkaSink.close().block(QUICKLY);
     Poll.until("the slot is released", QUICKLY, () -> outbox.postgres.queryLong(
         "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = '" + slot + "'") == 0);
     outbox.postgres.execute("UPDATE " + outbox.table.qualifiedName() + "_wal_starts SET sent_below = NULL");
@@ -1232,6 +1236,97 @@ class RelayWalTest {
     delivery.assertAtLeastOnce(written);
     System.out.printf("WAL rows only the log holds, restart as after a crash: %d duplicates%n",
         delivery.duplicates());
+    assertThat(delivery.duplicates()).as("rows published after m5 came again").isPositive();
+  }
+
+  /**
+   * Key "slow"'s first batch fails once with a 5 s backoff, 40 more of its batches behind it
+   * (every fifth written by a writer that keeps its row, the others only in the log) and a
+   * record budget of 10: they park, the 30 other keys are published meanwhile, and once the
+   * retry is due the parked batches are taken back, from memory or claimed, in commit order.
+   */
+  @Test
+  void aLongRetryParksRowsOnlyTheLogHoldsAndTakesThemBackInOrder() {
+    java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
+    RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
+    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
+        && failed.compareAndSet(false, true)
+        ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
+    List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+    RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+        .maxInFlight(10)
+        .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofSeconds(5))
+            .jitter(0).build())
+        .sink(failingSlowOnce).build());
+    try {
+      for (int i = 0; i < 41; i++) {
+        Message m = message("slow", "slow:" + i);
+        if (i % 5 == 4) {
+          commit(m);
+        } else {
+          commitDeleted(m);
+        }
+      }
+      for (int i = 0; i < 30; i++) {
+        commitDeleted(message("k" + i, "other:" + i));
+      }
+      Poll.until("every other key is published while the retry waits", Duration.ofSeconds(4),
+          () -> seen.stream().filter(o -> o.kind() == RelayOutcome.Kind.PUBLISHED).count() == 30);
+      assertThat(seen).filteredOn(o -> o.kind() == RelayOutcome.Kind.RETRY_SCHEDULED).hasSize(1);
+      List<String> all = published(71);
+      assertThat(all).hasSize(71).doesNotHaveDuplicates();
+      assertThat(all.stream().filter(t -> t.startsWith("slow:"))
+          .map(t -> Integer.parseInt(t.substring(5))).toList())
+          .as("key slow in commit order").hasSize(41).isSorted();
+      Poll.until("the kept rows are deleted", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+      kafkaSink.close().block(QUICKLY);
+    }
+  }
+
+  /** A publication of this table alone that published inserts only is altered to carry deletes. */
+  @Test
+  void anInsertOnlyPublicationOfThisTableAloneIsAlteredToCarryDeletes() {
+    outbox.postgres.execute("CREATE PUBLICATION " + slot + " FOR TABLE "
+        + outbox.table.qualifiedName() + " (" + String.join(", ", WalFollower.LOGGED_COLUMNS)
+        + ") WITH (publish = 'insert')");
+    RelayHandle relay = start();
+    try {
+      assertThat(outbox.postgres.queryColumn("SELECT pubdelete FROM pg_publication WHERE pubname = '"
+          + slot + "'")).containsExactly(true);
+      commitDeleted(message("m0"));
+      assertThat(outbox.rows()).as("deleted by its writer").isZero();
+      assertThat(published(1)).containsExactly("m0");
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
+  }
+
+  /**
+   * A publication shared with another table is not made to carry deletes (the other table's
+   * deletes would need a replica identity): writers keep their rows, which the relay publishes
+   * and deletes as ever.
+   */
+  @Test
+  void aSharedPublicationIsLeftWithoutDeletesAndWritersKeepTheirRows() {
+    String other = outbox.table.qualifiedName() + "_other";
+    outbox.postgres.execute("CREATE TABLE " + other + " (id INT)",
+        "CREATE PUBLICATION " + slot + " FOR TABLE " + outbox.table.qualifiedName() + " ("
+            + String.join(", ", WalFollower.LOGGED_COLUMNS) + "), " + other
+            + " WITH (publish = 'insert')");
+    RelayHandle relay = start();
+    try {
+      assertThat(outbox.postgres.queryColumn("SELECT pubdelete FROM pg_publication WHERE pubname = '"
+          + slot + "'")).containsExactly(false);
+      outbox.postgres.execute("DELETE FROM " + other); // still allowed without a replica identity
+      commitDeleted(message("m0"));
+      assertThat(outbox.rows()).as("kept: the publication does not carry deletes").isEqualTo(1);
+      assertThat(published(1)).containsExactly("m0");
+      Poll.until("the relay deleted it", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
   }
 
   /** Deletes the row whose only message is {@code text}, as if someone else had published it. */
