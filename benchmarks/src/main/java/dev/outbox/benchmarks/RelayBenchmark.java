@@ -54,8 +54,8 @@ final class RelayBenchmark {
    * {@code -Dbench.deleteOnceLogged=true}: the backlog's writers delete their rows again in the
    * inserting transaction ({@code OutboxWriter.Builder#deleteOnceLogged}; the Debezium peer's the
    * same way), so a WAL relay publishes from the log and deletes nothing; drains are then timed
-   * until the relay's outcomes count every message acknowledged by Kafka (in-process, as the
-   * Debezium peer counts its acks), not until the table is empty.
+   * until Kafka has acknowledged every message to the relay (counted in-process through {@code
+   * RelayMetrics}, as the Debezium peer counts its acks), not until the table is empty.
    */
   static final boolean DELETE_ONCE_LOGGED = Boolean.getBoolean("bench.deleteOnceLogged");
 
@@ -334,19 +334,20 @@ final class RelayBenchmark {
           "SELECT pg_stat_statements_reset()");
     }
     long t0 = System.nanoTime();
+    // Records Kafka acknowledged, counted in-process (RelayMetrics#published is called for each,
+    // never dropped) as the Debezium peer counts its acks.
+    java.util.concurrent.atomic.AtomicLong acknowledged = new java.util.concurrent.atomic.AtomicLong();
     OutboxRelay created = OutboxRelay.create(pool, RelayOptions.builder().table(table)
         .mode(MODE)
         .kafka(producer).maxInFlight(MAX_IN_FLIGHT)
         .claimSize(CLAIM_SIZE)
+        .metrics(new dev.outbox.relay.RelayMetrics() {
+          @Override
+          public void published(Duration latency) {
+            acknowledged.incrementAndGet();
+          }
+        })
         .pollInterval(Duration.ofMillis(100)).build());
-    // Messages of batches published (Kafka acknowledged all of them), counted in-process as the
-    // Debezium peer counts its acks.
-    java.util.concurrent.atomic.AtomicLong acknowledged = new java.util.concurrent.atomic.AtomicLong();
-    created.outcomes().subscribe(outcome -> {
-      if (outcome.kind() == dev.outbox.relay.RelayOutcome.Kind.PUBLISHED) {
-        acknowledged.addAndGet(outcome.messageCount());
-      }
-    });
     RelayHandle relay = created.start();
     // Not count(*): on a million-row table it cost PostgreSQL ~7 ms per poll (pg_stat_statements).
     // The newest rows go last, so a walk from the end of insert_seq finds one at once.
