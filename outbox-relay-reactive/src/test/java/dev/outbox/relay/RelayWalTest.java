@@ -119,6 +119,22 @@ class RelayWalTest {
     };
   }
 
+  /**
+   * A WAL relay with a record budget of 10 and retries {@code backoff} apart, sending through
+   * {@code kafkaSink} except that the first send of key "slow" fails retriably.
+   */
+  private RelayHandle startFailingSlowOnce(List<RelayOutcome> seen, RecordSink kafkaSink,
+      Duration backoff) {
+    java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
+    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
+        && failed.compareAndSet(false, true)
+        ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
+    return start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
+        .maxInFlight(10)
+        .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(backoff).jitter(0).build())
+        .sink(failingSlowOnce).build());
+  }
+
   private static final Throwable HELD = new Throwable("held: never answered");
 
   private void commit(Message... messages) {
@@ -692,17 +708,9 @@ class RelayWalTest {
    */
   @Test
   void aLongRetryOnOneKeyLeavesTheBudgetsToTheOtherKeys() {
-    java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
-        && failed.compareAndSet(false, true)
-        ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
     List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
-        .maxInFlight(10)
-        .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofSeconds(15))
-            .jitter(0).build())
-        .sink(failingSlowOnce).build());
+    RelayHandle relay = startFailingSlowOnce(seen, kafkaSink, Duration.ofSeconds(15));
     String slowRows = "SELECT count(*) FROM " + outbox.table.qualifiedName()
         + " WHERE EXISTS (SELECT 1 FROM unnest(message_keys) AS k WHERE k LIKE '%slow')";
     try {
@@ -1247,17 +1255,9 @@ class RelayWalTest {
    */
   @Test
   void aLongRetryParksRowsOnlyTheLogHoldsAndTakesThemBackInOrder() {
-    java.util.concurrent.atomic.AtomicBoolean failed = new java.util.concurrent.atomic.AtomicBoolean();
     RecordSink kafkaSink = KafkaProducerSink.create(kafka.producerProperties(), 100);
-    RecordSink failingSlowOnce = routing(kafkaSink, r -> "slow".equals(r.key())
-        && failed.compareAndSet(false, true)
-        ? new org.apache.kafka.common.errors.TimeoutException("first send of key slow") : null);
     List<RelayOutcome> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
-    RelayHandle relay = start(seen, RelayOptions.builder().table(outbox.table).mode(RelayMode.WAL)
-        .maxInFlight(10)
-        .retryPolicy(RetryPolicy.builder().maxAttempts(5).initialBackoff(Duration.ofSeconds(5))
-            .jitter(0).build())
-        .sink(failingSlowOnce).build());
+    RelayHandle relay = startFailingSlowOnce(seen, kafkaSink, Duration.ofSeconds(5));
     try {
       for (int i = 0; i < 41; i++) {
         Message m = message("slow", "slow:" + i);
