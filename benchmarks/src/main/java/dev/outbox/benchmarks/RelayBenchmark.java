@@ -59,6 +59,14 @@ final class RelayBenchmark {
    */
   static final boolean DELETE_ONCE_LOGGED = Boolean.getBoolean("bench.deleteOnceLogged");
 
+  /**
+   * {@code -Dbench.sharedSink=true}: every drain of the run (warm-ups and measured) sends through
+   * one sink, so the measured drain's producer is warm, as the Debezium peer's producer, created
+   * once for its warm-up and measured drains, is. Default: each relay makes its own.
+   */
+  static final boolean SHARED_SINK = Boolean.getBoolean("bench.sharedSink");
+  private static dev.outbox.relay.@org.jspecify.annotations.Nullable RecordSink sharedSink;
+
   /** {@code -Dbench.minimal=false} skips the minimal correct loop ({@link MinimalLoop}). */
   static final boolean MINIMAL = Boolean.parseBoolean(System.getProperty("bench.minimal", "true"));
   /** The relay's defaults unless {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize}. */
@@ -260,6 +268,10 @@ final class RelayBenchmark {
             MAX_IN_FLIGHT, CLAIM_SIZE, records, heapPeak >> 20, heapBefore >> 20, lastDrainCpu));
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
+    if (sharedSink != null) {
+      sharedSink.close().block(Duration.ofSeconds(10));
+      sharedSink = null;
+    }
     pool.dispose();
   }
 
@@ -337,9 +349,18 @@ final class RelayBenchmark {
     // Records Kafka acknowledged, counted in-process (RelayMetrics#published is called for each,
     // never dropped) as the Debezium peer counts its acks.
     java.util.concurrent.atomic.AtomicLong acknowledged = new java.util.concurrent.atomic.AtomicLong();
-    OutboxRelay created = OutboxRelay.create(pool, RelayOptions.builder().table(table)
+    if (SHARED_SINK && sharedSink == null) {
+      sharedSink = dev.outbox.relay.ReactorKafkaSink.create(producer, MAX_IN_FLIGHT);
+    }
+    RelayOptions.Builder options = RelayOptions.builder();
+    if (sharedSink != null) {
+      options.sink(sharedSink);
+    } else {
+      options.kafka(producer);
+    }
+    OutboxRelay created = OutboxRelay.create(pool, options.table(table)
         .mode(MODE)
-        .kafka(producer).maxInFlight(MAX_IN_FLIGHT)
+        .maxInFlight(MAX_IN_FLIGHT)
         .claimSize(CLAIM_SIZE)
         .metrics(new dev.outbox.relay.RelayMetrics() {
           @Override
