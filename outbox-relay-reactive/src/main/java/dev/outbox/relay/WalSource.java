@@ -519,6 +519,12 @@ final class WalSource implements BatchSource {
      * stays in the table); claimed again once first in line ({@link Run#send}).
      */
     boolean parked;
+    /**
+     * How often it joined its keys' lines and has not left them yet (0 or 1): leaving is then a
+     * no-op without scanning the lines. A published entry leaves them before it is settled, and
+     * a scan of a long line for an entry no longer in it cost 2 % of a drain's samples.
+     */
+    int inLines;
 
     Entry(String batchId) {
       this.batchId = batchId;
@@ -732,6 +738,7 @@ final class WalSource implements BatchSource {
       for (String key : keys) {
         turns.computeIfAbsent(key, k -> new ArrayDeque<>()).addLast(entry);
       }
+      entry.inLines++;
       place(entry, claim, taken, claims);
     }
 
@@ -1265,7 +1272,11 @@ final class WalSource implements BatchSource {
 
     /** Takes the entry out of its keys' lines; returns the entries now first in them. */
     private List<Entry> leaveLines(Entry entry) {
-      List<Entry> next = new ArrayList<>();
+      if (entry.inLines == 0) {
+        return List.of();
+      }
+      entry.inLines--;
+      List<Entry> next = new ArrayList<>(1);
       List<String> keys = entry.keys;
       if (keys != null) {
         for (String key : keys) {
