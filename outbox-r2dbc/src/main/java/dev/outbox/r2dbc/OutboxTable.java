@@ -101,6 +101,15 @@ public final class OutboxTable {
   }
 
   /**
+   * The default name of a WAL relay's replication slot and publication for this table, {@code
+   * <name>_relay} (without the schema): what {@code RelayOptions} and {@code
+   * OutboxWriter.builder().deleteOnceLogged(true)} agree on.
+   */
+  public String walRelayName() {
+    return name + "_relay";
+  }
+
+  /**
    * Validates a LISTEN/NOTIFY channel name: an unquoted identifier of at most 63 characters, so
    * it can be put into {@code LISTEN} safely (LISTEN takes no parameters).
    *

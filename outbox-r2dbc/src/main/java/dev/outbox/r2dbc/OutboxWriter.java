@@ -156,8 +156,8 @@ public interface OutboxWriter {
             + " must not be blank");
       }
       R2dbcOutboxWriter.OnceLogged onceLogged = !deleteOnceLogged ? null : new R2dbcOutboxWriter.OnceLogged(
-          walSlot != null ? walSlot : table.name() + "_relay",
-          walPublication != null ? walPublication : table.name() + "_relay");
+          walSlot != null ? walSlot : table.walRelayName(),
+          walPublication != null ? walPublication : table.walRelayName());
       return new R2dbcOutboxWriter(table, codec, notifyChannel, rowPerKey, onceLogged,
           List.copyOf(resolvers), List.copyOf(contextHeaders));
     }

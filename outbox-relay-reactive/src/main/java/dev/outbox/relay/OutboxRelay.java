@@ -49,13 +49,25 @@ public final class OutboxRelay {
         Objects.requireNonNull(options, "options"));
   }
 
-  /** The factory behind a pool (r2dbc-pool is {@code Wrapped}), or the factory itself. */
-  private static ConnectionFactory unpooled(ConnectionFactory connections) {
-    if (connections instanceof Wrapped<?> wrapped && wrapped.unwrap() instanceof ConnectionFactory inner) {
-      return inner;
+  /**
+   * The factory behind every wrapper ({@code Wrapped}: r2dbc-pool, r2dbc-proxy, and Spring Boot's
+   * {@code OptionsCapableConnectionFactory} around its pool), or the factory itself. One level
+   * was not enough: behind Boot's two, WAL mode found a pool, not the driver, and never started.
+   */
+  static ConnectionFactory unpooled(ConnectionFactory connections) {
+    ConnectionFactory factory = connections;
+    for (int depth = 0; depth < MAX_WRAPPERS; depth++) {
+      if (!(factory instanceof Wrapped<?> wrapped && wrapped.unwrap() instanceof ConnectionFactory inner)
+          || inner == factory) {
+        break;
+      }
+      factory = inner;
     }
-    return connections;
+    return factory;
   }
+
+  /** Wrappers unwrapped at most (a guard against a wrapper that unwraps to a cycle). */
+  private static final int MAX_WRAPPERS = 16;
 
   public RelayOptions options() {
     return options;

@@ -126,8 +126,8 @@ public final class RelayOptions {
     this.leadershipRetry = b.leadershipRetry;
     this.triggers = new Triggers(b.listenChannel, b.heartbeatTcp, b.heartbeatUdp,
         b.heartbeatUnixSocket, b.wakeDebounce);
-    this.walSlot = b.walSlot != null ? b.walSlot : b.table.name() + "_relay";
-    this.walPublication = b.walPublication != null ? b.walPublication : b.table.name() + "_relay";
+    this.walSlot = b.walSlot != null ? b.walSlot : b.table.walRelayName();
+    this.walPublication = b.walPublication != null ? b.walPublication : b.table.walRelayName();
     this.statsInterval = b.statsInterval;
     this.statementTimeout = b.statementTimeout;
     this.outcomeBuffer = b.outcomeBuffer;

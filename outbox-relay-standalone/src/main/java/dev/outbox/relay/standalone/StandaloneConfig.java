@@ -342,12 +342,12 @@ public record StandaloneConfig(
    * @throws InvalidConfigurationException naming the variable
    */
   static String walSlotFromEnvironment(Map<String, String> env, OutboxTable table) {
-    return walName(WAL_SLOT, value(env, WAL_SLOT, table.name() + "_relay"));
+    return walName(WAL_SLOT, value(env, WAL_SLOT, table.walRelayName()));
   }
 
   /** The publication of {@value #WAL_PUBLICATION}: by default {@code <table name>_relay}. */
   static String walPublicationFromEnvironment(Map<String, String> env, OutboxTable table) {
-    return walName(WAL_PUBLICATION, value(env, WAL_PUBLICATION, table.name() + "_relay"));
+    return walName(WAL_PUBLICATION, value(env, WAL_PUBLICATION, table.walRelayName()));
   }
 
   private static String walName(String variable, @Nullable String name) {

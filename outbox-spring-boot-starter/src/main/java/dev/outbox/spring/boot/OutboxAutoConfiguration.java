@@ -7,6 +7,7 @@ import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxWriter;
 import dev.outbox.relay.MicrometerRelayMetrics;
 import dev.outbox.relay.RelayMetrics;
+import dev.outbox.relay.RelayMode;
 import dev.outbox.relay.RelayOptions;
 import dev.outbox.relay.RetryPolicy;
 import dev.outbox.spring.SpringTransactionConnectionResolver;
@@ -44,7 +45,8 @@ import org.springframework.core.env.Environment;
  *   <li>{@link OutboxTable} from {@code outbox.table};
  *   <li>an {@link OutboxWriter} that joins the Spring-managed transaction
  *       ({@code TransactionalOperator} or {@code @Transactional}) on the application's {@link
- *       ConnectionFactory}, and an {@link OutboxStore} over the same table;
+ *       ConnectionFactory} (with {@code outbox.delete-once-logged=true}, deleting its rows once
+ *       the WAL relay's slot carries them), and an {@link OutboxStore} over the same table;
  *   <li>with {@code outbox.schema.create-if-missing=true}, the tables created at startup;
  *   <li>unless {@code outbox.relay.enabled=false}, the relay embedded as a lifecycle bean (started
  *       with the context, drained on shutdown), with its meters in the application's {@code
@@ -105,6 +107,18 @@ public final class OutboxAutoConfiguration {
             requireConnectionFactory(connectionFactory)));
     if (properties.notifyOnWrite()) {
       writer.notifyChannel(table.notifyChannel());
+    }
+    if (properties.deleteOnceLogged()) { // the slot and publication the WAL relay follows
+      OutboxProperties.Relay relay = properties.relay();
+      if (relay.enabled() && relay.mode() != RelayMode.WAL) {
+        throw new OutboxStartupException("outbox.delete-once-logged=true needs a WAL relay, and"
+            + " the embedded relay runs in " + relay.mode() + " mode.", "Set"
+            + " outbox.relay.mode=wal, or turn outbox.delete-once-logged off: rows the writer"
+            + " deletes once logged are only in the slot's WAL, which a polling relay never reads.");
+      }
+      writer.deleteOnceLogged(
+          relay.walSlot() != null ? relay.walSlot() : table.walRelayName(),
+          relay.walPublication() != null ? relay.walPublication() : table.walRelayName());
     }
     MicrometerTracePropagation propagation = propagation(tracing);
     if (propagation != null) {

@@ -17,6 +17,10 @@ import org.springframework.util.unit.DataSize;
  * @param notifyOnWrite Whether the writer runs "pg_notify" on the table's channel in its insert
  *     and the embedded relay LISTENs on it (lower latency than polling; every notifying commit
  *     takes PostgreSQL's global notification lock)
+ * @param deleteOnceLogged WAL mode: whether the writer deletes its rows again in the inserting
+ *     transaction while the WAL relay's slot ("relay.wal-slot") is ready to carry them
+ *     ("OutboxWriter.Builder#deleteOnceLogged"): the relay publishes them from the log and
+ *     deletes nothing; dropping the slot loses the rows it had not confirmed (see the README)
  * @param schema Schema creation at startup
  * @param relay The embedded relay
  * @param tracing Trace propagation through the outbox (with Micrometer Tracing)
@@ -25,6 +29,7 @@ import org.springframework.util.unit.DataSize;
 public record OutboxProperties(
     @DefaultValue(OutboxTable.DEFAULT_NAME) String table,
     @DefaultValue("false") boolean notifyOnWrite,
+    @DefaultValue("false") boolean deleteOnceLogged,
     @DefaultValue Schema schema,
     @DefaultValue Relay relay,
     @DefaultValue Tracing tracing) {

@@ -1,0 +1,86 @@
+package dev.outbox.spring.boot;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.testing.Poll;
+import dev.outbox.testing.TestKafka;
+import dev.outbox.testing.TestPostgres;
+import java.time.Duration;
+import java.util.List;
+import java.util.Set;
+import java.util.stream.Collectors;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.springframework.boot.diagnostics.FailureAnalysis;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.transaction.reactive.TransactionalOperator;
+import reactor.core.publisher.Flux;
+
+/**
+ * {@code outbox.delete-once-logged}: the starter's writer deletes its rows once the embedded WAL
+ * relay's slot carries them, and that relay publishes them from the log (real PostgreSQL with
+ * {@code wal_level=logical}, real Kafka); with a polling relay, startup fails saying what to set.
+ */
+class DeleteOnceLoggedStarterTest {
+  private static final Duration WAIT = Duration.ofSeconds(60);
+  private final String table = TestPostgres.uniqueName("starter_logged_outbox");
+  private final String slot = TestPostgres.uniqueName("starter_logged_slot");
+  private final ApplicationContextRunner runner = StarterTests.runner(table);
+
+  @AfterEach
+  void dropSlotAndPublication() {
+    TestPostgres.get().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+        + " WHERE slot_name = '" + slot + "' AND NOT active", "DROP PUBLICATION IF EXISTS " + slot);
+  }
+
+  @Test
+  void theEmbeddedWalRelayPublishesRowsTheStartersWriterDeletedOnceLogged() {
+    String topic = TestPostgres.uniqueName("starter_logged_orders");
+    TestKafka.get().createTopic(topic, 2);
+    runner.withPropertyValues("outbox.relay.mode=wal", "outbox.delete-once-logged=true",
+            "outbox.relay.wal-slot=" + slot, "outbox.relay.wal-publication=" + slot)
+        .run(context -> {
+          assertThat(context).hasNotFailed();
+          // The writer deletes only once the relay's slot is ready and its publication
+          // carries deletes; before that its rows stay (and the relay sweeps them).
+          Poll.until("the relay's slot is ready and its publication carries deletes", WAIT,
+              () -> TestPostgres.get().queryLong("SELECT count(*) FROM pg_replication_slots s,"
+                  + " pg_publication p WHERE s.slot_name = '" + slot + "' AND s.confirmed_flush_lsn"
+                  + " IS NOT NULL AND p.pubname = '" + slot + "' AND p.pubdelete") == 1);
+          OutboxWriter writer = context.getBean(OutboxWriter.class);
+          TransactionalOperator tx = context.getBean(TransactionalOperator.class);
+
+          Flux.range(1, 3)
+              .concatMap(i -> writer.write(Message.builder().stream(topic).key("order-" + i)
+                  .data("placed " + i).build()))
+              .then()
+              .as(tx::transactional)
+              .block(Duration.ofSeconds(10));
+          assertThat(TestPostgres.get().queryLong("SELECT count(*) FROM " + table))
+              .as("the writer deleted its rows in the inserting transaction").isZero();
+
+          List<ConsumerRecord<String, byte[]>> records =
+              TestKafka.get().consume(List.of(topic), 3, WAIT, Duration.ZERO);
+          Set<String> keys = records.stream().map(ConsumerRecord::key).collect(Collectors.toSet());
+          assertThat(keys).containsExactlyInAnyOrder("order-1", "order-2", "order-3");
+        });
+  }
+
+  @Test
+  void withAPollingRelayStartupFailsSayingWhatToSet() {
+    runner.withPropertyValues("outbox.relay.mode=partitioned", "outbox.delete-once-logged=true")
+        .run(context -> {
+          assertThat(context).hasFailed();
+          FailureAnalysis analysis = StarterTests.analyze(context.getStartupFailure());
+          assertThat(analysis.getDescription()).contains("outbox.delete-once-logged=true")
+              .contains("PARTITIONED");
+          assertThat(analysis.getAction()).contains("outbox.relay.mode=wal");
+        });
+    // With the relay off (a standalone WAL relay publishes the table), the writer is built.
+    runner.withPropertyValues("outbox.relay.enabled=false", "outbox.delete-once-logged=true")
+        .run(context -> assertThat(context).hasNotFailed().hasSingleBean(OutboxWriter.class));
+  }
+}
