@@ -53,7 +53,34 @@ final class CpuProbe {
     Map<Long, Child> processes = postgresProcesses();
     double postgres = processes.isEmpty() ? Double.NaN
         : processes.values().stream().mapToLong(Child::ticks).sum() / TICKS_PER_SECOND;
-    return new Snapshot(jvm, postgres, processes);
+    return new Snapshot(jvm, postgres, processes, jitMillis());
+  }
+
+  /** Milliseconds this JVM's JIT compilers spent so far (CompilationMXBean; 0 when unknown). */
+  static long jitMillis() {
+    java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+    return jit != null && jit.isCompilationTimeMonitoringSupported() ? jit.getTotalCompilationTime() : 0;
+  }
+
+  /**
+   * Extra warm-up rounds at most (default 2), run while the JIT compilers still compiled for more
+   * than {@link #QUIET_SHARE} of the last round's wall time: {@code -Dbench.jitRounds}.
+   */
+  static final int JIT_ROUNDS = Integer.getInteger("bench.jitRounds", 2);
+  static final double QUIET_SHARE = 0.25;
+
+  /**
+   * Whether a warm-up round of {@code seconds} left the JIT quiet: compiling for at most {@link
+   * #QUIET_SHARE} of it. With a single 600,000-message warm-up, C2 still compiled for 4.6 s during
+   * a 4.6 s measured WAL drain (JFR jdk.Compilation, run 70): Kafka producer and broker methods
+   * called once a request (Sender metrics, RecordAccumulator.partitionReady, ReplicaManager),
+   * which reach C2's thresholds late. Whichever side drains first in the JVM paid for them.
+   */
+  static boolean jitQuiet(String who, int round, long jitMillis, double seconds) {
+    boolean quiet = jitMillis <= QUIET_SHARE * seconds * 1000;
+    System.out.printf(Locale.ROOT, "%s warm-up round %d: %.2f s, JIT compiled %.2f s (%s)%n", who,
+        round, seconds, jitMillis / 1000.0, quiet ? "quiet" : "not quiet yet");
+    return quiet;
   }
 
   /**
@@ -126,7 +153,7 @@ final class CpuProbe {
   }
 
   /** CPU seconds of this JVM and of PostgreSQL (and of each of its processes) at one moment. */
-  record Snapshot(double jvm, double postgres, Map<Long, Child> children) {
+  record Snapshot(double jvm, double postgres, Map<Long, Child> children, long jitMillis) {
     /**
      * PostgreSQL's CPU a message since {@code before} by role: a process alive at both snapshots
      * counts its difference, one started since counts all of its time; one that exited moved its
@@ -155,8 +182,9 @@ final class CpuProbe {
     String perMessage(Snapshot before, long messages) {
       double jvmMicros = (jvm - before.jvm) * 1e6 / messages;
       double pgMicros = (postgres - before.postgres) * 1e6 / messages;
-      return String.format(Locale.ROOT, "CPU a message: JVM %.1f µs + PostgreSQL %.1f µs = %.1f µs",
-          jvmMicros, pgMicros, jvmMicros + pgMicros);
+      return String.format(Locale.ROOT, "CPU a message: JVM %.1f µs + PostgreSQL %.1f µs = %.1f µs"
+              + " (JIT compiling %.2f s meanwhile)", jvmMicros, pgMicros, jvmMicros + pgMicros,
+          (jitMillis - before.jitMillis) / 1000.0);
     }
   }
 }

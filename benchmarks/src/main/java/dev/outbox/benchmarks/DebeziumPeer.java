@@ -106,15 +106,29 @@ final class DebeziumPeer {
         kafka.createTopic(warmUpTopic, partitions);
         // fill writes whole transactions of `batch` rows: wait for as many as it writes
         int warmUp = Integer.getInteger("bench.warmup", RelayBenchmark.warmUpFor(messages)) / batch * batch;
-        fill(postgres, name, warmUpTopic, warmUp, batch, payload);
-        peer.start();
-        long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
-        while (acked.get() < warmUp) {
-          peer.checkAlive();
-          if (System.nanoTime() > warmDeadline) {
-            throw new IllegalStateException("Warm-up: only " + acked.get() + " of " + warmUp + " acknowledged");
+        // Then more rounds of the measured size while the JIT compilers are still busy, as the
+        // relay's warm-up does (CpuProbe#jitQuiet).
+        for (int round = 0; ; round++) {
+          int rows = round == 0 ? warmUp : messages / batch * batch;
+          fill(postgres, name, warmUpTopic, rows, batch, payload);
+          acked.set(0);
+          long jitBefore = CpuProbe.jitMillis();
+          long started = System.nanoTime();
+          peer.start();
+          long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
+          while (acked.get() < rows) {
+            peer.checkAlive();
+            if (System.nanoTime() > warmDeadline) {
+              throw new IllegalStateException("Warm-up: only " + acked.get() + " of " + rows + " acknowledged");
+            }
+            Thread.sleep(20);
           }
-          Thread.sleep(20);
+          double seconds = (System.nanoTime() - started) / 1e9;
+          if (CpuProbe.jitQuiet("debezium", round, CpuProbe.jitMillis() - jitBefore, seconds)
+              || round >= CpuProbe.JIT_ROUNDS) {
+            break;
+          }
+          peer.stop();
         }
         // The slot's restart position moves only past running-transaction records the engine
         // has confirmed: checkpoint (which logs one) and publish a row, until it is near the end
