@@ -65,6 +65,12 @@ final class RelayBenchmark {
    * once for its warm-up and measured drains, is. Default: each relay makes its own.
    */
   static final boolean SHARED_SINK = Boolean.getBoolean("bench.sharedSink");
+  /**
+   * {@code -Dbench.sink=producer}: each drain sends through a {@link
+   * dev.outbox.relay.KafkaProducerSink} (the plain producer, no reactor-kafka), created and closed
+   * with it. Default: the relay's own {@code ReactorKafkaSink} from {@code kafka(...)}.
+   */
+  static final boolean PLAIN_PRODUCER_SINK = "producer".equals(System.getProperty("bench.sink"));
   private static dev.outbox.relay.@org.jspecify.annotations.Nullable RecordSink sharedSink;
 
   /** {@code -Dbench.minimal=false} skips the minimal correct loop ({@link MinimalLoop}). */
@@ -363,7 +369,11 @@ final class RelayBenchmark {
       sharedSink = dev.outbox.relay.ReactorKafkaSink.create(producer, MAX_IN_FLIGHT);
     }
     RelayOptions.Builder options = RelayOptions.builder();
-    if (sharedSink != null) {
+    dev.outbox.relay.@org.jspecify.annotations.Nullable KafkaProducerSink plainSink =
+        PLAIN_PRODUCER_SINK ? dev.outbox.relay.KafkaProducerSink.create(producer, MAX_IN_FLIGHT) : null;
+    if (plainSink != null) {
+      options.sink(plainSink);
+    } else if (sharedSink != null) {
       options.sink(sharedSink);
     } else {
       options.kafka(producer);
@@ -438,6 +448,9 @@ final class RelayBenchmark {
       }
     }
     relay.stop(Duration.ofSeconds(10)).block();
+    if (plainSink != null) { // given to the relay, so not closed by it
+      plainSink.close().block(Duration.ofSeconds(10));
+    }
     long left = TestPostgres.get().queryLong("SELECT count(*) FROM " + table.qualifiedName());
     if (left != 0) {
       throw new IllegalStateException(left + " rows left after the drain");
