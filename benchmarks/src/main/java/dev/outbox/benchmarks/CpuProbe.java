@@ -63,10 +63,11 @@ final class CpuProbe {
   }
 
   /**
-   * Extra warm-up rounds at most (default 2), run while the JIT compilers still compiled for more
-   * than {@link #QUIET_SHARE} of the last round's wall time: {@code -Dbench.jitRounds}.
+   * Extra warm-up rounds at most (default 8), run while the JIT compilers still compiled for more
+   * than {@link #QUIET_SHARE} of the last round's wall time: {@code -Dbench.jitRounds}. The
+   * Debezium peer was quiet after 2, the relay's WAL drain after 8 (run 72).
    */
-  static final int JIT_ROUNDS = Integer.getInteger("bench.jitRounds", 2);
+  static final int JIT_ROUNDS = Integer.getInteger("bench.jitRounds", 8);
   static final double QUIET_SHARE = 0.25;
 
   /**
