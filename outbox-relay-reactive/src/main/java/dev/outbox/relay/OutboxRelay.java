@@ -41,8 +41,9 @@ public final class OutboxRelay {
 
   /**
    * @param connections where the outbox table lives; use a pool (the relay runs up to {@code
-   *     settleConcurrency + 2} statements at once). In ORDERED mode the leadership lock is held on
-   *     one extra connection taken from the factory the pool wraps (not from the pool).
+   *     settleConcurrency + 2} statements at once). The connections the relay holds on its own
+   *     (ORDERED mode's leadership lock, WAL mode's replication stream, LISTEN) come from the
+   *     factory behind every {@code Wrapped} layer (pool, proxy), not from the pool.
    */
   public static OutboxRelay create(ConnectionFactory connections, RelayOptions options) {
     return new OutboxRelay(Objects.requireNonNull(connections, "connections"),

@@ -109,16 +109,7 @@ public final class OutboxAutoConfiguration {
       writer.notifyChannel(table.notifyChannel());
     }
     if (properties.deleteOnceLogged()) { // the slot and publication the WAL relay follows
-      OutboxProperties.Relay relay = properties.relay();
-      if (relay.enabled() && relay.mode() != RelayMode.WAL) {
-        throw new OutboxStartupException("outbox.delete-once-logged=true needs a WAL relay, and"
-            + " the embedded relay runs in " + relay.mode() + " mode.", "Set"
-            + " outbox.relay.mode=wal, or turn outbox.delete-once-logged off: rows the writer"
-            + " deletes once logged are only in the slot's WAL, which a polling relay never reads.");
-      }
-      writer.deleteOnceLogged(
-          relay.walSlot() != null ? relay.walSlot() : table.walRelayName(),
-          relay.walPublication() != null ? relay.walPublication() : table.walRelayName());
+      writer.deleteOnceLogged(walSlot(properties, table), walPublication(properties, table));
     }
     MicrometerTracePropagation propagation = propagation(tracing);
     if (propagation != null) {
@@ -162,7 +153,9 @@ public final class OutboxAutoConfiguration {
           .metrics(observations)
           .recordInterceptor(propagation(tracing));
       customizers.orderedStream().forEach(customizer -> customizer.customize(options));
-      return new EmbeddedRelay(connections, options.build(), observations,
+      RelayOptions built = options.build();
+      checkDeleteOnceLogged(properties, table, built);
+      return new EmbeddedRelay(connections, built, observations,
           properties.relay().shutdownTimeout());
     }
 
@@ -249,6 +242,44 @@ public final class OutboxAutoConfiguration {
       EmbeddedRelay embedded = relay.getIfAvailable();
       return new OutboxDeadLettersEndpoint(store,
           embedded == null ? Codec.protobuf() : embedded.options().codec());
+    }
+  }
+
+  private static String walSlot(OutboxProperties properties, OutboxTable table) {
+    String slot = properties.relay().walSlot();
+    return slot != null ? slot : table.walRelayName();
+  }
+
+  private static String walPublication(OutboxProperties properties, OutboxTable table) {
+    String publication = properties.relay().walPublication();
+    return publication != null ? publication : table.walRelayName();
+  }
+
+  /**
+   * With {@code outbox.delete-once-logged}, the embedded relay (as customizers left it) must be a
+   * WAL relay on the table, slot and publication the starter's writer deletes for: any other
+   * relay never reads the rows only that slot's WAL holds.
+   */
+  static void checkDeleteOnceLogged(OutboxProperties properties, OutboxTable table,
+      RelayOptions relay) {
+    if (!properties.deleteOnceLogged()) {
+      return;
+    }
+    if (relay.mode() != RelayMode.WAL) {
+      throw new OutboxStartupException("outbox.delete-once-logged=true needs a WAL relay, and"
+          + " the embedded relay runs in " + relay.mode() + " mode.", "Set"
+          + " outbox.relay.mode=wal, or turn outbox.delete-once-logged off: rows the writer"
+          + " deletes once logged are only in the slot's WAL, which a polling relay never reads.");
+    }
+    if (!relay.table().equals(table) || !relay.walSlot().equals(walSlot(properties, table))
+        || !relay.walPublication().equals(walPublication(properties, table))) {
+      throw new OutboxStartupException("outbox.delete-once-logged=true: the writer deletes for"
+          + " table " + table.qualifiedName() + ", slot " + walSlot(properties, table)
+          + " and publication " + walPublication(properties, table) + ", but the embedded relay"
+          + " follows " + relay.table().qualifiedName() + ", " + relay.walSlot() + " and "
+          + relay.walPublication() + ".", "Set the names with outbox.table,"
+          + " outbox.relay.wal-slot and outbox.relay.wal-publication, not in a"
+          + " RelayOptionsCustomizer.");
     }
   }
 

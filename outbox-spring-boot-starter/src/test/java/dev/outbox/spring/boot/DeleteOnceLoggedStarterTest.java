@@ -3,10 +3,13 @@ package dev.outbox.spring.boot;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.outbox.r2dbc.Message;
+import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxWriter;
+import dev.outbox.relay.RelayMode;
 import dev.outbox.testing.Poll;
 import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
+import io.r2dbc.spi.ConnectionFactory;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
@@ -16,6 +19,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.springframework.boot.diagnostics.FailureAnalysis;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.r2dbc.core.DatabaseClient;
 import org.springframework.transaction.reactive.TransactionalOperator;
 import reactor.core.publisher.Flux;
 
@@ -30,10 +34,16 @@ class DeleteOnceLoggedStarterTest {
   private final String slot = TestPostgres.uniqueName("starter_logged_slot");
   private final ApplicationContextRunner runner = StarterTests.runner(table);
 
+  /** The relay's walsender lets the slot go a moment after the context closed: wait for it. */
   @AfterEach
   void dropSlotAndPublication() {
-    TestPostgres.get().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-        + " WHERE slot_name = '" + slot + "' AND NOT active", "DROP PUBLICATION IF EXISTS " + slot);
+    TestPostgres postgres = TestPostgres.get();
+    Poll.until("the slot is released", WAIT, () -> postgres.queryLong("SELECT count(*) FROM"
+        + " pg_replication_slots WHERE active AND slot_name = '" + slot + "'") == 0);
+    postgres.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+        + " WHERE slot_name = '" + slot + "'", "DROP PUBLICATION IF EXISTS " + slot);
+    assertThat(postgres.queryLong("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"
+        + slot + "'")).as("slot dropped").isZero();
   }
 
   @Test
@@ -52,14 +62,18 @@ class DeleteOnceLoggedStarterTest {
                   + " IS NOT NULL AND p.pubname = '" + slot + "' AND p.pubdelete") == 1);
           OutboxWriter writer = context.getBean(OutboxWriter.class);
           TransactionalOperator tx = context.getBean(TransactionalOperator.class);
+          DatabaseClient database = DatabaseClient.create(context.getBean(ConnectionFactory.class));
 
-          Flux.range(1, 3)
+          // Counted inside the writing transaction, before its commit: 0 only if the writer
+          // deleted its rows (after the commit, the relay's own DELETE could also empty it).
+          Long leftInTransaction = Flux.range(1, 3)
               .concatMap(i -> writer.write(Message.builder().stream(topic).key("order-" + i)
                   .data("placed " + i).build()))
-              .then()
+              .then(database.sql("SELECT count(*) FROM " + table)
+                  .map(row -> row.get(0, Long.class)).one())
               .as(tx::transactional)
               .block(Duration.ofSeconds(10));
-          assertThat(TestPostgres.get().queryLong("SELECT count(*) FROM " + table))
+          assertThat(leftInTransaction)
               .as("the writer deleted its rows in the inserting transaction").isZero();
 
           List<ConsumerRecord<String, byte[]>> records =
@@ -78,6 +92,19 @@ class DeleteOnceLoggedStarterTest {
           assertThat(analysis.getDescription()).contains("outbox.delete-once-logged=true")
               .contains("PARTITIONED");
           assertThat(analysis.getAction()).contains("outbox.relay.mode=wal");
+        });
+    // Checked as customizers leave the relay: a mode or slot changed there fails too.
+    runner.withPropertyValues("outbox.relay.mode=wal", "outbox.delete-once-logged=true")
+        .withBean(RelayOptionsCustomizer.class, () -> options -> options.mode(RelayMode.PARTITIONED))
+        .run(context -> assertThat(StarterTests.analyze(context.getStartupFailure())
+            .getDescription()).contains("PARTITIONED"));
+    runner.withPropertyValues("outbox.relay.mode=wal", "outbox.delete-once-logged=true")
+        .withBean(RelayOptionsCustomizer.class, () -> options -> options.walSlot("another_slot"))
+        .run(context -> {
+          FailureAnalysis analysis = StarterTests.analyze(context.getStartupFailure());
+          assertThat(analysis.getDescription()).contains("another_slot")
+              .contains(OutboxTable.of(table).walRelayName());
+          assertThat(analysis.getAction()).contains("outbox.relay.wal-slot");
         });
     // With the relay off (a standalone WAL relay publishes the table), the writer is built.
     runner.withPropertyValues("outbox.relay.enabled=false", "outbox.delete-once-logged=true")
