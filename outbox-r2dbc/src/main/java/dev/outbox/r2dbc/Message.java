@@ -223,6 +223,11 @@ public final class Message {
       return payload(data == null ? null : data.clone(), DEFAULT_CONTENT_TYPE, null);
     }
 
+    /** The payload, not copied: the caller gives it up (a decoder's fresh array). */
+    Builder ownedData(byte[] data) {
+      return payload(data, DEFAULT_CONTENT_TYPE, null);
+    }
+
     /**
      * The payload as UTF-8 text; content type {@value Message#TEXT_CONTENT_TYPE} unless {@link
      * #contentType} is given (before or after).

@@ -1,8 +1,10 @@
 package dev.outbox.r2dbc;
 
 import com.google.protobuf.ByteString;
+import com.google.protobuf.CodedInputStream;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Timestamp;
+import com.google.protobuf.UnsafeByteOperations;
 import dev.outbox.r2dbc.internal.proto.TransportMessage;
 import dev.outbox.r2dbc.internal.proto.TransportMessageBatch;
 import java.time.Instant;
@@ -41,7 +43,11 @@ final class ProtobufCodec implements Codec {
   public List<Message> decode(byte[] raw) {
     TransportMessageBatch batch;
     try {
-      batch = TransportMessageBatch.parseFrom(raw);
+      // Aliasing: each message's data is a view of raw (never modified), copied once below, not
+      // copied by the parser, again by toByteArray and again by the builder (three per message).
+      CodedInputStream in = UnsafeByteOperations.unsafeWrap(raw).newCodedInput();
+      in.enableAliasing(true);
+      batch = TransportMessageBatch.parser().parseFrom(in);
     } catch (InvalidProtocolBufferException e) {
       throw new UndecodableBatchException(
           "raw_data is not a protobuf streams.TransportMessageBatch: " + e.getMessage(), e);
@@ -64,7 +70,7 @@ final class ProtobufCodec implements Codec {
                 .key(m.getStreamKey().isEmpty() ? null : m.getStreamKey())
                 .headers(m.getHeadersMap())
                 .contentType(m.getContentType())
-                .data(m.getData().toByteArray())
+                .ownedData(m.getData().toByteArray())
                 .time(Instant.ofEpochSecond(m.getTime().getSeconds(), m.getTime().getNanos()))
                 .build());
       } catch (InvalidMessageException | java.time.DateTimeException e) {

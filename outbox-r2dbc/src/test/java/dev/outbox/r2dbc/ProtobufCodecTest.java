@@ -95,4 +95,28 @@ class ProtobufCodecTest {
     assertThatThrownBy(() -> codec.decode(before1970))
         .isInstanceOf(UndecodableBatchException.class).hasMessageContaining("1970");
   }
+
+  /** The parser aliases raw_data; each decoded payload must still be a copy of its own. */
+  @Test
+  void decodedPayloadsDoNotShareRawData() {
+    Message m = Message.builder().stream("s").data(new byte[] {1, 2, 3}).build();
+    byte[] raw = codec.encode(List.of(m));
+
+    Message decoded = codec.decode(raw).get(0);
+    java.util.Arrays.fill(raw, (byte) 0);
+
+    assertThat(decoded.data()).containsExactly(1, 2, 3);
+  }
+
+  /** A stray end-group tag is refused, not taken for the batch's end, by the aliasing parser too. */
+  @Test
+  void strayEndGroupTagRaisesUndecodableBatch() {
+    byte[] valid = codec.encode(List.of(Message.builder().stream("s").data("x").build()));
+    byte[] withEndGroup = java.util.Arrays.copyOf(valid, valid.length + 2);
+    withEndGroup[valid.length] = 0x0C; // field 1, wire type 4 (end group)
+    withEndGroup[valid.length + 1] = 0x0A; // what follows would be read as more messages
+
+    assertThatThrownBy(() -> codec.decode(withEndGroup))
+        .isInstanceOf(UndecodableBatchException.class).hasMessageContaining("raw_data");
+  }
 }
