@@ -75,8 +75,8 @@ final class RelayBenchmark {
 
   /** {@code -Dbench.minimal=false} skips the minimal correct loop ({@link MinimalLoop}). */
   static final boolean MINIMAL = Boolean.parseBoolean(System.getProperty("bench.minimal", "true"));
-  /** The relay's defaults unless {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize}. */
-  static final RelayOptions DEFAULTS = RelayOptions.builder()
+  /** The relay's defaults in MODE unless {@code -Dbench.maxInFlight} / {@code -Dbench.claimSize}. */
+  static final RelayOptions DEFAULTS = RelayOptions.builder().mode(MODE)
       .kafka(java.util.Map.of("bootstrap.servers", "localhost:9092")).build();
   static final int MAX_IN_FLIGHT = Integer.getInteger("bench.maxInFlight", DEFAULTS.maxInFlight());
   static final int CLAIM_SIZE = Integer.getInteger("bench.claimSize", DEFAULTS.claimSize());

@@ -40,6 +40,23 @@ public final class RelayOptions {
    */
   public static final int DEFAULT_MAX_IN_FLIGHT = 10_000;
 
+  /**
+   * Default {@link Builder#maxInFlight} in {@link RelayMode#WAL} mode: 2,000 records. The log
+   * hands rows over without reads, so past what keeps the producer busy the budget only makes
+   * records queue longer: draining 200,000 one-message rows, 10,000 in flight cost 16.3 µs of
+   * JVM CPU a message, 2,000 cost 10.8 µs and drained 1.4 times as fast (fewer live objects for
+   * the collector to copy and for the caches to miss; benchmark {@code relay}, WAL).
+   */
+  public static final int DEFAULT_WAL_MAX_IN_FLIGHT = 2_000;
+
+  /**
+   * The {@link Builder#maxInFlight} a relay in {@code mode} gets unless one is given: {@link
+   * #DEFAULT_WAL_MAX_IN_FLIGHT} in WAL mode, {@link #DEFAULT_MAX_IN_FLIGHT} otherwise.
+   */
+  public static int defaultMaxInFlight(RelayMode mode) {
+    return mode == RelayMode.WAL ? DEFAULT_WAL_MAX_IN_FLIGHT : DEFAULT_MAX_IN_FLIGHT;
+  }
+
   /** Default {@link Builder#claimSize}: 500 rows per read (PARTITIONED) or claim. */
   public static final int DEFAULT_CLAIM_SIZE = 500;
 
@@ -107,7 +124,7 @@ public final class RelayOptions {
   }
 
   private RelayOptions(Builder b, @Nullable Map<String, Object> kafka, Duration leaseRenewal,
-      String instanceId) {
+      int maxInFlight, String instanceId) {
     this.table = b.table;
     this.codec = b.codec;
     this.sink = b.sink;
@@ -116,7 +133,7 @@ public final class RelayOptions {
     this.claimSize = b.claimSize;
     this.leaseDuration = b.leaseDuration;
     this.leaseRenewal = leaseRenewal;
-    this.maxInFlight = b.maxInFlight;
+    this.maxInFlight = maxInFlight;
     this.maxInFlightBytes = b.maxInFlightBytes;
     this.settleConcurrency = b.settleConcurrency;
     this.rowsPerKeyInFlight = b.rowsPerKeyInFlight;
@@ -308,7 +325,7 @@ public final class RelayOptions {
     private int claimSize = DEFAULT_CLAIM_SIZE;
     private Duration leaseDuration = Duration.ofSeconds(30);
     private @Nullable Duration leaseRenewal;
-    private int maxInFlight = DEFAULT_MAX_IN_FLIGHT;
+    private @Nullable Integer maxInFlight;
     private long maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_BYTES;
     private int settleConcurrency = 8;
     private int rowsPerKeyInFlight = DEFAULT_ROWS_PER_KEY_IN_FLIGHT;
@@ -392,7 +409,11 @@ public final class RelayOptions {
       return this;
     }
 
-    /** Default {@value #DEFAULT_MAX_IN_FLIGHT} records. */
+    /**
+     * Most records claimed (WAL: taken from the log) and not yet acknowledged by Kafka. Default
+     * {@value #DEFAULT_MAX_IN_FLIGHT} records, {@value #DEFAULT_WAL_MAX_IN_FLIGHT} in WAL mode
+     * ({@link #defaultMaxInFlight}).
+     */
     public Builder maxInFlight(int maxInFlight) {
       this.maxInFlight = maxInFlight;
       return this;
@@ -567,7 +588,8 @@ public final class RelayOptions {
       if (maxInFlightBytes < 1) {
         throw new InvalidConfigurationException("maxInFlightBytes must be >= 1, got " + maxInFlightBytes);
       }
-      positive("maxInFlight", maxInFlight);
+      int inFlight = maxInFlight != null ? maxInFlight : defaultMaxInFlight(mode);
+      positive("maxInFlight", inFlight);
       positive("settleConcurrency", settleConcurrency);
       positive("rowsPerKeyInFlight", rowsPerKeyInFlight);
       positive("leaseDuration", leaseDuration);
@@ -600,7 +622,7 @@ public final class RelayOptions {
             : "Set either kafka(producerProperties) or sink(recordSink), not both");
       }
       Map<String, Object> producer = kafka == null ? null : KafkaRecords.validated(kafka);
-      return new RelayOptions(this, producer, renewal, id);
+      return new RelayOptions(this, producer, renewal, inFlight, id);
     }
 
     private static void positive(String name, int value) {

@@ -44,6 +44,19 @@ class RelayOptionsTest {
         .isNotEqualTo(options.instanceId());
   }
 
+  /** WAL mode queues less by default; a given value wins whatever the order of the calls. */
+  @Test
+  void walModeHasItsOwnInFlightDefault() {
+    assertThat(RelayOptions.builder().sink(NOWHERE).mode(RelayMode.WAL).build().maxInFlight())
+        .isEqualTo(2_000).isEqualTo(RelayOptions.defaultMaxInFlight(RelayMode.WAL));
+    assertThat(RelayOptions.builder().sink(NOWHERE).maxInFlight(7).mode(RelayMode.WAL).build()
+        .maxInFlight()).isEqualTo(7);
+    assertThat(RelayOptions.builder().sink(NOWHERE).mode(RelayMode.WAL).maxInFlight(10_000)
+        .build().maxInFlight()).isEqualTo(10_000);
+    assertThat(RelayOptions.builder().sink(NOWHERE).mode(RelayMode.ORDERED).build().maxInFlight())
+        .isEqualTo(RelayOptions.DEFAULT_MAX_IN_FLIGHT);
+  }
+
   @Test
   void invalidOptionsAreNamed() {
     assertThatThrownBy(() -> RelayOptions.builder().build())

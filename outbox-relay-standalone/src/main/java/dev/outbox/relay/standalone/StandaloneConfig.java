@@ -53,7 +53,7 @@ import reactor.core.publisher.Mono;
  *   <tr><td>{@value #TABLE}</td><td>{@code streams_egress}</td><td>the outbox table</td></tr>
  *   <tr><td>{@value #MODE}</td><td>{@code PARTITIONED}</td><td>{@code PARTITIONED}, {@code WAL}, or the deprecated {@code PARALLEL} and {@code ORDERED}</td></tr>
  *   <tr><td>{@value #POLL_INTERVAL}</td><td>1s</td><td>how often to look for due batches</td></tr>
- *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>10000</td><td>records claimed, not yet settled</td></tr>
+ *   <tr><td>{@value #MAX_IN_FLIGHT}</td><td>10000 (WAL: 2000)</td><td>records claimed, not yet settled</td></tr>
  *   <tr><td>{@value #CLAIM_SIZE}</td><td>500</td><td>batches per claim</td></tr>
  *   <tr><td>{@value #LEASE}</td><td>30s</td><td>claim lease, at least 1 s</td></tr>
  *   <tr><td>{@value #DRAIN}</td><td>10s</td><td>how long a stop may wait for in-flight records</td></tr>
@@ -195,9 +195,10 @@ public record StandaloneConfig(
     String url = required(env, DATABASE_URL);
     String bootstrap = required(env, KAFKA_BOOTSTRAP_SERVERS);
     OutboxTable table = tableFromEnvironment(env);
-    return new StandaloneConfig(url, bootstrap, table, mode(env),
+    RelayMode mode = mode(env);
+    return new StandaloneConfig(url, bootstrap, table, mode,
         duration(env, POLL_INTERVAL, Duration.ofSeconds(1)),
-        integer(env, MAX_IN_FLIGHT, RelayOptions.DEFAULT_MAX_IN_FLIGHT),
+        integer(env, MAX_IN_FLIGHT, RelayOptions.defaultMaxInFlight(mode)),
         integer(env, CLAIM_SIZE, RelayOptions.DEFAULT_CLAIM_SIZE),
         duration(env, LEASE, Duration.ofSeconds(30)),
         duration(env, DRAIN, Duration.ofSeconds(10)),

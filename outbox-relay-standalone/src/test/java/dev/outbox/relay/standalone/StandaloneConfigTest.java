@@ -51,6 +51,14 @@ class StandaloneConfigTest {
   }
 
   @Test
+  void walModeDefaultsToItsOwnInFlightBudget() {
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_MODE", "wal")).maxInFlight())
+        .isEqualTo(2_000);
+    assertThat(StandaloneConfig.fromEnvironment(env("OUTBOX_MODE", "wal",
+        "OUTBOX_MAX_IN_FLIGHT", "10000")).maxInFlight()).isEqualTo(10_000);
+  }
+
+  @Test
   void everyVariableIsRead() {
     StandaloneConfig config = StandaloneConfig.fromEnvironment(env(
         "OUTBOX_TABLE", "outbox.Order_Outbox",

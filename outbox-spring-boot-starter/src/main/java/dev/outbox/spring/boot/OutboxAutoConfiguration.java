@@ -292,7 +292,6 @@ public final class OutboxAutoConfiguration {
         .table(table)
         .mode(relay.mode())
         .pollInterval(relay.pollInterval())
-        .maxInFlight(relay.maxInFlight())
         .maxInFlightBytes(relay.maxInFlightBytes().toBytes())
         .claimSize(relay.claimSize())
         .leaseDuration(relay.leaseDuration())
@@ -303,6 +302,9 @@ public final class OutboxAutoConfiguration {
         .retryPolicy(new RetryPolicy(retry.maxAttempts(), retry.initialBackoff(),
             retry.maxBackoff(), retry.jitter()))
         .kafka(kafkaProperties(relay, environment));
+    if (relay.maxInFlight() != null) { // unset: the mode's default
+      options.maxInFlight(relay.maxInFlight());
+    }
     if (relay.leaseRenewal() != null) {
       options.leaseRenewal(relay.leaseRenewal());
     }

@@ -63,7 +63,7 @@ public record OutboxProperties(
    * @param mode How relays share the table: PARTITIONED (default), WAL, or the deprecated
    *     PARALLEL and ORDERED
    * @param pollInterval How often to look for due batches when not woken
-   * @param maxInFlight Most records claimed and not yet settled
+   * @param maxInFlight Most records claimed and not yet settled; default 10000, 2000 in WAL mode
    * @param maxInFlightBytes Most bytes of stored batch data claimed and not yet settled
    * @param claimSize PARALLEL and ORDERED: most batches per claim statement
    * @param leaseDuration How long partition ownership (PARTITIONED) or a row's claim (PARALLEL,
@@ -91,7 +91,7 @@ public record OutboxProperties(
       @DefaultValue("true") boolean enabled,
       @DefaultValue("PARTITIONED") RelayMode mode,
       @DefaultValue("1s") Duration pollInterval,
-      @DefaultValue("10000") int maxInFlight,
+      @Nullable Integer maxInFlight,
       @DefaultValue("32MB") DataSize maxInFlightBytes,
       @DefaultValue("500") int claimSize,
       @DefaultValue("30s") Duration leaseDuration,

@@ -6,6 +6,7 @@ import dev.outbox.r2dbc.Message;
 import dev.outbox.r2dbc.OutboxTable;
 import dev.outbox.r2dbc.OutboxWriter;
 import dev.outbox.relay.RelayMode;
+import dev.outbox.relay.RelayOptions;
 import dev.outbox.testing.Poll;
 import dev.outbox.testing.TestKafka;
 import dev.outbox.testing.TestPostgres;
@@ -54,6 +55,9 @@ class DeleteOnceLoggedStarterTest {
             "outbox.relay.wal-slot=" + slot, "outbox.relay.wal-publication=" + slot)
         .run(context -> {
           assertThat(context).hasNotFailed();
+          // outbox.relay.max-in-flight unset: WAL mode's own default, not the claim modes'.
+          assertThat(context.getBean(EmbeddedRelay.class).options().maxInFlight())
+              .isEqualTo(RelayOptions.DEFAULT_WAL_MAX_IN_FLIGHT);
           // The writer deletes only once the relay's slot is ready and its publication
           // carries deletes; before that its rows stay (and the relay sweeps them).
           Poll.until("the relay's slot is ready and its publication carries deletes", WAIT,
