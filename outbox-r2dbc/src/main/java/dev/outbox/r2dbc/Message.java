@@ -170,6 +170,8 @@ public final class Message {
     // Whether contentType(...) was called: an explicit type wins over a payload method's default.
     private boolean contentTypeGiven;
     private byte @Nullable [] data;
+    // Set by ownedData: nobody else holds data, so build() need not copy it either.
+    private boolean dataOwned;
     private @Nullable String invalidData;
     private @Nullable Instant time;
     private @Nullable String invalidHeader;
@@ -223,9 +225,11 @@ public final class Message {
       return payload(data == null ? null : data.clone(), DEFAULT_CONTENT_TYPE, null);
     }
 
-    /** The payload, not copied: the caller gives it up (a decoder's fresh array). */
+    /** The payload, never copied: the caller gives it up (a decoder's fresh array). */
     Builder ownedData(byte[] data) {
-      return payload(data, DEFAULT_CONTENT_TYPE, null);
+      payload(data, DEFAULT_CONTENT_TYPE, null);
+      dataOwned = true;
+      return this;
     }
 
     /**
@@ -277,6 +281,7 @@ public final class Message {
     private Builder payload(byte @Nullable [] bytes, String impliedContentType,
         @Nullable String invalid) {
       this.data = bytes;
+      this.dataOwned = false;
       this.invalidData = invalid;
       if (!contentTypeGiven) {
         this.contentType = impliedContentType;
@@ -330,7 +335,7 @@ public final class Message {
       }
       // Defaults are computed per build() so a reused builder never repeats an id.
       return new Message(id != null ? id : Ksuid.generate().toString(), stream, key, headers,
-          contentType, data.clone(), time != null ? time : Instant.now());
+          contentType, dataOwned ? data : data.clone(), time != null ? time : Instant.now());
     }
   }
 }
