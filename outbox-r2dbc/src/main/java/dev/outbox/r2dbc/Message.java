@@ -169,9 +169,9 @@ public final class Message {
     private @Nullable String contentType = DEFAULT_CONTENT_TYPE;
     // Whether contentType(...) was called: an explicit type wins over a payload method's default.
     private boolean contentTypeGiven;
+    // Never shared with callers (data(byte[]) copies, the other payload methods make their own),
+    // so build() hands it to the message as it is.
     private byte @Nullable [] data;
-    // Set by ownedData: nobody else holds data, so build() need not copy it either.
-    private boolean dataOwned;
     private @Nullable String invalidData;
     private @Nullable Instant time;
     private @Nullable String invalidHeader;
@@ -227,9 +227,7 @@ public final class Message {
 
     /** The payload, never copied: the caller gives it up (a decoder's fresh array). */
     Builder ownedData(byte[] data) {
-      payload(data, DEFAULT_CONTENT_TYPE, null);
-      dataOwned = true;
-      return this;
+      return payload(data, DEFAULT_CONTENT_TYPE, null);
     }
 
     /**
@@ -281,7 +279,6 @@ public final class Message {
     private Builder payload(byte @Nullable [] bytes, String impliedContentType,
         @Nullable String invalid) {
       this.data = bytes;
-      this.dataOwned = false;
       this.invalidData = invalid;
       if (!contentTypeGiven) {
         this.contentType = impliedContentType;
@@ -335,7 +332,7 @@ public final class Message {
       }
       // Defaults are computed per build() so a reused builder never repeats an id.
       return new Message(id != null ? id : Ksuid.generate().toString(), stream, key, headers,
-          contentType, dataOwned ? data : data.clone(), time != null ? time : Instant.now());
+          contentType, data, time != null ? time : Instant.now());
     }
   }
 }

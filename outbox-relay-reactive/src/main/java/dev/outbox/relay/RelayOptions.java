@@ -34,8 +34,8 @@ import org.jspecify.annotations.Nullable;
 public final class RelayOptions {
   /**
    * Default {@link Builder#maxInFlight} in every mode but WAL ({@link #DEFAULT_WAL_MAX_IN_FLIGHT}):
-   * 10,000 records. With 1,000 a PARTITIONED drain was
-   * bound by read round trips (small reads, one every eighth of the budget) rather than CPU:
+   * 10,000 records. With 1,000 a PARTITIONED drain was bound by read round trips (small reads,
+   * one every eighth of the budget) rather than CPU:
    * 1,000,000 messages in rows of 10 went at 0.45 of a minimal correct loop in the same run,
    * 0.67–0.80 with 10,000 (benchmark {@code relay}, {@code MinimalLoop}).
    */
