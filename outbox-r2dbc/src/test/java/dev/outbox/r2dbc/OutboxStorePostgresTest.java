@@ -244,6 +244,29 @@ class OutboxStorePostgresTest {
   }
 
   @Test
+  void deleteAllDeletesOnlyTheRowNamedWithItsInsertSeq() {
+    List<String> ids = writeBatches(4);
+    List<Long> seqs = postgres.queryColumn("SELECT insert_seq FROM " + table.qualifiedName()
+        + " ORDER BY insert_seq").stream().map(seq -> ((Number) seq).longValue()).toList();
+    // Unleased, as WAL mode settles logged rows: no token tells the rows apart, the pairs do.
+    // The second names the third's insert_seq (a table created again numbers from 1 anew).
+    ClaimedBatch fourth = unleased(ids.get(3), seqs.get(3));
+    ClaimedBatch wrongSeq = unleased(ids.get(1), seqs.get(2));
+    ClaimedBatch first = unleased(ids.get(0), seqs.get(0));
+
+    // Out of insert order on purpose: the statement's binary search needs them sorted.
+    assertThat(store.deleteAll(List.of(fourth, wrongSeq, first)).collectList().block())
+        .containsExactly(ids.get(1));
+    assertThat(postgres.queryColumn("SELECT batch_id FROM " + table.qualifiedName()))
+        .containsExactlyInAnyOrder(ids.get(1), ids.get(2));
+  }
+
+  private static ClaimedBatch unleased(String batchId, long insertSeq) {
+    return new ClaimedBatch(batchId, insertSeq, 1, 0, new byte[0], Instant.now(),
+        RelayStore.UNLEASED, Instant.now());
+  }
+
+  @Test
   void renewLeasesExtendsOnlyLeasesStillHeld() {
     writeBatches(2);
     ClaimedBatch held = claimOne(Duration.ofSeconds(1), "relay-a");
