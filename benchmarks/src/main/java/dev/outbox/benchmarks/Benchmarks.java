@@ -33,6 +33,7 @@ public final class Benchmarks {
     ALL.put("partitioned-scaling", PartitionedScalingBenchmark::main);
     ALL.put("debezium", DebeziumPeerBenchmark::main);
     ALL.put("wal-lag", WalLagBenchmark::main);
+    ALL.put("settle-delete", SettleDeleteBenchmark::main);
   }
 
   @FunctionalInterface
