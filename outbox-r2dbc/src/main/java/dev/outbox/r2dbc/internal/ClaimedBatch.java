@@ -9,7 +9,8 @@ import java.util.UUID;
  * RelayStore#release} or {@link RelayStore#deadLetter}, passing this object back.
  *
  * @param batchId KSUID of the batch
- * @param insertSeq position in insert order
+ * @param insertSeq position in insert order: the row's own {@code insert_seq} (settlement finds
+ *     the row by it)
  * @param messageCount messages in {@code rawData}, as written
  * @param writeRetries failed publish attempts before this claim
  * @param rawData the encoded batch (owned by this record; do not modify)

@@ -148,20 +148,23 @@ public final class RelayStore {
         + " WHERE vis.ok AND NOT EXISTS (SELECT 1 FROM " + t + " AS o"
         + " WHERE o.batch_id = wanted.batch_id)"
         + " UNION ALL SELECT FALSE, NULL FROM vis WHERE NOT vis.ok";
-    // bpchar[], the column's own type: against text[] the primary key is not used, and every
-    // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     // Only the ids not deleted come back (usually none), as for absentByIdsSql.
     // Batches of one lease token (WAL mode's logged rows all hold UNLEASED; a claim's batches its
-    // token), found by insert_seq, sorted: "= ANY" walks that index once, and a settlement group
-    // (published in commit order) lies close together in it. Found by batch_id instead, each id
-    // is a descent of its own, since KSUIDs are random within their second: 200,000 rows in
-    // groups of 500 cost 3.8-5.2 µs of executor time a row against 2.4-2.7 (PostgreSQL 17,
+    // token), found by insert_seq, sorted: a settlement group (published in commit order) lies
+    // close together in that index, so "= ANY" walks a few neighbouring pages (PostgreSQL 17
+    // advances through the sorted array within a page; earlier versions descend once an element,
+    // into pages just read). Found by batch_id instead, each id is a descent of its own into a
+    // page of its own, since KSUIDs are random within their second: 200,000 rows in groups of
+    // 500 cost 3.8-5.2 µs of executor time a row against 2.4-2.8 (PostgreSQL 17,
     // pg_stat_statements); in a WAL drain that DELETE was most of the backends' 7.7 µs a row
     // (perf: btree descents and bpchar comparisons through the collation). insert_seq alone
     // would not do: a table dropped and created again numbers its rows from 1, and an
     // unleased row carries no token to tell it from the published one. So each row's id must
-    // be the one named with its insert_seq, found by binary search (width_bucket over the
-    // sorted insert_seqs; batch_id::text keeps the primary key out of the plan).
+    // be the one named with its insert_seq, at the position width_bucket finds by binary search
+    // in the sorted insert_seqs. (Looking the id up with "batch_id::text = ANY($2)" searched the
+    // array row by row in the prepared statement's generic plan: 6.2 µs a row.) The subscript
+    // walks the text array to its position, so the cost grows with the group's square: fine
+    // at RelayPipeline's 500, not at thousands.
     // The misses are looked for only when fewer rows went than were named.
     deleteAllSql = "WITH gone AS (DELETE FROM " + t + " AS o WHERE o.insert_seq = ANY($1::int8[])"
         + " AND o.batch_id::text = ($2::text[])[width_bucket(o.insert_seq, $1::int8[])]"
@@ -170,6 +173,8 @@ public final class RelayStore {
         + " WHERE (SELECT count(*) FROM gone) < cardinality($2::text[])"
         + " AND NOT EXISTS (SELECT 1 FROM gone WHERE gone.batch_id = held.batch_id)";
     // Batches of several tokens: each fenced by its own, still in one statement (one transaction).
+    // bpchar[], the column's own type: against text[] the primary key is not used, and every
+    // settlement read the whole table (1-2.5 s per DELETE with a 1,000,000-row backlog).
     deleteAllPairsSql = "WITH settled AS (SELECT * FROM unnest($1::bpchar[], $2::uuid[])"
         + " AS s(batch_id, lease_token)), gone AS (DELETE FROM " + t + " AS o USING settled"
         + " WHERE o.batch_id = settled.batch_id AND " + token("o.") + " = settled.lease_token"
@@ -448,7 +453,9 @@ public final class RelayStore {
   /**
    * Deletes many published batches in one statement, each fenced by its own lease token as in
    * {@link #delete}. Emits the ids that were <em>not</em> deleted (their lease was lost, or the
-   * row is gone), usually none: the database sends back one row per miss, not per batch.
+   * row is gone), usually none: the database sends back one row per miss, not per batch. Batches
+   * of one token are found by {@link ClaimedBatch#insertSeq}, which must be the row's own: a row
+   * whose id does not go with the {@code insert_seq} named stays, and its id is emitted.
    */
   public Flux<String> deleteAll(List<ClaimedBatch> batches) {
     if (batches.isEmpty()) {
