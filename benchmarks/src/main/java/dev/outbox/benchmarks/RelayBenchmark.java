@@ -60,6 +60,15 @@ final class RelayBenchmark {
   static final boolean DELETE_ONCE_LOGGED = Boolean.getBoolean("bench.deleteOnceLogged");
 
   /**
+   * {@code -Dbench.txWrites}: writes (rows of {@link #BATCH} messages) per writing transaction of
+   * the backlog; default 1, as a service writes its messages in its own transaction and as the
+   * Debezium peer's backlog is written (transactions of {@code bench.batch} rows of one message).
+   * Until the tenth session it was 200 here and 1 there: the two drains read different logs (a
+   * BEGIN and COMMIT every 200 rows here, every row there).
+   */
+  static final int TX_WRITES = Integer.getInteger("bench.txWrites", 1);
+
+  /**
    * {@code -Dbench.sharedSink=true}: every drain of the run (warm-ups and measured) sends through
    * one sink, so the measured drain's producer is warm, as the Debezium peer's producer, created
    * once for its warm-up and measured drains, is. Default: each relay makes its own.
@@ -461,7 +470,7 @@ final class RelayBenchmark {
   private static void fill(ConnectionPool pool, OutboxWriter writer, String topic, byte[] payload, int messages) {
     int batches = messages / BATCH;
     Flux.range(0, batches)
-        .buffer(200)
+        .buffer(TX_WRITES)
         .flatMap(group -> OutboxTransactions.inTransaction(pool, c -> Flux.fromIterable(group)
             .concatMap(b -> writer.write(IntStream.range(0, BATCH)
                 .mapToObj(j -> Message.builder().stream(topic).key("key-" + (b % 1000)).data(payload).build())
