@@ -70,7 +70,8 @@ final class DebeziumPeerBenchmark {
     Results.addAfter(List.of("relay: drain", "debezium: drain"),
         String.format(Locale.ROOT, "debezium: drain %,d msgs (1 per row, transactions of %d, %d B), in-process",
             messages, batch, payloadBytes),
-        Results.rate(dbz.msgsPerSecond(), "msgs/s") + String.format(Locale.ROOT, " (%.1f s)", dbz.seconds()),
+        Results.rate(dbz.msgsPerSecond(), "msgs/s") + String.format(Locale.ROOT, " (%.1f s)", dbz.seconds())
+            + RelayBenchmark.roundsNote(dbz.rounds(), messages),
         Results.rate(baselineRate, "msgs/s") + String.format(Locale.ROOT, " (%.1f s), plain KafkaSender", baselineSeconds),
         Results.ratio(dbz.msgsPerSecond(), baselineRate),
         String.format(Locale.ROOT, "Debezium %s embedded engine (pgoutput, outbox EventRouter) → KafkaProducer"
