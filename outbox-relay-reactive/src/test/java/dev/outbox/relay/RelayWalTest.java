@@ -153,6 +153,89 @@ class RelayWalTest {
     Flux.from(c.createStatement(sql).execute()).concatMap(r -> r.getRowsUpdated()).blockLast(QUICKLY);
   }
 
+  /** Deletes of the outbox table in a test_decoding slot's pending changes; {@code localOnly}: without an origin. */
+  private long deletesLogged(String peekSlot, boolean localOnly) {
+    return outbox.postgres.queryLong("SELECT count(*) FROM pg_logical_slot_peek_changes('" + peekSlot
+        + "', NULL, NULL" + (localOnly ? ", 'only-local', '1'" : "") + ") WHERE data LIKE 'table %"
+        + outbox.table.name() + ": DELETE:%'");
+  }
+
+  private long origins(String name) {
+    return outbox.postgres.queryLong("SELECT count(*) FROM pg_replication_origin WHERE roname = '" + name + "'");
+  }
+
+  @Test
+  void theRelaysOwnDeletesCarryItsReplicationOriginSoTheSlotLeavesThemOut() {
+    String peek = TestPostgres.uniqueName("peek");
+    outbox.postgres.execute("SELECT pg_create_logical_replication_slot('" + peek + "', 'test_decoding')");
+    try {
+      RelayHandle relay = start();
+      for (int i = 0; i < 5; i++) {
+        commit(message("own delete " + i));
+      }
+      assertThat(published(5)).hasSize(5);
+      Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+      assertThat(origins(SettlementOrigin.PREFIX + slot)).as("the relay's origin, while it runs").isEqualTo(1);
+      relay.stop(Duration.ofSeconds(5)).block();
+
+      assertThat(deletesLogged(peek, false)).as("the relay deleted every row").isEqualTo(5);
+      assertThat(deletesLogged(peek, true)).as("deletes without an origin").isZero();
+      Poll.until("the origin is dropped at stop", QUICKLY, () -> origins(SettlementOrigin.PREFIX + slot) == 0);
+    } finally {
+      outbox.postgres.execute("SELECT pg_drop_replication_slot('" + peek + "')");
+    }
+  }
+
+  @Test
+  void whenItsOriginIsTakenTheRelayDeletesWithoutOneAndMissesNothing() {
+    String origin = SettlementOrigin.PREFIX + slot;
+    String peek = TestPostgres.uniqueName("peek");
+    outbox.postgres.execute("SELECT pg_create_logical_replication_slot('" + peek + "', 'test_decoding')");
+    Connection holder = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      run(holder, "SELECT pg_replication_origin_create('" + origin + "')");
+      run(holder, "SELECT pg_replication_origin_session_setup('" + origin + "')"); // taken here
+      RelayHandle relay = start();
+      for (int i = 0; i < 5; i++) {
+        commit(message("fallback " + i));
+      }
+      assertThat(published(5)).hasSize(5);
+      Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+      relay.stop(Duration.ofSeconds(5)).block();
+      assertThat(deletesLogged(peek, true)).as("deletes without an origin").isEqualTo(5);
+    } finally {
+      run(holder, "SELECT pg_replication_origin_session_reset()");
+      Mono.from(holder.close()).block(QUICKLY);
+      outbox.postgres.execute("SELECT pg_drop_replication_slot('" + peek + "')",
+          "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = '" + origin + "'");
+    }
+  }
+
+  /** Without the check for other origins, the slot would leave this row out and it would stay. */
+  @Test
+  void rowsWrittenUnderAnotherReplicationOriginArePublished() {
+    String foreign = TestPostgres.uniqueName("subscription");
+    outbox.postgres.execute("SELECT pg_replication_origin_create('" + foreign + "')");
+    Connection applier = Mono.from(outbox.pool.create()).block(QUICKLY);
+    try {
+      RelayHandle relay = start();
+      commit(message("local"));
+      run(applier, "SELECT pg_replication_origin_session_setup('" + foreign + "')");
+      run(applier, "BEGIN");
+      outbox.writer.write(message("applied under another origin"))
+          .contextWrite(OutboxContext.withConnection(applier)).block(QUICKLY);
+      run(applier, "COMMIT");
+
+      assertThat(published(2)).containsExactly("local", "applied under another origin");
+      Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+      relay.stop(Duration.ofSeconds(5)).block();
+    } finally {
+      run(applier, "SELECT pg_replication_origin_session_reset()");
+      Mono.from(applier.close()).block(QUICKLY);
+      outbox.postgres.execute("SELECT pg_replication_origin_drop('" + foreign + "')");
+    }
+  }
+
   @Test
   void rowsCommittedBeforeTheFirstStartArePublishedInInsertOrder() {
     commit(message("before 1"));
