@@ -147,7 +147,9 @@ final class DebeziumPeer {
         peer.batches.set(0);
         peer.batchRecords.set(0);
         System.out.println(RelayBenchmark.slotLag(postgres, name));
+        long[] walBefore = RelayBenchmark.walWritten(postgres);
         fill(postgres, name, roundTopic, messages, batch, payload);
+        System.out.println("debezium " + RelayBenchmark.walPerMessage(postgres, walBefore, messages));
 
         CpuProbe cpu = CpuProbe.of(postgres);
         CpuProbe.Snapshot cpuBefore = cpu.now();

@@ -75,6 +75,27 @@ final class RelayBenchmark {
    */
   static final int ROUNDS = Math.max(1, Integer.getInteger("bench.rounds", 3));
 
+  /**
+   * {@code -Dbench.dropOldModeIndexes=true}: the table without the two indexes only the deprecated
+   * modes read ({@code OutboxSchema.dropOldModeIndexes}, version 5), as WAL and PARTITIONED
+   * deployments may run it. Every index adds a WAL record to each insert, which a WAL relay's
+   * walsender reads (and a writer writes) whether or not decoding needs it.
+   */
+  static final boolean DROP_OLD_MODE_INDEXES = Boolean.getBoolean("bench.dropOldModeIndexes");
+
+  /** WAL records and bytes the server has written so far ({@code pg_stat_wal}). */
+  static long[] walWritten(TestPostgres postgres) {
+    return new long[] {postgres.queryLong("SELECT wal_records FROM pg_stat_wal"),
+        postgres.queryLong("SELECT wal_bytes::bigint FROM pg_stat_wal")};
+  }
+
+  /** "WAL written by the backlog: 7.1 records, 812 bytes a message" since {@code before}. */
+  static String walPerMessage(TestPostgres postgres, long[] before, int messages) {
+    long[] after = walWritten(postgres);
+    return String.format(java.util.Locale.ROOT, "WAL written by the backlog: %.1f records, %.0f bytes"
+        + " a message", (after[0] - before[0]) / (double) messages, (after[1] - before[1]) / (double) messages);
+  }
+
   /** The index of the median of {@code values} (the lower middle one of an even count). */
   static int medianIndex(List<Double> values) {
     List<Integer> order = new java.util.ArrayList<>(IntStream.range(0, values.size()).boxed().toList());
@@ -214,6 +235,9 @@ final class RelayBenchmark {
     postgres.execute("DROP TABLE IF EXISTS bench_relay", "DROP TABLE IF EXISTS bench_relay_dead_letter",
         "DROP TABLE IF EXISTS bench_relay_partitions", "DROP TABLE IF EXISTS bench_relay_relays");
     OutboxSchema.createIfMissing(pool, table).block();
+    if (DROP_OLD_MODE_INDEXES) {
+      OutboxSchema.dropOldModeIndexes(pool, table).block();
+    }
     OutboxWriter writer = OutboxWriter.builder().table(table).deleteOnceLogged(DELETE_ONCE_LOGGED)
         .build();
     // A warm-up drain as the baseline has a warm-up send, so that neither is timed while the JIT
@@ -260,7 +284,9 @@ final class RelayBenchmark {
           settleSlot(postgres, "bench_relay_relay");
         }
       }
+      long[] walBefore = walWritten(postgres);
       fill(pool, writer, topic, payload, MESSAGES);
+      System.out.println("relay " + walPerMessage(postgres, walBefore, MESSAGES));
       // Statistics, as a table in service has them (Backlog.fill does the same): without them the
       // planner reads whole partitions for the PARTITIONED claim instead of walking insert_seq.
       postgres.execute("VACUUM ANALYZE bench_relay");
