@@ -55,8 +55,6 @@ final class RunningRelay implements RelayHandle {
   private final HealthProbe health;
   private final AtomicBoolean sinkClosing = new AtomicBoolean();
   private final Sinks.Empty<Void> sinkClosed = Sinks.empty();
-  /** WAL mode's settlement connection (see {@link SettlementOrigin}); null in other modes. */
-  private final @Nullable SettlementOrigin settlementOrigin;
 
   private RunningRelay(ConnectionFactory connections, ConnectionFactory unpooled,
       RelayOptions options, Outcomes outcomes) {
@@ -78,10 +76,6 @@ final class RunningRelay implements RelayHandle {
     this.health = new HealthProbe(connections, options.table(), options.mode(),
         producer == null ? null : KafkaRecords.producerProperties(producer), options.walSlot(),
         options.walPublication(), options.metrics(), HealthProbe.DEFAULT_INTERVAL, HealthProbe.DEFAULT_TIMEOUT);
-    this.settlementOrigin = options.mode() == RelayMode.WAL
-        ? new SettlementOrigin(unpooled, connections, options.walSlot(), options.instanceId(),
-            options.statementTimeout())
-        : null;
     BatchSource[] wakeTarget = new BatchSource[1];
     this.ledger = new Ledger(options.maxInFlight(), options.maxInFlightBytes(), options.metrics(),
         () -> wakeTarget[0].wake());
@@ -98,9 +92,7 @@ final class RunningRelay implements RelayHandle {
           partitioned::returned), ledger, outcomes, options);
       this.source = partitioned;
     } else {
-      RelayStore deletes = settlementOrigin == null ? store
-          : RelayStore.create(settlementOrigin, options.table(), options.statementTimeout());
-      this.settler = new Settler(Settlements.leased(store, deletes), ledger, outcomes, options);
+      this.settler = new Settler(Settlements.leased(store), ledger, outcomes, options);
       this.source = options.mode() == RelayMode.WAL
           ? new WalSource(unpooled, store, ledger, options,
               sink.checksSendGuard() ? options.rowsPerKeyInFlight() : 1)
@@ -266,9 +258,6 @@ final class RunningRelay implements RelayHandle {
             pipeline.dispose();
             stopTimers();
             leading.dispose(); // closes the lock connection: a standby takes over
-            if (settlementOrigin != null) {
-              settlementOrigin.close();
-            }
             closeOwnedSink();
             outcomes.complete();
             log.info("Outbox relay {} stopped", options.instanceId());

@@ -51,14 +51,6 @@ interface Settlements {
    * a dead letter is inserted from its bytes.
    */
   static Settlements leased(RelayStore store) {
-    return leased(store, store);
-  }
-
-  /**
-   * As {@link #leased(RelayStore)}, the {@code DELETE}s of published batches through {@code
-   * deletes} (WAL mode: the same table on the connection of {@link SettlementOrigin}).
-   */
-  static Settlements leased(RelayStore store, RelayStore deletes) {
     return new Settlements() {
       @Override
       public boolean hasRow(BatchInFlight batch) {
@@ -68,7 +60,7 @@ interface Settlements {
       @Override
       public Flux<String> deleteAll(List<BatchInFlight> batches) {
         List<ClaimedBatch> inTable = claims(batches);
-        return inTable.isEmpty() ? Flux.empty() : deletes.deleteAll(inTable);
+        return inTable.isEmpty() ? Flux.empty() : store.deleteAll(inTable);
       }
 
       @Override

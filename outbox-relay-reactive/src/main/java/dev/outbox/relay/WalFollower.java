@@ -257,39 +257,12 @@ final class WalFollower {
    * the replication stream and connection. Only one subscription at a time (the slot is exclusive).
    */
   Flux<WalInsert> follow() {
-    return skipsOrigins().flatMapMany(this::follow);
-  }
-
-  /**
-   * Whether the stream may leave out changes made under a replication origin (pgoutput's {@code
-   * origin 'none'}, PostgreSQL 16 and later): the relay's own {@code DELETE}s ({@link
-   * SettlementOrigin}). Only while no other origin exists on the server: rows a subscription's
-   * apply worker (or pglogical, BDR) writes into the outbox table carry its origin, and would
-   * not be streamed. An origin created while this stream runs is seen at the next start (whose
-   * start-up sweep publishes the rows it left).
-   */
-  private Mono<Boolean> skipsOrigins() {
-    return Sql.query(factory, "SELECT current_setting('server_version_num')::int >= 160000"
-            + " AND NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname NOT LIKE $1)"
-            + " AS skip", st -> st.bind("$1", SettlementOrigin.PREFIX + "%"),
-            row -> Boolean.TRUE.equals(row.get("skip", Boolean.class)))
-        .next()
-        .defaultIfEmpty(false)
-        .onErrorResume(error -> {
-          log.debug("Replication origins not checked ({}): the relay's own DELETEs are streamed",
-              error.toString());
-          return Mono.just(false);
-        });
-  }
-
-  private Flux<WalInsert> follow(boolean skipOrigins) {
-    ReplicationRequest.LogicalReplicationRequestBuilder logical = ReplicationRequest.logical()
+    ReplicationRequest request = ReplicationRequest.logical()
         .slotName(slot)
         .startPosition(LogSequenceNumber.valueOf(0)) // 0/0 = resume at the slot's confirmed_flush
         .slotOption("proto_version", "1")
         .slotOption("publication_names", publication)
-        .slotOption("binary", "true");
-    ReplicationRequest request = (skipOrigins ? logical.slotOption("origin", "none") : logical)
+        .slotOption("binary", "true")
         .statusInterval(statusInterval)
         .build();
     // Never call ReplicationStream#close() here: in 1.1.3 it re-subscribes the driver's internal

@@ -150,7 +150,6 @@ final class WalSlotCommands {
       }
       throw e;
     }
-    dropOrigin(out, err);
     out.println("Dropped replication slot " + slot + (found.retainedBytes() == null ? ""
         : " (it retained " + bytes(Math.max(0, found.retainedBytes())) + " of WAL)") + ".");
     out.println("A relay in WAL mode started again creates a new slot; its start-up sweep"
@@ -167,27 +166,6 @@ final class WalSlotCommands {
       out.println("Publication " + publication + " kept (--drop-publication drops it too).");
     }
     return AdminCommands.EXIT_OK;
-  }
-
-  /**
-   * A relay that did not stop cleanly leaves the replication origin its DELETEs carry ({@code
-   * outbox-relay:} and the slot's name, see the relay's SettlementOrigin): it goes with its slot.
-   */
-  private void dropOrigin(PrintStream out, PrintStream err) {
-    String origin = "outbox-relay:" + slot;
-    try {
-      List<String> dropped = query("SELECT pg_replication_origin_drop(roname) FROM"
-          + " pg_replication_origin WHERE roname = $1", statement -> statement.bind("$1", origin),
-          row -> origin);
-      if (!dropped.isEmpty()) {
-        out.println("Dropped replication origin " + origin + " (left by a relay that did not"
-            + " stop cleanly).");
-      }
-    } catch (RuntimeException e) {
-      err.println("Could not drop replication origin " + origin + " (" + AdminCommands.oneLine(
-          String.valueOf(Exceptions.unwrap(e).getMessage())) + "); drop it as a superuser:"
-          + " SELECT pg_replication_origin_drop('" + origin + "')");
-    }
   }
 
   private int refuseActive(@Nullable Integer pid, PrintStream err) {

@@ -160,16 +160,9 @@ class WalSlotCommandsTest {
     assertThat(idle.out()).contains("no (no relay follows it now)");
     assertThat(lagBytes(idle.out())).as("behind by the WAL written since").isGreaterThan(100_000);
 
-    // As a relay killed while it ran leaves it (a clean stop drops it).
-    String origin = "outbox-relay:" + slot;
-    postgres.execute("SELECT pg_replication_origin_create('" + origin + "')");
-
     Run dropped = run(env, "wal-slot", "drop");
 
     assertThat(dropped.status()).as(dropped.err()).isZero();
-    assertThat(dropped.out()).contains("Dropped replication origin " + origin);
-    assertThat(postgres.queryLong("SELECT count(*) FROM pg_replication_origin WHERE roname = '"
-        + origin + "'")).as("the origin went with the slot").isZero();
     assertThat(dropped.out()).contains("Dropped replication slot " + slot)
         .contains("Publication " + defaultName + " kept");
     assertThat(dropped.err()).as("rows deleted once logged went with the slot's WAL")
