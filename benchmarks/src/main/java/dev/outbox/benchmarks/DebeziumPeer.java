@@ -136,9 +136,13 @@ final class DebeziumPeer {
       List<Double> rounds = new ArrayList<>();
       List<Result> results = new ArrayList<>();
       for (int round = 0; round < RelayBenchmark.ROUNDS; round++) {
-        String roundTopic = round == 0 ? topic : topic + "-r" + round;
-        if (round > 0) {
+        // As the relay's (RelayBenchmark.FRESH_TOPICS): the warm-up's topic unless asked otherwise.
+        String roundTopic = WARM_UP && !RelayBenchmark.FRESH_TOPICS ? topic + "-warmup"
+            : round == 0 ? topic : topic + "-r" + round;
+        if (round > 0 && !roundTopic.endsWith("-warmup")) {
           kafka.createTopic(roundTopic, partitions);
+        }
+        if (round > 0) {
           settle(postgres, name, peer); // what the next start replays of this round, as above
           peer.stop();
         }
