@@ -115,14 +115,7 @@ final class DebeziumPeer {
           long jitBefore = CpuProbe.jitMillis();
           long started = System.nanoTime();
           peer.start();
-          long warmDeadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
-          while (acked.get() < rows) {
-            peer.checkAlive();
-            if (System.nanoTime() > warmDeadline) {
-              throw new IllegalStateException("Warm-up: only " + acked.get() + " of " + rows + " acknowledged");
-            }
-            Thread.sleep(20);
-          }
+          awaitAcks(peer, acked, rows, "Warm-up: only ");
           double seconds = (System.nanoTime() - started) / 1e9;
           if (CpuProbe.jitQuiet("debezium", round, CpuProbe.jitMillis() - jitBefore, seconds)
               || round >= CpuProbe.JIT_ROUNDS) {
@@ -160,14 +153,7 @@ final class DebeziumPeer {
         Profiling.start();
         long t0 = System.nanoTime();
         peer.start();
-        long deadline = t0 + TimeUnit.MINUTES.toNanos(10);
-        while (acked.get() < messages) {
-          peer.checkAlive();
-          if (System.nanoTime() > deadline) {
-            throw new IllegalStateException("Only " + acked.get() + " of " + messages + " acknowledged");
-          }
-          Thread.sleep(20);
-        }
+        awaitAcks(peer, acked, messages, "Only ");
         double seconds = (System.nanoTime() - t0) / 1e9;
         Profiling.stop("debezium");
         CpuProbe.Snapshot cpuAfter = cpu.now();
@@ -199,6 +185,19 @@ final class DebeziumPeer {
    * previous drain's WAL again (161 MB behind after 600,000 rows). The slot cannot simply be
    * advanced: the engine refuses an offset the slot has passed. {@code peer} runs.
    */
+  /** Waits (10 minutes at most) until {@code acked} reaches {@code count}, the engine alive. */
+  private static void awaitAcks(Peer peer, AtomicLong acked, long count, String failure)
+      throws Exception {
+    long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(10);
+    while (acked.get() < count) {
+      peer.checkAlive();
+      if (System.nanoTime() > deadline) {
+        throw new IllegalStateException(failure + acked.get() + " of " + count + " acknowledged");
+      }
+      Thread.sleep(20);
+    }
+  }
+
   private static void settle(TestPostgres postgres, String name, Peer peer) throws Exception {
     long settleDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
     while (RelayBenchmark.restartLag(postgres, name) > RelayBenchmark.SETTLED_RESTART_LAG
