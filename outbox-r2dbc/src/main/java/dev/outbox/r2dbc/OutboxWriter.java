@@ -102,20 +102,26 @@ public interface OutboxWriter {
     }
 
     /**
-     * For a WAL-mode relay: deletes each row again in the transaction that inserted it, once the
-     * relay's slot and publication are ready to carry it, so the log holds its only copy. The
-     * relay then publishes it from the log and deletes nothing: in WAL mode the relay's per-row
-     * {@code DELETE} costs the database more than everything else the relay asks of it (see the
-     * README). The relay's slot and publication are {@code <table>_relay} (the relay's defaults);
-     * {@link #deleteOnceLogged(String, String)} names others.
+     * For a WAL-mode relay: the log holds each batch's only copy. Once the relay's slot is ready
+     * to carry it, a batch is not inserted into the table but written to the WAL alone, as a
+     * transactional logical decoding message ({@code pg_logical_emit_message}, prefix {@code
+     * dev.outbox:<slot>}) that commits or rolls back with the transaction. The relay publishes
+     * it from the log and deletes nothing: in WAL mode the relay's per-row {@code DELETE} costs
+     * the database more than everything else the relay asks of it, and a message logs one WAL
+     * record where a row logs one per index too (see the README). The relay's slot and
+     * publication are {@code <table>_relay} (the relay's defaults); {@link
+     * #deleteOnceLogged(String, String)} names others.
      *
-     * <p>A row stays in the table (and the relay deletes it, as without this option) when the
-     * slot does not exist, has not reached its consistent point, or its publication does not
-     * carry the table's inserts and deletes. It costs the writer one more statement per {@code
-     * write}. What changes for the relay: after a crash it publishes again every such row the
-     * slot had not confirmed (a restart cannot look for it in the table); a retry waits in its
-     * memory; and the rows exist only in the WAL the slot keeps, so dropping the slot, or moving
-     * it past rows not yet published, loses them (see the README's WAL section). Default: off.
+     * <p>The batch goes into the table as a row (and the relay deletes it, as without this
+     * option) when the slot does not exist, has not reached its consistent point, no longer keeps
+     * its WAL, or its publication does not carry the table, and on PostgreSQL before 14
+     * (pgoutput sends messages from 14). It costs the writer no extra statement. What changes
+     * for the relay: after a crash it publishes again every such batch the slot had not
+     * confirmed (a restart cannot look for it in the table); a retry waits in its memory; the
+     * batches exist only in the WAL the slot keeps, so dropping the slot, or moving it past
+     * batches not yet published, loses them; and only a relay of this version or later reads
+     * them: an older one on the same slot skips them (see the README's WAL section). Default:
+     * off.
      */
     public Builder deleteOnceLogged(boolean deleteOnceLogged) {
       this.deleteOnceLogged = deleteOnceLogged;

@@ -2,6 +2,8 @@ package dev.outbox.r2dbc;
 
 import io.r2dbc.spi.Connection;
 import io.r2dbc.spi.Statement;
+import dev.outbox.r2dbc.internal.LoggedBatch;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -23,7 +25,7 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   private final List<ContextHeaders> contextHeaders;
   private final String insertSql;
   private final @Nullable OnceLogged onceLogged;
-  private final @Nullable String deleteSql;
+  private final @Nullable String onceLoggedSql;
   private final String qualifiedName;
 
   R2dbcOutboxWriter(OutboxTable table, Codec codec, @Nullable String notifyChannel,
@@ -31,19 +33,13 @@ final class R2dbcOutboxWriter implements OutboxWriter {
       List<ConnectionResolver> resolvers, List<ContextHeaders> contextHeaders) {
     this.codec = codec;
     this.onceLogged = onceLogged;
-    // Deleted only while the slot is past its consistent point (confirmed_flush_lsn is set
-    // then), still keeps its WAL (not lost or about to be), and the publication carries the
-    // table's inserts and deletes: otherwise nothing would decode the row, and it stays for the
-    // relay's sweep. This transaction is open, so a slot still being created waits for it and
-    // is not consistent yet.
-    this.deleteSql = onceLogged == null ? null : "DELETE FROM " + table.qualifiedName()
-        + " WHERE batch_id = ANY($1::bpchar[]) AND EXISTS (SELECT 1 FROM pg_replication_slots"
-        + " WHERE slot_name = $2 AND plugin = 'pgoutput' AND database = current_database()"
-        + " AND confirmed_flush_lsn IS NOT NULL AND wal_status IN ('reserved', 'extended'))"
-        + " AND EXISTS (SELECT 1 FROM pg_publication p"
-        + " WHERE p.pubname = $3 AND p.pubinsert AND p.pubdelete AND (p.puballtables OR EXISTS"
-        + " (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid"
-        + " AND r.prrelid = to_regclass($4))))";
+    // Written to the log only while the slot is past its consistent point (confirmed_flush_lsn
+    // is set then), still keeps its WAL (not lost or about to be), the publication carries the
+    // table (the relay is set up for it) and the server's pgoutput can send messages (14+):
+    // otherwise nothing would decode the message, and the batch goes into the table for the
+    // relay's sweep instead. This transaction is open, so a slot still being created waits for
+    // it and is not consistent yet.
+    this.onceLoggedSql = onceLogged == null ? null : onceLoggedSql(table, notifyChannel != null);
     this.notifyChannel = notifyChannel;
     this.rowPerKey = rowPerKey;
     this.resolvers = resolvers;
@@ -74,11 +70,10 @@ final class R2dbcOutboxWriter implements OutboxWriter {
         if (connection.isAutoCommit()) {
           return Mono.error(new NotInTransactionException());
         }
-        String[] ids = new String[rows.size()];
         return Flux.range(0, rows.size())
-            .concatMap(i -> insert(connection, ids[i] = Ksuid.generate().toString(),
+            .concatMap(i -> insert(connection, Ksuid.generate().toString(),
                 rows.get(i).size(), raw.get(i), MessageKeys.of(rows.get(i))))
-            .then(Mono.defer(() -> deleteOnceLogged(connection, ids)));
+            .then();
       });
     });
   }
@@ -153,23 +148,54 @@ final class R2dbcOutboxWriter implements OutboxWriter {
   /** Where a WAL-mode relay finds the rows ({@link OutboxWriter.Builder#deleteOnceLogged}). */
   record OnceLogged(String slot, String publication) {}
 
-  /** See {@link OutboxWriter.Builder#deleteOnceLogged(boolean)}. */
-  private Mono<Void> deleteOnceLogged(Connection connection, String[] ids) {
-    if (onceLogged == null || deleteSql == null) {
-      return Mono.empty();
-    }
-    return Flux.from(connection.createStatement(deleteSql)
-            .bind(0, ids)
-            .bind(1, onceLogged.slot())
-            .bind(2, onceLogged.publication())
-            .bind(3, qualifiedName)
-            .execute())
-        .concatMap(result -> result.getRowsUpdated())
-        .then();
+  /**
+   * One statement per row: a logical decoding message when the relay's slot is ready for it,
+   * the row in the table otherwise (see the constructor). Parameters: the row's four as in
+   * {@link #insertSql}, the slot, the publication, the table, the message prefix, its content,
+   * and the notification channel when there is one.
+   */
+  private static String onceLoggedSql(OutboxTable table, boolean notify) {
+    String ready = "SELECT EXISTS (SELECT 1 FROM pg_replication_slots"
+        + " WHERE slot_name = $5 AND plugin = 'pgoutput' AND database = current_database()"
+        + " AND confirmed_flush_lsn IS NOT NULL AND wal_status IN ('reserved', 'extended'))"
+        + " AND EXISTS (SELECT 1 FROM pg_publication p"
+        + " WHERE p.pubname = $6 AND p.pubinsert AND (p.puballtables OR EXISTS"
+        + " (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid"
+        + " AND r.prrelid = to_regclass($7))))"
+        + " AND current_setting('server_version_num')::int >= 140000 AS ok";
+    return "WITH ready AS MATERIALIZED (" + ready + "),"
+        + " xid AS MATERIALIZED (SELECT pg_current_xact_id() AS writer_xid),"
+        + " logged AS (SELECT pg_logical_emit_message(true, $8, $9) AS lsn FROM ready WHERE ready.ok),"
+        + " inserted AS (INSERT INTO " + table.qualifiedName()
+        + " (batch_id, message_count, raw_data, message_keys, writer_xid)"
+        + " SELECT $1, $2, $3, $4, xid.writer_xid FROM xid, ready WHERE NOT ready.ok"
+        + " RETURNING batch_id)"
+        + " SELECT (SELECT count(*) FROM logged) AS logged,"
+        + (notify ? " (SELECT count(pg_notify($10, batch_id)) FROM inserted)"
+            : " (SELECT count(*) FROM inserted)")
+        + " AS inserted";
   }
 
   private Mono<Void> insert(Connection connection, String batchId, int count, byte[] raw,
       String[] keys) {
+    if (onceLogged != null && onceLoggedSql != null) {
+      Statement statement = connection.createStatement(onceLoggedSql)
+          .bind(0, batchId)
+          .bind(1, count)
+          .bind(2, raw)
+          .bind(3, keys)
+          .bind(4, onceLogged.slot())
+          .bind(5, onceLogged.publication())
+          .bind(6, qualifiedName)
+          .bind(7, LoggedBatch.prefix(onceLogged.slot()))
+          .bind(8, LoggedBatch.encode(batchId, count, Instant.now(), keys, raw));
+      if (notifyChannel != null) {
+        statement.bind(9, notifyChannel);
+      }
+      return Flux.from(statement.execute())
+          .concatMap(result -> result.map(row -> 1))
+          .then();
+    }
     Statement statement = connection.createStatement(insertSql)
         .bind(0, batchId)
         .bind(1, count)

@@ -1,6 +1,7 @@
 package dev.outbox.relay;
 
 import dev.outbox.r2dbc.internal.ClaimedBatch;
+import dev.outbox.r2dbc.internal.LoggedBatch;
 import dev.outbox.r2dbc.internal.RelayStore;
 import dev.outbox.r2dbc.internal.Sql;
 import io.netty.buffer.ByteBuf;
@@ -73,6 +74,8 @@ final class WalFollower {
   private final String slot;
   private final String publication;
   private final String table; // unqualified relation name as in pg_class
+  /** The prefix of this slot's logical decoding messages ({@link LoggedBatch#prefix}). */
+  private final String messagePrefix;
   private final Duration statusInterval;
   private final Runnable onStreaming;
 
@@ -102,6 +105,7 @@ final class WalFollower {
     this.onStreaming = onStreaming;
     this.factory = factory;
     this.slot = slot;
+    this.messagePrefix = LoggedBatch.prefix(slot);
     this.publication = publication;
     this.table = table;
     this.statusInterval = statusInterval;
@@ -257,14 +261,24 @@ final class WalFollower {
    * the replication stream and connection. Only one subscription at a time (the slot is exclusive).
    */
   Flux<WalInsert> follow() {
-    ReplicationRequest request = ReplicationRequest.logical()
+    return Sql.query(factory, "SELECT current_setting('server_version_num')::int AS version",
+            st -> st, row -> java.util.Objects.requireNonNull(row.get("version", Integer.class)))
+        .next()
+        .flatMapMany(version -> follow(version >= 140000));
+  }
+
+  /** {@code messages}: whether pgoutput sends logical decoding messages (PostgreSQL 14+). */
+  private Flux<WalInsert> follow(boolean messages) {
+    ReplicationRequest.LogicalReplicationRequestBuilder step = ReplicationRequest.logical()
         .slotName(slot)
         .startPosition(LogSequenceNumber.valueOf(0)) // 0/0 = resume at the slot's confirmed_flush
         .slotOption("proto_version", "1")
         .slotOption("publication_names", publication)
-        .slotOption("binary", "true")
-        .statusInterval(statusInterval)
-        .build();
+        .slotOption("binary", "true");
+    if (messages) { // batches a writer logged only (LoggedBatch); writers log none before 14
+      step = step.slotOption("messages", "true");
+    }
+    ReplicationRequest request = step.statusInterval(statusInterval).build();
     // Never call ReplicationStream#close() here: in 1.1.3 it re-subscribes the driver's internal
     // share()d flux, whose source (a windowUntil window) accepts one subscriber only, so close()
     // fails (NPE in FluxPublish, onErrorDropped) and its Mono never completes. Ending the
@@ -479,10 +493,39 @@ final class WalFollower {
         }
         return NOTHING;
       }
+      if (type == 'M') {
+        message(in);
+        return NOTHING;
+      }
       if (type == 'R') {
         relation(in);
       }
-      return NOTHING; // 'O' origin, 'Y' type, 'U', 'T', 'M'
+      return NOTHING; // 'O' origin, 'Y' type, 'U', 'T'
+    }
+
+    /**
+     * A logical decoding message: a batch its writer put into the log only ({@link LoggedBatch},
+     * {@code deleteOnceLogged}) when the prefix is this slot's and the message transactional;
+     * anything else (another slot's, another tool's) is not ours.
+     */
+    private void message(ByteBuffer in) {
+      byte flags = in.get();
+      in.getLong(); // the message's LSN
+      String prefix = cstring(in);
+      int length = in.getInt();
+      if ((flags & 1) == 0 || !prefix.equals(messagePrefix)) {
+        return;
+      }
+      LoggedBatch.Decoded batch;
+      try {
+        batch = LoggedBatch.decode(in, length);
+      } catch (IllegalArgumentException e) {
+        // Never skipped: the stream ends here and the slot is not confirmed past it, so the
+        // batch comes again (for a relay that can read it) rather than being lost.
+        throw new IllegalStateException("Outbox batch logged on slot " + slot + " in transaction "
+            + xid + " cannot be read by this relay: " + e.getMessage(), e);
+      }
+      inserted(new Inserted(batch.row().batchId(), batch.row(), batch.keys()));
     }
 
     private void relation(ByteBuffer in) {
