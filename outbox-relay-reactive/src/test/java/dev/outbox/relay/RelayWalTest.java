@@ -1064,7 +1064,7 @@ class RelayWalTest {
 
   // ------------------------------------------------ rows their writers delete once logged
 
-  /** Commits with a writer that deletes its rows once logged (Builder#deleteOnceLogged). */
+  /** Commits with a writer that logs its batches only (Builder#deleteOnceLogged). */
   private void commitDeleted(Message... messages) {
     dev.outbox.r2dbc.OutboxWriter deletingWriter =
         dev.outbox.r2dbc.OutboxWriter.builder().table(outbox.table).deleteOnceLogged(true).build();

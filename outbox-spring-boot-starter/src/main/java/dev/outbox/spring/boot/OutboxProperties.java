@@ -17,10 +17,11 @@ import org.springframework.util.unit.DataSize;
  * @param notifyOnWrite Whether the writer runs "pg_notify" on the table's channel in its insert
  *     and the embedded relay LISTENs on it (lower latency than polling; every notifying commit
  *     takes PostgreSQL's global notification lock)
- * @param deleteOnceLogged WAL mode: whether the writer deletes its rows again in the inserting
- *     transaction while the WAL relay's slot ("relay.wal-slot") is ready to carry them
- *     ("OutboxWriter.Builder#deleteOnceLogged"): the relay publishes them from the log and
- *     deletes nothing; dropping the slot loses the rows it had not confirmed (see the README)
+ * @param deleteOnceLogged WAL mode: whether the writer logs each batch to the WAL alone (a
+ *     logical decoding message, no row) while the WAL relay's slot ("relay.wal-slot") is ready
+ *     to carry it ("OutboxWriter.Builder#deleteOnceLogged"): the relay publishes it from the log
+ *     and deletes nothing; dropping the slot loses the batches it had not confirmed (see the
+ *     README)
  * @param schema Schema creation at startup
  * @param relay The embedded relay
  * @param tracing Trace propagation through the outbox (with Micrometer Tracing)

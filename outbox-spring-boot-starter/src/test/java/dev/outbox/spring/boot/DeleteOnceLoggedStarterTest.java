@@ -25,7 +25,7 @@ import org.springframework.transaction.reactive.TransactionalOperator;
 import reactor.core.publisher.Flux;
 
 /**
- * {@code outbox.delete-once-logged}: the starter's writer deletes its rows once the embedded WAL
+ * {@code outbox.delete-once-logged}: the starter's writer logs its batches only once the embedded WAL
  * relay's slot carries them, and that relay publishes them from the log (real PostgreSQL with
  * {@code wal_level=logical}, real Kafka); with a polling relay, startup fails saying what to set.
  */
@@ -58,8 +58,8 @@ class DeleteOnceLoggedStarterTest {
           // outbox.relay.max-in-flight unset: WAL mode's own default, not the claim modes'.
           assertThat(context.getBean(EmbeddedRelay.class).options().maxInFlight())
               .isEqualTo(RelayOptions.DEFAULT_WAL_MAX_IN_FLIGHT);
-          // The writer deletes only once the relay's slot is ready and its publication
-          // carries deletes; before that its rows stay (and the relay sweeps them).
+          // The writer logs only once the relay's slot is ready and its publication carries
+          // the table; before that it inserts rows (and the relay sweeps them).
           Poll.until("the relay's slot is ready and its publication carries deletes", WAIT,
               () -> TestPostgres.get().queryLong("SELECT count(*) FROM pg_replication_slots s,"
                   + " pg_publication p WHERE s.slot_name = '" + slot + "' AND s.confirmed_flush_lsn"
@@ -69,7 +69,7 @@ class DeleteOnceLoggedStarterTest {
           DatabaseClient database = DatabaseClient.create(context.getBean(ConnectionFactory.class));
 
           // Counted inside the writing transaction, before its commit: 0 only if the writer
-          // deleted its rows (after the commit, the relay's own DELETE could also empty it).
+          // inserted no rows (after the commit, the relay's own DELETE could also empty it).
           Long leftInTransaction = Flux.range(1, 3)
               .concatMap(i -> writer.write(Message.builder().stream(topic).key("order-" + i)
                   .data("placed " + i).build()))
@@ -78,7 +78,7 @@ class DeleteOnceLoggedStarterTest {
               .as(tx::transactional)
               .block(Duration.ofSeconds(10));
           assertThat(leftInTransaction)
-              .as("the writer deleted its rows in the inserting transaction").isZero();
+              .as("the writer logged its batches, no rows, in the writing transaction").isZero();
 
           List<ConsumerRecord<String, byte[]>> records =
               TestKafka.get().consume(List.of(topic), 3, WAIT, Duration.ZERO);
