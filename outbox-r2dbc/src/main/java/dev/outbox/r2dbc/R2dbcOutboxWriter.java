@@ -35,7 +35,8 @@ final class R2dbcOutboxWriter implements OutboxWriter {
     this.onceLogged = onceLogged;
     // Written to the log only while the slot is past its consistent point (confirmed_flush_lsn
     // is set then), still keeps its WAL (not lost or about to be), the publication carries the
-    // table (the relay is set up for it) and the server's pgoutput can send messages (14+):
+    // table and bears the mark of a relay that reads messages (LoggedBatch.READER_MARK), and the
+    // server's pgoutput can send messages (14+):
     // otherwise nothing would decode the message, and the batch goes into the table for the
     // relay's sweep instead. This transaction is open, so a slot still being created waits for
     // it and is not consistent yet.
@@ -159,7 +160,9 @@ final class R2dbcOutboxWriter implements OutboxWriter {
         + " WHERE slot_name = $5 AND plugin = 'pgoutput' AND database = current_database()"
         + " AND confirmed_flush_lsn IS NOT NULL AND wal_status IN ('reserved', 'extended'))"
         + " AND EXISTS (SELECT 1 FROM pg_publication p"
-        + " WHERE p.pubname = $6 AND p.pubinsert AND (p.puballtables OR EXISTS"
+        + " WHERE p.pubname = $6 AND p.pubinsert"
+        + " AND obj_description(p.oid, 'pg_publication') = '" + LoggedBatch.READER_MARK + "'"
+        + " AND (p.puballtables OR EXISTS"
         + " (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid"
         + " AND r.prrelid = to_regclass($7))))"
         + " AND current_setting('server_version_num')::int >= 140000 AS ok";

@@ -39,8 +39,10 @@ import org.jspecify.annotations.Nullable;
  * 15+ - only the columns a relay publishes from, {@link #LOGGED_COLUMNS}): each insert arrives
  * with its row, so publishing it needs no read of the table. An insert decoded from WAL written
  * before the publication carried those columns (it carried {@code batch_id} only) arrives
- * without its row. An insert whose row the same transaction deleted (its writer's {@code
- * deleteOnceLogged}) arrives as {@link RelayStore#LOGGED_ONLY}: the log holds its only copy.
+ * without its row. A batch its writer logged as a message ({@code deleteOnceLogged}, {@link
+ * LoggedBatch}; PostgreSQL 14+, pgoutput's {@code messages}) and an insert whose row the same
+ * transaction deleted (writers of earlier versions) arrive as {@link RelayStore#LOGGED_ONLY}:
+ * the log holds its only copy.
  *
  * <p>Inserts are emitted in commit order, grouped per transaction (emitted when the COMMIT arrives).
  * The slot's confirmed_flush_lsn advances through {@link #acknowledge}: to the end LSN of the
@@ -145,12 +147,12 @@ final class WalFollower {
    * the publication in this call: rows committed before then never reach the slot.
    *
    * <p>Then, if it can do so without touching anything else, has the publication carry deletes
-   * too (they tell the relay which rows their writers deleted once logged): only a publication
-   * of this table alone, and only while the table's replica identity is its primary key,
-   * {@code batch_id} (otherwise every DELETE from it could fail, or its deletes not name the
-   * row). It publishes inserts and deletes when created so; a publication of an earlier
-   * version (inserts only) is altered. When it does not publish deletes, writers keep their rows
-   * ({@code OutboxWriter.Builder#deleteOnceLogged} checks), and a failed ALTER is logged.
+   * too (they tell the relay which rows writers of earlier versions deleted once logged): only a
+   * publication of this table alone, and only while the table's replica identity is its primary
+   * key, {@code batch_id} (otherwise every DELETE from it could fail, or its deletes not name
+   * the row). It publishes inserts and deletes when created so; a publication of an earlier
+   * version (inserts only) is altered; a failed ALTER is logged. Last, it marks the publication
+   * as read by a relay that reads logged batches ({@link #markReadsMessages}).
    */
   static Mono<Boolean> ensurePublication(ConnectionFactory regular, String publication,
       String table, List<String> columns, Mono<Void> beforeJoining) {
@@ -214,13 +216,49 @@ final class WalFollower {
                       + publish + "')")
                       .onErrorResume(error -> {
                         log.warn("Publication {} could not be altered to publish deletes;"
-                            + " writers keep their rows (deleteOnceLogged has no effect): {}",
+                            + " rows written by writers of earlier versions with"
+                            + " deleteOnceLogged stay in the table: {}",
                             publication, error.toString());
                         return Mono.empty();
                       });
                 })
+                .then(markReadsMessages(c, publication))
                 .thenReturn(joined)),
         Connection::close);
+  }
+
+  /**
+   * Comments the publication with {@link LoggedBatch#READER_MARK} (PostgreSQL 14+, and only
+   * when it has no comment of someone else's): writers with {@code deleteOnceLogged} log their
+   * batches as messages only once a relay that reads them has set it.
+   */
+  private static Mono<Void> markReadsMessages(Connection c, String publication) {
+    return Flux.from(c.createStatement("SELECT obj_description(oid, 'pg_publication') AS note,"
+            + " current_setting('server_version_num')::int >= 140000 AS messages"
+            + " FROM pg_publication WHERE pubname = $1").bind("$1", publication).execute())
+        .concatMap(r -> r.map(row -> new Object[] {row.get("note", String.class),
+            Boolean.TRUE.equals(row.get("messages", Boolean.class))}))
+        .next()
+        .flatMap(found -> {
+          String note = (String) found[0];
+          if (!(Boolean) found[1] || LoggedBatch.READER_MARK.equals(note)) {
+            return Mono.empty();
+          }
+          if (note != null) {
+            log.warn("Publication {} has a comment of its own; writers with deleteOnceLogged"
+                + " keep inserting rows (they log batches only under the relay's mark)",
+                publication);
+            return Mono.empty();
+          }
+          return ddl(c, "COMMENT ON PUBLICATION " + publication + " IS '"
+                  + LoggedBatch.READER_MARK + "'")
+              .onErrorResume(error -> {
+                log.warn("Publication {} could not be marked as read by this relay; writers"
+                    + " with deleteOnceLogged keep inserting rows: {}", publication,
+                    error.toString());
+                return Mono.empty();
+              });
+        });
   }
 
   /** Whether {@code table}'s replica identity is its primary key (the default). */

@@ -1142,6 +1142,35 @@ class RelayWalTest {
   }
 
   /**
+   * A slot and publication that no relay of this version has marked (an older relay's, or one
+   * made by hand) do not make writers log: their batches stay rows until the relay marks the
+   * publication as read by a relay that reads messages.
+   */
+  @Test
+  void aWriterLogsOnlyOnceARelayThatReadsMessagesMarkedThePublication() {
+    outbox.postgres.execute("CREATE PUBLICATION " + slot + " FOR TABLE "
+        + outbox.table.qualifiedName() + " (" + String.join(", ", WalFollower.LOGGED_COLUMNS)
+        + ") WITH (publish = 'insert, delete')",
+        "SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')");
+    commitDeleted(message("unmarked"));
+    assertThat(outbox.rows()).as("kept: no relay that reads messages marked the publication")
+        .isEqualTo(1);
+    RelayHandle relay = start();
+    try {
+      assertThat(outbox.postgres.queryColumn("SELECT obj_description(oid, 'pg_publication')"
+          + " FROM pg_publication WHERE pubname = '" + slot + "'"))
+          .containsExactly(dev.outbox.r2dbc.internal.LoggedBatch.READER_MARK);
+      commitDeleted(message("marked"));
+      assertThat(outbox.rows()).as("the kept row at most: the new batch is logged only")
+          .isLessThanOrEqualTo(1);
+      assertThat(published(2)).containsExactly("unmarked", "marked");
+      Poll.until("the table is empty", QUICKLY, () -> outbox.rows() == 0);
+    } finally {
+      relay.stop(Duration.ofSeconds(5)).block(QUICKLY);
+    }
+  }
+
+  /**
    * Before the slot exists, and while its creation waits for an open transaction (not at its
    * consistent point yet), nothing would decode a deleted row: the writer keeps its rows, and
    * the relay's sweep publishes them. Once the slot streams, rows are deleted at commit.

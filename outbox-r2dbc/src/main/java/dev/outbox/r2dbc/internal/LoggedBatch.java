@@ -16,13 +16,21 @@ import java.util.List;
  * order, like an insert.
  *
  * <p>Content, big-endian: a format byte ({@value #FORMAT}); {@code batch_id} (int length, UTF-8);
- * {@code message_count} (int); {@code insert_time} (long, microseconds since the Unix epoch); the
+ * {@code message_count} (int); {@code insert_time} (long, microseconds since the Unix epoch, by
+ * the writer's clock: the one time of a logged batch not taken from the database); the
  * message keys (int count, then each as int length and UTF-8); {@code raw_data} (int length,
  * bytes). Thread-safe: stateless.
  */
 public final class LoggedBatch {
   /** The content format this version writes and reads. */
   public static final byte FORMAT = 1;
+  /**
+   * The comment a WAL relay that reads these messages puts on its publication (when it has
+   * none): writers log batches only once it is there, so writers upgraded before their relay
+   * keep inserting rows rather than logging messages nothing reads.
+   */
+  public static final String READER_MARK =
+      "dev.outbox: a WAL relay that reads batches logged as messages (format 1) streams this";
 
   private LoggedBatch() {}
 

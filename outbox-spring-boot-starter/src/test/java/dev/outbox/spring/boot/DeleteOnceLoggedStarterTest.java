@@ -60,10 +60,12 @@ class DeleteOnceLoggedStarterTest {
               .isEqualTo(RelayOptions.DEFAULT_WAL_MAX_IN_FLIGHT);
           // The writer logs only once the relay's slot is ready and its publication carries
           // the table; before that it inserts rows (and the relay sweeps them).
-          Poll.until("the relay's slot is ready and its publication carries deletes", WAIT,
+          Poll.until("the relay's slot is ready and its publication marked", WAIT,
               () -> TestPostgres.get().queryLong("SELECT count(*) FROM pg_replication_slots s,"
                   + " pg_publication p WHERE s.slot_name = '" + slot + "' AND s.confirmed_flush_lsn"
-                  + " IS NOT NULL AND p.pubname = '" + slot + "' AND p.pubdelete") == 1);
+                  + " IS NOT NULL AND p.pubname = '" + slot + "' AND obj_description(p.oid,"
+                  + " 'pg_publication') = '" + dev.outbox.r2dbc.internal.LoggedBatch.READER_MARK
+                  + "'") == 1);
           OutboxWriter writer = context.getBean(OutboxWriter.class);
           TransactionalOperator tx = context.getBean(TransactionalOperator.class);
           DatabaseClient database = DatabaseClient.create(context.getBean(ConnectionFactory.class));
