@@ -155,9 +155,9 @@ final class WalSlotCommands {
     out.println("A relay in WAL mode started again creates a new slot; its start-up sweep"
         + " publishes the rows then in " + table.qualifiedName() + ".");
     if (found.lagBytes() != null && found.lagBytes() > 0) {
-      // Rows of writers built with deleteOnceLogged were in that WAL only.
+      // Batches of writers built with deleteOnceLogged were in that WAL only.
       err.println("Warning: the slot had not confirmed the last " + bytes(found.lagBytes())
-          + " of WAL. Rows that writers deleted once logged (OutboxWriter deleteOnceLogged) and"
+          + " of WAL. Batches that writers logged only (OutboxWriter deleteOnceLogged) and"
           + " that were written there existed only in that WAL: they are lost.");
     }
     if (dropPublication) {

@@ -165,7 +165,7 @@ class WalSlotCommandsTest {
     assertThat(dropped.status()).as(dropped.err()).isZero();
     assertThat(dropped.out()).contains("Dropped replication slot " + slot)
         .contains("Publication " + defaultName + " kept");
-    assertThat(dropped.err()).as("rows deleted once logged went with the slot's WAL")
+    assertThat(dropped.err()).as("batches logged only went with the slot's WAL")
         .contains("Warning: the slot had not confirmed the last").contains("deleteOnceLogged");
     assertThat(exists(slot)).isFalse();
     assertThat(publicationExists(defaultName)).isTrue();
