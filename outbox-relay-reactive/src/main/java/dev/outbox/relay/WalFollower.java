@@ -299,24 +299,17 @@ final class WalFollower {
    * the replication stream and connection. Only one subscription at a time (the slot is exclusive).
    */
   Flux<WalInsert> follow() {
-    return Sql.query(factory, "SELECT current_setting('server_version_num')::int AS version",
-            st -> st, row -> java.util.Objects.requireNonNull(row.get("version", Integer.class)))
-        .next()
-        .flatMapMany(version -> follow(version >= 140000));
-  }
-
-  /** {@code messages}: whether pgoutput sends logical decoding messages (PostgreSQL 14+). */
-  private Flux<WalInsert> follow(boolean messages) {
-    ReplicationRequest.LogicalReplicationRequestBuilder step = ReplicationRequest.logical()
+    // messages: batches a writer logged only (LoggedBatch); pgoutput has the option from
+    // PostgreSQL 14, and WAL mode needs 15+ (publication column lists) anyway.
+    ReplicationRequest request = ReplicationRequest.logical()
         .slotName(slot)
         .startPosition(LogSequenceNumber.valueOf(0)) // 0/0 = resume at the slot's confirmed_flush
         .slotOption("proto_version", "1")
         .slotOption("publication_names", publication)
-        .slotOption("binary", "true");
-    if (messages) { // batches a writer logged only (LoggedBatch); writers log none before 14
-      step = step.slotOption("messages", "true");
-    }
-    ReplicationRequest request = step.statusInterval(statusInterval).build();
+        .slotOption("binary", "true")
+        .slotOption("messages", "true")
+        .statusInterval(statusInterval)
+        .build();
     // Never call ReplicationStream#close() here: in 1.1.3 it re-subscribes the driver's internal
     // share()d flux, whose source (a windowUntil window) accepts one subscriber only, so close()
     // fails (NPE in FluxPublish, onErrorDropped) and its Mono never completes. Ending the
